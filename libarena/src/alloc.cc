@@ -1,0 +1,354 @@
+// SPDX-License-Identifier: MIT
+// Large blocks, the slow side of free, and the malloc-family semantics that are not a single
+// fast path: calloc, realloc, the aligned forms, usable size and trim.
+#include "alloc.h"
+
+#include "options.h"
+#include "os.h"
+#include "report.h"
+
+#include <cerrno>
+#include <cstring>
+
+namespace arena {
+
+namespace {
+
+constexpr size_t kMaxRequest = PTRDIFF_MAX; // larger requests fail with ENOMEM at once
+
+size_t pages_for(size_t n) {
+    return (n + kPageSize - 1) >> kPageShift;
+}
+
+uintptr_t large_entry(size_t npages) {
+    return (uintptr_t{npages} << kLargeShift) | kLargeTag;
+}
+
+void count_large_free(size_t npages) {
+    heap::count(k_large_frees);
+    heap::count(k_large_free_bytes, npages << kPageShift);
+}
+
+/// Frees the large block at page `page` of r whose pagemap entry was `entry`.
+void large_free(Region* r, size_t page, uintptr_t entry, uintptr_t a, Api api) {
+    uintptr_t expected = entry;
+    // Exchange, so that two threads freeing the same block at once find one double free.
+    if (!r->pagemap[page].compare_exchange_strong(expected, 0, std::memory_order_acq_rel)) {
+        report_heap_error(HeapError::DoubleFree, reinterpret_cast<void*>(a), api_name(api));
+        return;
+    }
+    const size_t npages = entry >> kLargeShift;
+    pages::free(r, page, npages);
+    count_large_free(npages);
+}
+
+/// A bad pointer inside a region: interior of a live block, or a block already freed.
+ARENA_COLD void report_bad_pointer(Region* r, size_t page, uintptr_t a, Api api) {
+    const bool live = r->runs.is_used_unlocked(page);
+    report_heap_error(live ? HeapError::InvalidFree : HeapError::DoubleFree,
+                      reinterpret_cast<void*>(a), api_name(api));
+}
+
+ARENA_COLD void note_foreign(uintptr_t a, Api api) {
+    heap::count(k_foreign_frees);
+    if (option(Opt::VERBOSE) != 0) {
+        Msg m;
+        m.str("arena: ").str(api_name(api)).str("() of ").hex(a)
+            .str(", which the arena does not own: ignored").nl().emit();
+    }
+}
+
+} // namespace
+
+// ---- Large blocks ------------------------------------------------------------------------------
+
+void* large::alloc(size_t n, size_t align, bool zero) {
+    if (n > kMaxRequest || !ensure_init())
+        return nullptr;
+    const size_t npages = pages_for(n == 0 ? 1 : n);
+    const size_t align_pages = align <= kPageSize ? 1 : align >> kPageShift;
+    pages::Run run{};
+    if (!pages::alloc(npages, align_pages, &run))
+        return nullptr;
+    run.region->pagemap[run.first].store(large_entry(npages), std::memory_order_release);
+    void* p = reinterpret_cast<void*>(run.addr);
+    if (zero && !run.clean)
+        memset(p, 0, n);
+    heap::count(k_large_allocs);
+    heap::count(k_large_alloc_bytes, npages << kPageShift);
+    heap::count(k_bytes_requested, n);
+    return p;
+}
+
+// ---- free ---------------------------------------------------------------------------------------
+
+void dealloc_slow(uintptr_t a, Api api) {
+    if (a == 0)
+        return;
+    Region* r = pages::region_of(a);
+    if (r == nullptr)
+        return note_foreign(a, api);
+    const size_t page = r->page_of(a);
+    const uintptr_t e = r->pagemap[page].load(std::memory_order_acquire);
+    if ((e & kTagMask) == 0 && e != 0) { // a slab in a region other than region 0
+        Slab* s = reinterpret_cast<Slab*>(e);
+        Heap* h = t_heap;
+        if (s->heap.load(std::memory_order_relaxed) == h)
+            return heap::free_local(h, s, a, api);
+        return heap::free_remote(s, a, api);
+    }
+    if ((e & kLargeTag) != 0 && (a & (kPageSize - 1)) == 0)
+        return large_free(r, page, e, a, api);
+    report_bad_pointer(r, page, a, api);
+}
+
+BlockInfo block_info(const void* p) {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    BlockInfo bi{};
+    if (a == 0) {
+        bi.kind = BlockInfo::Null;
+        return bi;
+    }
+    Region* r = pages::region_of(a);
+    if (r == nullptr) {
+        bi.kind = BlockInfo::Foreign;
+        return bi;
+    }
+    bi.region = r;
+    bi.page = r->page_of(a);
+    bi.entry = r->pagemap[bi.page].load(std::memory_order_acquire);
+    if ((bi.entry & kTagMask) == 0 && bi.entry != 0) {
+        const Slab* s = reinterpret_cast<const Slab*>(bi.entry);
+        const int64_t idx = heap::slot_index(s, a);
+        if (idx < 0) {
+            bi.kind = BlockInfo::Invalid;
+            return bi;
+        }
+        const uint64_t bit = uint64_t{1} << (idx & 63);
+        const bool is_free = ((s->free_bits[idx >> 6].load(std::memory_order_relaxed) |
+                               s->remote_bits[idx >> 6].load(std::memory_order_relaxed)) &
+                              bit) != 0;
+        bi.kind = is_free ? BlockInfo::Freed : BlockInfo::Small;
+        bi.usable = s->size;
+        return bi;
+    }
+    if ((bi.entry & kLargeTag) != 0 && (a & (kPageSize - 1)) == 0) {
+        bi.kind = BlockInfo::Large;
+        bi.usable = (bi.entry >> kLargeShift) << kPageShift;
+        return bi;
+    }
+    bi.kind = r->runs.is_used_unlocked(bi.page) ? BlockInfo::Invalid : BlockInfo::Freed;
+    return bi;
+}
+
+namespace libc {
+
+void* fail_enomem() {
+    heap::count(k_failed_allocs);
+    errno = ENOMEM;
+    return nullptr;
+}
+
+void* calloc(size_t count, size_t size) {
+    size_t n = 0;
+    if (__builtin_mul_overflow(count, size, &n))
+        return fail_enomem();
+    void* p = nullptr;
+    if (n <= kSmallMax) {
+        p = heap::alloc_small(t_heap, class_of(n), n);
+        if (p != nullptr)
+            memset(p, 0, n);
+    } else {
+        p = large::alloc(n, kMinAlign, true);
+    }
+    if (p == nullptr)
+        return fail_enomem();
+    heap::count(k_calloc_calls);
+    return p;
+}
+
+namespace {
+
+/// realloc of a pointer the arena does not own: copy what is readable, leave the old block.
+ARENA_COLD void* realloc_foreign(void* p, size_t n) {
+    note_foreign(reinterpret_cast<uintptr_t>(p), Api::Realloc);
+    void* q = alloc(n);
+    if (q == nullptr)
+        return fail_enomem();
+    // Copy page by page while the source stays mapped: its size is unknown.
+    const size_t ps = os::page_size();
+    size_t done = 0;
+    const char* src = static_cast<const char*>(p);
+    while (done < n && os::is_mapped(src + done)) {
+        const uintptr_t here = reinterpret_cast<uintptr_t>(src + done);
+        size_t chunk = ps - (here & (ps - 1));
+        if (chunk > n - done)
+            chunk = n - done;
+        memcpy(static_cast<char*>(q) + done, src + done, chunk);
+        done += chunk;
+    }
+    return q;
+}
+
+/// Moves a block to a new one of n bytes, copying `keep` bytes.
+void* realloc_move(void* p, size_t n, size_t keep) {
+    void* q = alloc(n);
+    if (q == nullptr)
+        return fail_enomem();
+    memcpy(q, p, keep < n ? keep : n);
+    dealloc(p, Api::Realloc);
+    return q;
+}
+
+void* realloc_large(void* p, size_t n, const BlockInfo& bi) {
+    const size_t old_np = bi.entry >> kLargeShift;
+    if (n <= kSmallMax && n <= bi.usable / 2)
+        return realloc_move(p, n, n); // much smaller: into a size class
+    const size_t new_np = pages_for(n);
+    Region* r = bi.region;
+    if (new_np == old_np)
+        return p;
+    if (new_np < old_np) {
+        r->pagemap[bi.page].store(large_entry(new_np), std::memory_order_release);
+        pages::shrink(r, bi.page, old_np, new_np);
+        heap::count(k_large_free_bytes, (old_np - new_np) << kPageShift);
+        return p;
+    }
+    bool clean = false;
+    if (pages::try_grow(r, bi.page, old_np, new_np, &clean)) {
+        r->pagemap[bi.page].store(large_entry(new_np), std::memory_order_release);
+        heap::count(k_large_alloc_bytes, (new_np - old_np) << kPageShift);
+        return p;
+    }
+    return realloc_move(p, n, bi.usable);
+}
+
+} // namespace
+
+void* realloc(void* p, size_t n) {
+    heap::count(k_realloc_calls);
+    if (p == nullptr) {
+        void* q = alloc(n);
+        return q != nullptr ? q : fail_enomem();
+    }
+    if (n == 0) { // glibc: realloc(p, 0) frees p and returns NULL
+        dealloc(p, Api::Realloc);
+        return nullptr;
+    }
+    if (n > kMaxRequest)
+        return fail_enomem();
+    const BlockInfo bi = block_info(p);
+    switch (bi.kind) {
+    case BlockInfo::Small:
+        // Stay in place while the new size fits and does not waste more than half the slot.
+        if (n <= bi.usable && (n > bi.usable / 2 || bi.usable <= 2 * kMinAlign))
+            return p;
+        return realloc_move(p, n, bi.usable);
+    case BlockInfo::Large:
+        return realloc_large(p, n, bi);
+    case BlockInfo::Foreign:
+        return realloc_foreign(p, n);
+    case BlockInfo::Freed:
+        report_heap_error(HeapError::DoubleFree, p, "realloc");
+        errno = EINVAL;
+        return nullptr;
+    case BlockInfo::Invalid:
+    case BlockInfo::Null:
+        break;
+    }
+    report_heap_error(HeapError::InvalidFree, p, "realloc");
+    errno = EINVAL;
+    return nullptr;
+}
+
+void* reallocarray(void* p, size_t count, size_t size) {
+    size_t n = 0;
+    if (__builtin_mul_overflow(count, size, &n)) {
+        heap::count(k_realloc_calls);
+        return fail_enomem();
+    }
+    return realloc(p, n);
+}
+
+void* alloc_aligned(size_t align, size_t n) {
+    if (align <= kMinAlign)
+        return alloc(n);
+    if (n <= kSmallMax && align <= kMaxClassAlign) {
+        // A class whose size is a multiple of align has every slot aligned (slabs start on a
+        // page). Power-of-two classes always qualify, so the search is short.
+        unsigned c = class_of(n < align ? align : n);
+        while (c < kNumClasses && (kClasses[c].size & (align - 1)) != 0)
+            ++c;
+        if (c < kNumClasses)
+            return heap::alloc_small(t_heap, c, n);
+    }
+    return large::alloc(n, align, false);
+}
+
+namespace {
+
+/// memalign's handling of the alignment argument (glibc 2.36): anything not a power of two is
+/// rounded up to one; more than half the address space is EINVAL.
+void* memalign_common(size_t align, size_t n) {
+    if (align > SIZE_MAX / 2 + 1) {
+        errno = EINVAL;
+        return nullptr;
+    }
+    if ((align & (align - 1)) != 0)
+        align = size_t{1} << (64 - __builtin_clzll(align));
+    if (n > kMaxRequest)
+        return fail_enomem();
+    void* p = alloc_aligned(align, n);
+    if (p == nullptr)
+        return fail_enomem();
+    heap::count(k_aligned_calls);
+    return p;
+}
+
+} // namespace
+
+void* memalign(size_t align, size_t n) {
+    return memalign_common(align, n);
+}
+
+void* aligned_alloc(size_t align, size_t n) {
+    return memalign_common(align, n);
+}
+
+int posix_memalign(void** out, size_t align, size_t n) {
+    if (align < sizeof(void*) || (align & (align - 1)) != 0 || align % sizeof(void*) != 0)
+        return EINVAL; // *out untouched
+    const int saved = errno;
+    void* p = memalign_common(align, n);
+    if (p == nullptr) {
+        errno = saved; // posix_memalign reports through its result only
+        return ENOMEM;
+    }
+    *out = p;
+    return 0;
+}
+
+void* valloc(size_t n) {
+    return memalign_common(os::page_size(), n);
+}
+
+void* pvalloc(size_t n) {
+    const size_t ps = os::page_size();
+    if (n > kMaxRequest)
+        return fail_enomem();
+    const size_t rounded = n == 0 ? ps : (n + ps - 1) & ~(ps - 1);
+    return memalign_common(ps, rounded);
+}
+
+size_t malloc_usable_size(const void* p) {
+    const BlockInfo bi = block_info(p);
+    return bi.kind == BlockInfo::Small || bi.kind == BlockInfo::Large ? bi.usable : 0;
+}
+
+int malloc_trim(size_t) {
+    heap::trim();
+    return pages::trim() != 0 ? 1 : 0;
+}
+
+} // namespace libc
+} // namespace arena

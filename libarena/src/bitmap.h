@@ -1,0 +1,150 @@
+// SPDX-License-Identifier: MIT
+// Arrays of 64-bit bitmaps, the allocator's one data structure for free/used state.
+//
+// `bits::` has the word-level primitives: setting and clearing ranges, finding the next set or
+// clear bit, and finding a run of n clear bits with an alignment constraint. Runs may start and
+// end anywhere and cross any number of 64-bit words (the seed design could not cross a word,
+// which capped an allocation at 64 chunks and wasted the tail of every word).
+//
+// `RunMap` is a unit allocator built on three such bitmaps over one address range:
+//   used  - 1 = unit handed out
+//   dirty - 1 = free unit that was written since the last purge (may be resident)
+//   young - 1 = became dirty since the previous purge tick
+// A purge tick returns `dirty & ~young` to the kernel (free for at least one whole tick), then
+// clears `young`; so freed memory goes back after between one and two purge delays, and memory
+// that is freed and reused quickly never pays for a page fault.
+//
+// Nothing here locks: RunMap's owner serialises access (pages.cc's lock, native.cc's lock).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace arena {
+namespace bits {
+
+inline constexpr size_t npos = ~size_t{0};
+
+constexpr size_t words_for(size_t nbits) {
+    return (nbits + 63) / 64;
+}
+
+inline bool test(const uint64_t* w, size_t i) {
+    return (w[i >> 6] >> (i & 63)) & 1;
+}
+
+/// Sets bits [first, first+n).
+void set_range(uint64_t* w, size_t first, size_t n);
+/// Clears bits [first, first+n).
+void clear_range(uint64_t* w, size_t first, size_t n);
+/// Number of set bits in [first, first+n).
+size_t count(const uint64_t* w, size_t first, size_t n);
+/// First set bit in [from, limit), or `limit`.
+size_t find_set(const uint64_t* w, size_t from, size_t limit);
+/// First clear bit in [from, limit), or `limit`.
+size_t find_clear(const uint64_t* w, size_t from, size_t limit);
+/// Lowest s >= from with [s, s+n) clear, s+n <= limit and (s + phase) % align == 0 (align is a
+/// power of two, counted in bits). npos when there is none. O(words scanned).
+size_t find_clear_run(const uint64_t* w, size_t limit, size_t from, size_t n, size_t align,
+                      size_t phase);
+
+/// Calls f(first, n) for every maximal run of bits set in `a` and clear in `b` (b may be null),
+/// within [0, limit), in increasing order. Runs are merged across word boundaries.
+template <class F>
+void for_each_run(const uint64_t* a, const uint64_t* b, size_t limit, F&& f) {
+    size_t run_start = npos;
+    const size_t nwords = words_for(limit);
+    for (size_t wi = 0; wi < nwords; ++wi) {
+        uint64_t m = a[wi] & (b ? ~b[wi] : ~uint64_t{0});
+        if (wi == nwords - 1 && (limit & 63) != 0)
+            m &= (uint64_t{1} << (limit & 63)) - 1;
+        const size_t base = wi * 64;
+        if (m == ~uint64_t{0}) { // the whole word continues or starts a run
+            if (run_start == npos)
+                run_start = base;
+            continue;
+        }
+        size_t bit = 0; // invariant: bit < 64
+        for (;;) {
+            if (run_start == npos) {
+                const uint64_t rest = m >> bit;
+                if (rest == 0)
+                    break;
+                bit += static_cast<size_t>(__builtin_ctzll(rest));
+                run_start = base + bit;
+            } else {
+                const uint64_t rest = ~m >> bit;
+                if (rest == 0)
+                    break; // the run continues into the next word
+                bit += static_cast<size_t>(__builtin_ctzll(rest));
+                f(run_start, base + bit - run_start);
+                run_start = npos;
+            }
+        }
+    }
+    if (run_start != npos)
+        f(run_start, limit - run_start);
+}
+
+} // namespace bits
+
+/// A first-fit allocator of runs of equal units (pages of a region, chunks of a native arena)
+/// with delayed return of free units to the kernel. Not thread-safe; see the file comment.
+class RunMap {
+public:
+    /// Bytes of bitmap storage init() needs for `nunits` units.
+    static constexpr size_t metadata_bytes(size_t nunits) { return 3 * bits::words_for(nunits) * 8; }
+
+    /// `meta` is zeroed storage of metadata_bytes(nunits); units are 2^unit_shift bytes from
+    /// `base`, which is aligned to the unit.
+    void init(void* meta, size_t nunits, uintptr_t base, unsigned unit_shift);
+
+    /// First free run of n units whose address is aligned to `align_units` units (power of two).
+    /// Returns bits::npos when there is none.
+    size_t find(size_t n, size_t align_units) const;
+
+    /// Marks [first, first+n) used. Returns true when every unit was clean, i.e. reads as zero
+    /// (never written since it was reserved or purged).
+    bool claim(size_t first, size_t n);
+
+    /// Marks [first, first+n) free and dirty.
+    void release(size_t first, size_t n);
+
+    /// True if all of [first, first+n) is free (and within the map).
+    bool range_free(size_t first, size_t n) const;
+
+    /// Returns free dirty units to the kernel: those dirty for a whole tick, or all of them when
+    /// `everything`. Starts a new tick. Returns the number of bytes released.
+    size_t purge(bool everything);
+
+    /// Returns the free run [first, first+n) to the kernel now. Returns the bytes released.
+    size_t purge_run(size_t first, size_t n);
+
+    bool is_used(size_t i) const { return bits::test(used_, i); }
+    /// is_used() without the owner's lock, for classifying a bad pointer in an error report.
+    bool is_used_unlocked(size_t i) const {
+        return (__atomic_load_n(&used_[i >> 6], __ATOMIC_RELAXED) >> (i & 63)) & 1;
+    }
+    const uint64_t* used_bits() const { return used_; }
+    size_t nunits() const { return nunits_; }
+    size_t used_units() const { return used_units_; }
+    size_t dirty_units() const { return dirty_units_; }
+    size_t top() const { return top_; }
+    uintptr_t base() const { return base_; }
+    unsigned unit_shift() const { return shift_; }
+    uintptr_t address(size_t unit) const { return base_ + (uintptr_t{unit} << shift_); }
+
+private:
+    uint64_t* used_ = nullptr;
+    uint64_t* dirty_ = nullptr;
+    uint64_t* young_ = nullptr;
+    size_t nunits_ = 0;
+    size_t hint_ = 0;  // no free unit below this
+    size_t top_ = 0;   // no unit at or above this was ever used
+    size_t used_units_ = 0;
+    size_t dirty_units_ = 0;
+    uintptr_t base_ = 0;
+    unsigned shift_ = 0;
+};
+
+} // namespace arena

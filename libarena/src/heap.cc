@@ -1,0 +1,468 @@
+// SPDX-License-Identifier: MIT
+// Thread heaps: slab refill, slab life cycle, remote frees, and the heap life cycle (create,
+// abandon at thread exit, adopt, drain, fork).
+//
+// ---- Remote frees ---------------------------------------------------------------------------
+// A thread freeing into a slab it does not own:
+//   1. checks the slot is allocated (owner bitmap) and sets its bit in remote_bits with
+//      fetch_or; a bit already set there means a double free;
+//   2. if `queued` was 0, sets it to 1 and pushes the slab on the owner heap's remote stack.
+// The owner pops the whole stack at once (exchange with null), and for each slab first sets
+// `queued` to 0, then exchanges each remote word with 0 and ORs it into free_bits. With
+// sequentially consistent RMWs on both sides, a bit set after the owner's collection always
+// finds `queued` at 0 and queues the slab again, so no remote free is ever lost.
+//
+// A slab is released (pages back to the region, descriptor to the pool) only when it is empty
+// and the owner wins `queued.exchange(1) == 0`: the 1 stays as a tombstone, so a remote freer
+// that is late with step 2 never pushes a released slab; if the owner loses, the slab is on the
+// queue and is released when it comes off it. Descriptors are never unmapped (meta.h).
+//
+// ---- Heap life cycle --------------------------------------------------------------------------
+// A thread gets a heap on its first allocation: it adopts an abandoned one if there is any,
+// else a new one is made. At thread exit (pthread key destructor) the heap is abandoned whole:
+// its slabs stay where they are, still owned by the heap, and remote frees keep queueing on it.
+// The next new thread adopts it, or any thread's malloc_trim drains it. Heaps are never freed.
+#include "heap.h"
+
+#include "lock.h"
+#include "meta.h"
+#include "options.h"
+#include "os.h"
+#include "pages.h"
+
+#include <new>
+#include <pthread.h>
+
+namespace arena {
+
+namespace {
+/// The word every empty bin points at. Never written: the fast path writes only nonzero words.
+constinit std::atomic<uint64_t> g_zero_word{0};
+
+} // namespace
+
+constinit Heap g_empty_heap{&g_zero_word};
+constinit StatShard g_shared_stats;
+__thread Heap* t_heap __attribute__((tls_model("initial-exec"))) = &g_empty_heap;
+
+bool ensure_init(); // init.cc
+bool register_thread_heap(Heap* h); // init.cc: arms the thread-exit destructor
+
+namespace heap {
+namespace {
+
+/// Set once this thread's heap was abandoned at exit: later allocations by this thread (other
+/// destructors) borrow a heap for the one call.
+ARENA_TLS bool t_dead = false;
+
+constinit Mutex g_heaps_lock;                 // creation and adoption of heaps
+constinit std::atomic<Heap*> g_all_heaps{nullptr};
+constinit uint32_t g_heap_count = 0;
+constinit std::atomic<uint64_t> g_trim_epoch{0};
+
+// ---- Bins and lists ---------------------------------------------------------------------------
+
+void bin_clear(Bin& b) {
+    b.word = &g_zero_word;
+    b.slab = nullptr;
+    b.base = 0;
+    b.wi = 0;
+}
+
+/// Points the bin at the first nonzero bitmap word of its slab. False if the slab is full.
+bool bin_seek(Bin& b) {
+    Slab* s = b.slab;
+    for (unsigned wi = 0; wi < s->nwords; ++wi) {
+        if (s->free_bits[wi].load(std::memory_order_relaxed) != 0) {
+            b.word = &s->free_bits[wi];
+            b.wi = wi;
+            b.base = s->base + uintptr_t{wi} * 64 * s->size;
+            return true;
+        }
+    }
+    return false;
+}
+
+void list_push(Slab*& head, Slab* s) {
+    s->prev = nullptr;
+    s->next = head;
+    if (head != nullptr)
+        head->prev = s;
+    head = s;
+}
+
+void list_remove(Slab*& head, Slab* s) {
+    if (s->prev != nullptr)
+        s->prev->next = s->next;
+    else
+        head = s->next;
+    if (s->next != nullptr)
+        s->next->prev = s->prev;
+    s->next = s->prev = nullptr;
+}
+
+Slab* list_pop(Slab*& head) {
+    Slab* s = head;
+    if (s != nullptr)
+        list_remove(head, s);
+    return s;
+}
+
+// ---- Slab life cycle ---------------------------------------------------------------------------
+
+Slab* slab_new(Heap* h, unsigned cls) {
+    const SizeClass& k = kClasses[cls];
+    pages::Run run{};
+    if (!pages::alloc(k.slab_pages, 1, &run))
+        return nullptr;
+    Slab* s = meta::slab_alloc();
+    if (s == nullptr) {
+        pages::free(run.region, run.first, run.npages);
+        return nullptr;
+    }
+    s->base = run.addr;
+    s->recip = k.recip;
+    s->size = k.size;
+    s->nslots = k.nslots;
+    s->cls = static_cast<uint16_t>(cls);
+    s->nwords = static_cast<uint8_t>((k.nslots + 63) / 64);
+    s->region = run.region;
+    s->first_page = static_cast<uint32_t>(run.first);
+    s->npages = static_cast<uint32_t>(run.npages);
+    s->used = 0;
+    s->where = SlabWhere::Detached;
+    s->next = s->prev = nullptr;
+    for (unsigned wi = 0; wi < kSlabMaxWords; ++wi) {
+        const unsigned lo = wi * 64;
+        uint64_t m = 0;
+        if (lo + 64 <= k.nslots)
+            m = ~uint64_t{0};
+        else if (lo < k.nslots)
+            m = (uint64_t{1} << (k.nslots - lo)) - 1;
+        s->free_bits[wi].store(m, std::memory_order_relaxed);
+        s->remote_bits[wi].store(0, std::memory_order_relaxed);
+    }
+    s->next_remote = nullptr;
+    s->queued.store(0, std::memory_order_relaxed);
+    s->heap.store(h, std::memory_order_release);
+    for (size_t i = 0; i < run.npages; ++i)
+        run.region->pagemap[run.first + i].store(reinterpret_cast<uintptr_t>(s),
+                                                 std::memory_order_release);
+    return s;
+}
+
+/// Gives an empty slab's pages back to the region and its descriptor to the pool.
+void slab_release(Slab* s) {
+    Region* r = s->region;
+    for (size_t i = 0; i < s->npages; ++i)
+        r->pagemap[s->first_page + i].store(0, std::memory_order_release);
+    s->heap.store(nullptr, std::memory_order_release);
+    const size_t first = s->first_page;
+    const size_t npages = s->npages;
+    meta::slab_free(s);
+    pages::free(r, first, npages);
+}
+
+/// Releases an empty slab now, or marks it Detached when a remote freer queued it meanwhile
+/// (it is released when it comes off the queue).
+void slab_retire(Slab* s) {
+    if (s->queued.exchange(1, std::memory_order_seq_cst) == 0) {
+        slab_release(s);
+        return;
+    }
+    s->where = SlabWhere::Detached;
+}
+
+/// An empty slab that is not current: keep one per class, retire the rest.
+void slab_emptied(Heap* h, Slab* s) {
+    if (h->empty[s->cls] == nullptr) {
+        h->empty[s->cls] = s;
+        s->where = SlabWhere::Empty;
+        return;
+    }
+    slab_retire(s);
+}
+
+/// Moves a slab between lists after frees made slots available.
+void slab_after_free(Heap* h, Slab* s) {
+    if (s->where == SlabWhere::Full) {
+        s->where = SlabWhere::Partial;
+        list_push(h->partial[s->cls], s);
+    }
+    if (s->used == 0 && s->where == SlabWhere::Partial) {
+        list_remove(h->partial[s->cls], s);
+        slab_emptied(h, s);
+    }
+}
+
+void release_cached_empties(Heap* h) {
+    for (unsigned c = 0; c < kNumClasses; ++c) {
+        if (Slab* s = h->empty[c]) {
+            h->empty[c] = nullptr;
+            slab_retire(s);
+        }
+        // A current slab with nothing allocated is released too (trim and thread exit).
+        Bin& b = h->bins[c];
+        if (b.slab != nullptr && b.slab->used == 0) {
+            Slab* s = b.slab;
+            bin_clear(b);
+            slab_retire(s);
+        }
+    }
+}
+
+// ---- Remote frees (owner side) ---------------------------------------------------------------
+
+ARENA_COLD void report_remote_double_frees(Slab* s, unsigned wi, uint64_t dbl) {
+    while (dbl != 0) {
+        const unsigned bit = static_cast<unsigned>(__builtin_ctzll(dbl));
+        dbl &= dbl - 1;
+        const uintptr_t a = s->base + (uintptr_t{wi} * 64 + bit) * s->size;
+        report_heap_error(HeapError::DoubleFree, reinterpret_cast<void*>(a), "free");
+    }
+}
+
+/// Folds a slab's remote frees into its bitmap. Returns the slots freed.
+uint32_t collect_slab(Slab* s) {
+    uint32_t freed = 0;
+    for (unsigned wi = 0; wi < s->nwords; ++wi) {
+        if (s->remote_bits[wi].load(std::memory_order_relaxed) == 0)
+            continue;
+        const uint64_t r = s->remote_bits[wi].exchange(0, std::memory_order_seq_cst);
+        const uint64_t cur = s->free_bits[wi].load(std::memory_order_relaxed);
+        const uint64_t dbl = cur & r;
+        if (ARENA_UNLIKELY(dbl != 0))
+            report_remote_double_frees(s, wi, dbl);
+        s->free_bits[wi].store(cur | r, std::memory_order_relaxed);
+        freed += static_cast<uint32_t>(__builtin_popcountll(r & ~dbl));
+    }
+    s->used -= freed;
+    return freed;
+}
+
+void collect_remote(Heap* h) {
+    if (h->remote.load(std::memory_order_relaxed) == nullptr)
+        return;
+    Slab* list = h->remote.exchange(nullptr, std::memory_order_acquire);
+    while (list != nullptr) {
+        Slab* s = list;
+        list = s->next_remote; // read before `queued` drops: a freer may push s again at once
+        s->queued.exchange(0, std::memory_order_seq_cst);
+        collect_slab(s);
+        if (s->where == SlabWhere::Detached)
+            slab_retire(s);
+        else
+            slab_after_free(h, s);
+    }
+}
+
+// ---- Heap life cycle ---------------------------------------------------------------------------
+
+void heap_init(Heap* h, StatShard* stats) {
+    for (unsigned c = 0; c < kNumClasses; ++c) {
+        bin_clear(h->bins[c]);
+        h->bins[c].size = kClasses[c].size;
+        h->partial[c] = nullptr;
+        h->empty[c] = nullptr;
+    }
+    h->stats = stats;
+    h->trim_epoch = g_trim_epoch.load(std::memory_order_relaxed);
+    h->remote.store(nullptr, std::memory_order_relaxed);
+    h->state.store(HeapState::Active, std::memory_order_relaxed);
+}
+
+/// Adopts an abandoned heap, or makes a new one. Returns null when out of memory.
+Heap* heap_acquire() {
+    LockGuard guard(g_heaps_lock);
+    for (Heap* h = g_all_heaps.load(std::memory_order_acquire); h != nullptr; h = h->next_all) {
+        HeapState st = HeapState::Abandoned;
+        if (h->state.compare_exchange_strong(st, HeapState::Active, std::memory_order_acquire))
+            return h;
+    }
+    void* hmem = meta::alloc(sizeof(Heap));
+    void* smem = meta::alloc(sizeof(StatShard));
+    if (hmem == nullptr || smem == nullptr)
+        return nullptr; // the metadata bytes are lost; we are out of address space anyway
+    Heap* h = new (hmem) Heap();
+    heap_init(h, new (smem) StatShard());
+    h->id = ++g_heap_count;
+    h->next_all = g_all_heaps.load(std::memory_order_relaxed);
+    g_all_heaps.store(h, std::memory_order_release);
+    return h;
+}
+
+void heap_abandon(Heap* h) {
+    collect_remote(h);
+    release_cached_empties(h);
+    h->state.store(HeapState::Abandoned, std::memory_order_release);
+}
+
+/// Folds the remote frees of every abandoned heap and releases its empty slabs.
+void drain_abandoned() {
+    for (Heap* h = g_all_heaps.load(std::memory_order_acquire); h != nullptr; h = h->next_all) {
+        HeapState st = HeapState::Abandoned;
+        if (!h->state.compare_exchange_strong(st, HeapState::Draining, std::memory_order_acquire))
+            continue;
+        collect_remote(h);
+        release_cached_empties(h);
+        h->state.store(HeapState::Abandoned, std::memory_order_release);
+    }
+}
+
+/// This thread's first allocation: initialise the library if needed and get a heap.
+Heap* thread_heap_init() {
+    if (t_dead || !ensure_init())
+        return nullptr;
+    Heap* h = heap_acquire();
+    if (h == nullptr)
+        return nullptr;
+    t_heap = h;
+    register_thread_heap(h);
+    return h;
+}
+
+/// An allocation by a thread whose heap is gone (its exit destructors are running).
+ARENA_COLD void* alloc_borrowed(unsigned cls, size_t n) {
+    Heap* h = heap_acquire();
+    if (h == nullptr)
+        return nullptr;
+    void* p = alloc_small(h, cls, n);
+    heap_abandon(h);
+    return p;
+}
+
+void maybe_trim(Heap* h) {
+    const uint64_t epoch = g_trim_epoch.load(std::memory_order_relaxed);
+    if (ARENA_LIKELY(h->trim_epoch == epoch))
+        return;
+    h->trim_epoch = epoch;
+    release_cached_empties(h);
+}
+
+} // namespace
+
+// ---- Slow paths --------------------------------------------------------------------------------
+
+void* alloc_refill(Heap* h, unsigned cls, size_t n) {
+    if (ARENA_UNLIKELY(h == &g_empty_heap)) {
+        if (!ensure_init())
+            return nullptr;
+        Heap* mine = thread_heap_init();
+        if (mine == nullptr)
+            return t_dead ? alloc_borrowed(cls, n) : nullptr;
+        return alloc_small(mine, cls, n);
+    }
+    collect_remote(h);
+    maybe_trim(h);
+    Bin& b = h->bins[cls];
+    if (b.slab != nullptr) {
+        if (bin_seek(b))
+            return alloc_small(h, cls, n);
+        b.slab->where = SlabWhere::Full;
+        bin_clear(b);
+    }
+    Slab* s = list_pop(h->partial[cls]);
+    if (s == nullptr && (s = h->empty[cls]) != nullptr)
+        h->empty[cls] = nullptr;
+    if (s == nullptr && (s = slab_new(h, cls)) == nullptr)
+        return nullptr;
+    s->where = SlabWhere::Current;
+    b.slab = s;
+    if (!bin_seek(b)) { // cannot happen: partial and empty slabs have free slots
+        bin_clear(b);
+        return nullptr;
+    }
+    return alloc_small(h, cls, n);
+}
+
+void free_local_slow(Heap* h, Slab* s) {
+    slab_after_free(h, s);
+}
+
+void free_remote(Slab* s, uintptr_t a, Api api) {
+    const int64_t idx = slot_index(s, a);
+    if (ARENA_UNLIKELY(idx < 0))
+        return report_heap_error(HeapError::InvalidFree, reinterpret_cast<void*>(a), api_name(api));
+    const unsigned wi = static_cast<unsigned>(idx >> 6);
+    const uint64_t bit = uint64_t{1} << (idx & 63);
+    const unsigned cls = s->cls; // read while the slot is live: s cannot be released yet
+    if (ARENA_UNLIKELY(s->free_bits[wi].load(std::memory_order_relaxed) & bit))
+        return report_heap_error(HeapError::DoubleFree, reinterpret_cast<void*>(a), api_name(api));
+    const uint64_t old = s->remote_bits[wi].fetch_or(bit, std::memory_order_seq_cst);
+    if (ARENA_UNLIKELY(old & bit))
+        return report_heap_error(HeapError::DoubleFree, reinterpret_cast<void*>(a), api_name(api));
+    if (s->queued.load(std::memory_order_seq_cst) == 0 &&
+        s->queued.exchange(1, std::memory_order_seq_cst) == 0) {
+        if (Heap* owner = s->heap.load(std::memory_order_acquire)) {
+            Slab* head = owner->remote.load(std::memory_order_relaxed);
+            do {
+                s->next_remote = head;
+            } while (!owner->remote.compare_exchange_weak(head, s, std::memory_order_release,
+                                                          std::memory_order_relaxed));
+        }
+    }
+    Heap* me = t_heap;
+    if (me != &g_empty_heap)
+        bump(me->stats->class_free[cls]);
+    else
+        bump_shared(g_shared_stats.class_free[cls]);
+}
+
+void trim() {
+    Heap* h = t_heap;
+    if (h != &g_empty_heap) {
+        collect_remote(h);
+        release_cached_empties(h);
+        h->trim_epoch = g_trim_epoch.load(std::memory_order_relaxed) + 1;
+    }
+    g_trim_epoch.fetch_add(1, std::memory_order_relaxed);
+    drain_abandoned();
+}
+
+void thread_exit(void* heap) {
+    Heap* h = static_cast<Heap*>(heap);
+    t_heap = &g_empty_heap;
+    t_dead = true;
+    heap_abandon(h);
+}
+
+void sum_stats(StatTotals* t) {
+    t->add(g_shared_stats);
+    for (Heap* h = g_all_heaps.load(std::memory_order_acquire); h != nullptr; h = h->next_all)
+        t->add(*h->stats);
+}
+
+void count_heaps(unsigned* active, unsigned* abandoned) {
+    *active = *abandoned = 0;
+    for (Heap* h = g_all_heaps.load(std::memory_order_acquire); h != nullptr; h = h->next_all) {
+        const HeapState st = h->state.load(std::memory_order_relaxed);
+        if (st == HeapState::Active)
+            ++*active;
+        else if (st == HeapState::Abandoned || st == HeapState::Draining)
+            ++*abandoned;
+    }
+}
+
+void fork_prepare() {
+    g_heaps_lock.lock();
+}
+
+void fork_parent() {
+    g_heaps_lock.unlock();
+}
+
+void fork_child() {
+    g_heaps_lock.reset_after_fork();
+    // Only the forking thread survives. Heaps of other threads may be mid-update: never touch
+    // them again (their memory is lost to the child, as with any allocator).
+    for (Heap* h = g_all_heaps.load(std::memory_order_relaxed); h != nullptr; h = h->next_all) {
+        if (h == t_heap)
+            continue;
+        const HeapState st = h->state.load(std::memory_order_relaxed);
+        if (st == HeapState::Active || st == HeapState::Draining)
+            h->state.store(HeapState::Lost, std::memory_order_relaxed);
+    }
+}
+
+} // namespace heap
+} // namespace arena

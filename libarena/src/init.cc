@@ -1,0 +1,127 @@
+// SPDX-License-Identifier: MIT
+// Process life cycle: initialisation on first use (or from the library constructor, whichever
+// comes first), the thread-exit hook, fork handlers, and the exit report.
+//
+// Initialisation must not allocate: it may run inside the very first malloc of the process,
+// before libc is fully set up. Its core (options, region 0, the thread-exit key) uses only
+// getenv, mmap and pthread_key_create. Only after the library is marked ready does it call
+// things that may allocate (pthread_atfork, atexit), which then re-enter malloc safely.
+#include "alloc.h"
+#include "heap.h"
+#include "meta.h"
+#include "options.h"
+#include "os.h"
+#include "pages.h"
+#include "report.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+namespace arena {
+
+void print_stats(); // override.cc: malloc_stats
+
+namespace {
+
+enum InitState : int { kUninit, kRunning, kReady, kFailed };
+
+constinit std::atomic<int> g_state{kUninit};
+constinit std::atomic<long> g_init_tid{0};
+constinit pthread_key_t g_thread_key = 0;
+
+long current_tid() {
+    return syscall(SYS_gettid);
+}
+
+void fork_prepare() {
+    heap::fork_prepare();
+    meta::fork_prepare();
+    pages::fork_prepare();
+}
+
+void fork_parent() {
+    pages::fork_parent();
+    meta::fork_parent();
+    heap::fork_parent();
+}
+
+void fork_child() {
+    pages::fork_child();
+    meta::fork_child();
+    heap::fork_child();
+}
+
+void show_stats_at_exit() {
+    print_stats();
+}
+
+void print_banner() {
+    char comm[64];
+    if (os::read_small_file("/proc/self/comm", comm, sizeof comm) <= 0)
+        comm[0] = '\0';
+    for (char* c = comm; *c; ++c)
+        if (*c == '\n')
+            *c = '\0';
+    const pages::Totals t = pages::totals();
+    Msg m;
+    m.str("arena: active in pid ").i64(os::getpid()).str(" (").str(comm).str("), reserved ")
+        .bytes(t.reserved).str(" at ").hex(g_region0.base).str(", purge delay ")
+        .i64(option(Opt::PURGE_DELAY_MS)).str(" ms").nl().emit();
+}
+
+/// The parts that may allocate: run after the library is ready.
+void init_late() {
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+    if (option(Opt::SHOW_STATS) != 0)
+        atexit(show_stats_at_exit);
+    if (option(Opt::VERBOSE) != 0)
+        print_banner();
+}
+
+ARENA_COLD bool init_slow() {
+    int expected = kUninit;
+    if (g_state.compare_exchange_strong(expected, kRunning, std::memory_order_acq_rel)) {
+        g_init_tid.store(current_tid(), std::memory_order_relaxed);
+        options_load();
+        const bool ok = pages::init() && pthread_key_create(&g_thread_key, heap::thread_exit) == 0;
+        if (!ok) {
+            Msg().str("arena: error: cannot reserve address space; every allocation will fail\n")
+                .emit();
+        }
+        g_state.store(ok ? kReady : kFailed, std::memory_order_release);
+        if (ok)
+            init_late();
+        return ok;
+    }
+    if (expected == kRunning) {
+        // Another thread is initialising (a few system calls): wait. Re-entry from this very
+        // thread cannot happen, since the core initialisation never allocates; a signal handler
+        // that allocates during it gets NULL rather than a deadlock.
+        if (g_init_tid.load(std::memory_order_relaxed) == current_tid())
+            return false;
+        while (g_state.load(std::memory_order_acquire) == kRunning)
+            os::yield();
+    }
+    return g_state.load(std::memory_order_acquire) == kReady;
+}
+
+__attribute__((constructor)) void init_at_load() {
+    ensure_init();
+}
+
+} // namespace
+
+bool ensure_init() {
+    if (ARENA_LIKELY(g_state.load(std::memory_order_acquire) == kReady))
+        return true;
+    return init_slow();
+}
+
+bool register_thread_heap(Heap* h) {
+    return pthread_setspecific(g_thread_key, h) == 0;
+}
+
+} // namespace arena

@@ -1,0 +1,66 @@
+// SPDX-License-Identifier: MIT
+#include "meta.h"
+
+#include "lock.h"
+#include "os.h"
+
+namespace arena::meta {
+namespace {
+
+inline constexpr size_t kChunk = 4 * MiB;
+
+constinit Mutex g_lock;
+constinit uintptr_t g_cursor = 0; // next free byte in the current chunk
+constinit uintptr_t g_end = 0;
+constinit Slab* g_free_slabs = nullptr;
+
+void* bump(size_t bytes) {
+    bytes = (bytes + ARENA_CACHE_LINE - 1) & ~size_t{ARENA_CACHE_LINE - 1};
+    if (g_end - g_cursor < bytes) {
+        const size_t chunk = bytes > kChunk ? (bytes + kChunk - 1) & ~(kChunk - 1) : kChunk;
+        void* p = os::reserve(chunk);
+        if (p == nullptr)
+            return nullptr;
+        g_cursor = reinterpret_cast<uintptr_t>(p);
+        g_end = g_cursor + chunk;
+    }
+    void* p = reinterpret_cast<void*>(g_cursor);
+    g_cursor += bytes;
+    return p;
+}
+
+} // namespace
+
+void* alloc(size_t bytes) {
+    LockGuard guard(g_lock);
+    return bump(bytes);
+}
+
+Slab* slab_alloc() {
+    LockGuard guard(g_lock);
+    if (Slab* s = g_free_slabs) {
+        g_free_slabs = s->next_free;
+        return s;
+    }
+    return static_cast<Slab*>(bump(sizeof(Slab)));
+}
+
+void slab_free(Slab* s) {
+    LockGuard guard(g_lock);
+    s->next_free = g_free_slabs;
+    g_free_slabs = s;
+}
+
+void fork_prepare() {
+    g_lock.lock();
+}
+
+void fork_parent() {
+    g_lock.unlock();
+}
+
+void fork_child() {
+    g_lock.reset_after_fork();
+}
+
+} // namespace arena::meta

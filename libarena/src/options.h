@@ -1,0 +1,62 @@
+// SPDX-License-Identifier: MIT
+// Run-time options: every ARENA_* environment variable, in one table. The README's option list
+// is this table (tests/unit/test_options.cc checks that the two agree).
+//
+// Options are read once, during initialisation, with getenv and a hand-written parser: no
+// allocation, no locale. A malformed or out-of-range value is reported on stderr and the default
+// is used (a library cannot refuse to start the program it is preloaded into).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace arena {
+
+enum class OptionKind : uint8_t { Bool, Int, Size, String };
+
+// X(id, kind, default, min, max, help)
+#define ARENA_OPTION_TABLE(X)                                                                     \
+    X(RESERVE, Size, int64_t{64} << 30, int64_t{16} << 20, int64_t{1} << 46,                     \
+      "Bytes of virtual address space reserved up front (suffixes K, M, G, T). Costs no memory " \
+      "until used; halved until the kernel accepts it.")                                          \
+    X(PURGE_DELAY_MS, Int, 500, -1, 3600000,                                                      \
+      "Milliseconds a free page stays resident before it is returned to the kernel with "        \
+      "madvise; 0 returns pages at once, -1 only on malloc_trim.")                                \
+    X(ABORT_ON_ERROR, Bool, 0, 0, 1,                                                              \
+      "Abort the process (after the report) on a double free or an invalid free.")                \
+    X(VERBOSE, Bool, 0, 0, 1,                                                                     \
+      "Report initialisation (an `arena: active` line), every heap error rather than the first " \
+      "of each kind, and stats-page problems on stderr.")                                        \
+    X(SHOW_STATS, Bool, 0, 0, 1, "Print malloc_stats() on stderr when the process exits.")
+
+enum class Opt : unsigned {
+#define ARENA_OPTION_ENUM(id, kind, def, lo, hi, help) id,
+    ARENA_OPTION_TABLE(ARENA_OPTION_ENUM)
+#undef ARENA_OPTION_ENUM
+        Count
+};
+
+struct OptionInfo {
+    const char* env;     // environment variable, "ARENA_" + id
+    OptionKind kind;
+    int64_t def;         // default (strings: unused)
+    int64_t min, max;    // accepted range for Int and Size
+    const char* help;    // one sentence for the README and --help
+};
+
+inline constexpr unsigned kOptionCount = static_cast<unsigned>(Opt::Count);
+extern const OptionInfo kOptionTable[kOptionCount];
+
+/// Reads every option from the environment; later calls do nothing.
+void options_load();
+
+/// Current value of a Bool, Int or Size option.
+int64_t option(Opt o);
+
+/// Parses a size with an optional K/M/G/T suffix (powers of 1024, optional "B"/"iB").
+/// Returns false on anything else. Exposed for the unit tests.
+bool parse_size(const char* s, int64_t* out);
+bool parse_int(const char* s, int64_t* out);
+bool parse_bool(const char* s, int64_t* out);
+
+} // namespace arena

@@ -1,0 +1,220 @@
+// SPDX-License-Identifier: MIT
+// The exported C ABI of the malloc family: thin forwarders to arena::libc, the glibc __libc_*
+// aliases, and the introspection calls (mallinfo2, malloc_stats, malloc_info, mallopt).
+#include "alloc.h"
+#include "os.h"
+#include "pages.h"
+#include "report.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <malloc.h>
+
+using namespace arena;
+
+namespace arena {
+
+namespace {
+
+struct Snapshot {
+    StatTotals stats;
+    pages::Totals pages;
+    unsigned heaps_active, heaps_abandoned;
+};
+
+Snapshot snapshot() {
+    Snapshot s{};
+    heap::sum_stats(&s.stats);
+    s.pages = pages::totals();
+    heap::count_heaps(&s.heaps_active, &s.heaps_abandoned);
+    return s;
+}
+
+struct mallinfo2 make_mallinfo2() {
+    const Snapshot s = snapshot();
+    const uint64_t live = s.stats.live_bytes();
+    const uint64_t large_live =
+        s.stats.events[k_large_alloc_bytes] - s.stats.events[k_large_free_bytes];
+    struct mallinfo2 mi {};
+    mi.arena = s.pages.used + s.pages.dirty;  // bytes obtained from the regions and not returned
+    mi.ordblks = 0;
+    mi.smblks = 0;
+    mi.hblks = s.stats.events[k_large_allocs] - s.stats.events[k_large_frees];
+    mi.hblkhd = large_live;
+    mi.usmblks = 0;
+    mi.fsmblks = 0;
+    mi.uordblks = live;
+    mi.fordblks = mi.arena > live ? mi.arena - live : 0;
+    mi.keepcost = s.pages.dirty;
+    return mi;
+}
+
+} // namespace
+
+/// malloc_stats(): glibc's lines first (some tools parse them), then libarena's own.
+void print_stats() {
+    const Snapshot s = snapshot();
+    const uint64_t live = s.stats.live_bytes();
+    const uint64_t system = s.pages.used + s.pages.dirty;
+    char buf[1024];
+    int n = snprintf(buf, sizeof buf,
+                     "Arena 0:\nsystem bytes     = %10llu\nin use bytes     = %10llu\n"
+                     "Total (incl. mmap):\nsystem bytes     = %10llu\nin use bytes     = %10llu\n"
+                     "max mmap regions = %10u\nmax mmap bytes   = %10llu\n",
+                     static_cast<unsigned long long>(system), static_cast<unsigned long long>(live),
+                     static_cast<unsigned long long>(system), static_cast<unsigned long long>(live),
+                     0u, 0ull);
+    if (n > 0)
+        os::write_stderr(buf, static_cast<size_t>(n) < sizeof buf ? static_cast<size_t>(n) : sizeof buf - 1);
+    Msg m;
+    m.str("arena: reserved ").bytes(s.pages.reserved).str(" in ").u64(s.pages.regions)
+        .str(" region(s); pages in use ").bytes(s.pages.used).str(", free resident ")
+        .bytes(s.pages.dirty).str(", returned to the kernel ").bytes(s.pages.purged).nl().emit();
+    m.str("arena: live ").bytes(live).str("; calls: malloc ").u64(s.stats.events[k_malloc_calls])
+        .str(", calloc ").u64(s.stats.events[k_calloc_calls]).str(", realloc ")
+        .u64(s.stats.events[k_realloc_calls]).str(", free ").u64(s.stats.events[k_free_calls])
+        .str(", new ").u64(s.stats.events[k_new_calls]).str(", delete ")
+        .u64(s.stats.events[k_delete_calls]).nl().emit();
+    m.str("arena: heaps ").u64(s.heaps_active).str(" active, ").u64(s.heaps_abandoned)
+        .str(" abandoned; errors: double free ").u64(heap_error_count(HeapError::DoubleFree))
+        .str(", invalid free ").u64(heap_error_count(HeapError::InvalidFree))
+        .str(", failed allocations ").u64(s.stats.events[k_failed_allocs]).nl().emit();
+}
+
+} // namespace arena
+
+// ---- The exported symbols ----------------------------------------------------------------------
+
+ARENA_EXPORT void* malloc(size_t n) {
+    return libc::malloc(n);
+}
+
+ARENA_EXPORT void free(void* p) {
+    libc::free(p);
+}
+
+ARENA_EXPORT void cfree(void* p) {
+    libc::free(p);
+}
+
+ARENA_EXPORT void* calloc(size_t count, size_t size) {
+    return libc::calloc(count, size);
+}
+
+ARENA_EXPORT void* realloc(void* p, size_t n) {
+    return libc::realloc(p, n);
+}
+
+ARENA_EXPORT void* reallocarray(void* p, size_t count, size_t size) {
+    return libc::reallocarray(p, count, size);
+}
+
+ARENA_EXPORT void* memalign(size_t align, size_t n) {
+    return libc::memalign(align, n);
+}
+
+ARENA_EXPORT int posix_memalign(void** out, size_t align, size_t n) {
+    return libc::posix_memalign(out, align, n);
+}
+
+ARENA_EXPORT void* aligned_alloc(size_t align, size_t n) {
+    return libc::aligned_alloc(align, n);
+}
+
+ARENA_EXPORT void* valloc(size_t n) {
+    return libc::valloc(n);
+}
+
+ARENA_EXPORT void* pvalloc(size_t n) {
+    return libc::pvalloc(n);
+}
+
+ARENA_EXPORT size_t malloc_usable_size(void* p) {
+    return libc::malloc_usable_size(p);
+}
+
+ARENA_EXPORT int malloc_trim(size_t pad) {
+    return libc::malloc_trim(pad);
+}
+
+/// Accepted and ignored: glibc's tunables have no meaning here (ARENA_* options instead).
+ARENA_EXPORT int mallopt(int, int) {
+    return 1;
+}
+
+ARENA_EXPORT struct mallinfo2 mallinfo2() {
+    return make_mallinfo2();
+}
+
+// mallinfo() is deprecated in glibc (its int fields overflow) but still part of the ABI.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+ARENA_EXPORT struct mallinfo mallinfo() {
+    const struct mallinfo2 m2 = make_mallinfo2();
+    struct mallinfo mi {};
+    mi.arena = static_cast<int>(m2.arena);
+    mi.ordblks = static_cast<int>(m2.ordblks);
+    mi.smblks = static_cast<int>(m2.smblks);
+    mi.hblks = static_cast<int>(m2.hblks);
+    mi.hblkhd = static_cast<int>(m2.hblkhd);
+    mi.usmblks = static_cast<int>(m2.usmblks);
+    mi.fsmblks = static_cast<int>(m2.fsmblks);
+    mi.uordblks = static_cast<int>(m2.uordblks);
+    mi.fordblks = static_cast<int>(m2.fordblks);
+    mi.keepcost = static_cast<int>(m2.keepcost);
+    return mi;
+}
+#pragma GCC diagnostic pop
+
+ARENA_EXPORT void malloc_stats() {
+    print_stats();
+}
+
+ARENA_EXPORT int malloc_info(int options, FILE* fp) {
+    if (options != 0 || fp == nullptr) {
+        errno = EINVAL;
+        return -1;
+    }
+    const struct mallinfo2 mi = make_mallinfo2();
+    const pages::Totals t = pages::totals();
+    fprintf(fp,
+            "<malloc version=\"1\">\n<heap nr=\"0\">\n"
+            "<system type=\"current\" size=\"%zu\"/>\n<system type=\"max\" size=\"%zu\"/>\n"
+            "<aspace type=\"total\" size=\"%zu\"/>\n<aspace type=\"mprotect\" size=\"0\"/>\n"
+            "</heap>\n<total type=\"fast\" count=\"0\" size=\"0\"/>\n"
+            "<total type=\"rest\" count=\"0\" size=\"%zu\"/>\n"
+            "<total type=\"mmap\" count=\"%zu\" size=\"%zu\"/>\n"
+            "<system type=\"current\" size=\"%zu\"/>\n<system type=\"max\" size=\"%zu\"/>\n"
+            "<aspace type=\"total\" size=\"%zu\"/>\n<aspace type=\"mprotect\" size=\"0\"/>\n"
+            "</malloc>\n",
+            mi.arena, mi.arena, t.reserved, mi.fordblks, mi.hblks, mi.hblkhd, mi.arena, mi.arena,
+            t.reserved);
+    return 0;
+}
+
+// glibc's internal names, which some programs and libraries call directly.
+#define ARENA_ALIAS(name, target)                                                               \
+    ARENA_EXPORT decltype(target) name __attribute__((alias(#target), copy(target)))
+ARENA_ALIAS(__libc_malloc, malloc);
+ARENA_ALIAS(__libc_free, free);
+ARENA_ALIAS(__libc_cfree, cfree);
+ARENA_ALIAS(__libc_calloc, calloc);
+ARENA_ALIAS(__libc_realloc, realloc);
+ARENA_ALIAS(__libc_reallocarray, reallocarray);
+ARENA_ALIAS(__libc_memalign, memalign);
+ARENA_ALIAS(__libc_valloc, valloc);
+ARENA_ALIAS(__libc_pvalloc, pvalloc);
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+ARENA_ALIAS(__libc_mallinfo, mallinfo);
+#pragma GCC diagnostic pop
+ARENA_ALIAS(__libc_mallopt, mallopt);
+ARENA_ALIAS(__posix_memalign, posix_memalign);
+
+// ---- Native API calls about the process allocator ------------------------------------------------
+
+#include "arena/arena.h"
+
+extern "C" int arena_owns(const void* p) {
+    return pages::region_of(reinterpret_cast<uintptr_t>(p)) != nullptr ? 1 : 0;
+}

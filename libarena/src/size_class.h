@@ -1,0 +1,126 @@
+// SPDX-License-Identifier: MIT
+// Size classes: 16-byte steps up to 128 bytes, then four classes per doubling up to 32 KiB
+// (160, 192, 224, 256, 320, ...), 40 classes in all. Internal waste is under 16 bytes up to 128
+// and under 25% above. Every class is a multiple of 16, so every
+// slot is 16-byte aligned; power-of-two classes give power-of-two alignment (used by memalign).
+//
+// Each class lives in slabs: runs of pages holding at most kSlabMaxSlots slots, sized to at
+// least 64 KiB or 8 slots so refills are rare, with less than 1/8 of the slab lost at its tail.
+// The table is computed at compile time and checked by static_asserts below.
+#pragma once
+
+#include "config.h"
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+
+namespace arena {
+
+inline constexpr unsigned kNumClasses = 40;
+
+struct SizeClass {
+    uint32_t size;       // slot size in bytes (multiple of 16)
+    uint32_t slab_pages; // pages per slab
+    uint32_t nslots;     // slots per slab (<= kSlabMaxSlots)
+    uint64_t recip;      // ceil(2^40 / size): offset / size == (offset * recip) >> 40 in a slab
+};
+
+inline constexpr unsigned kRecipShift = 40;
+
+namespace detail {
+
+constexpr uint32_t class_size(unsigned c) {
+    if (c < 8)
+        return 16 * (c + 1);
+    const unsigned k = 7 + (c - 8) / 4; // doubling: (2^k, 2^(k+1)]
+    const unsigned j = (c - 8) % 4 + 1;
+    return (uint32_t{1} << k) + j * (uint32_t{1} << (k - 2));
+}
+
+constexpr SizeClass make_class(unsigned c) {
+    const uint32_t size = class_size(c);
+    const size_t want = size * 8 > 64 * KiB ? size * 8 : 64 * KiB;
+    size_t pages = (want + kPageSize - 1) / kPageSize;
+    size_t nslots = pages * kPageSize / size;
+    if (nslots > kSlabMaxSlots) {
+        nslots = kSlabMaxSlots;
+        pages = (nslots * size + kPageSize - 1) / kPageSize;
+    }
+    const uint64_t recip = ((uint64_t{1} << kRecipShift) + size - 1) / size;
+    return SizeClass{size, static_cast<uint32_t>(pages), static_cast<uint32_t>(nslots), recip};
+}
+
+constexpr std::array<SizeClass, kNumClasses> make_classes() {
+    std::array<SizeClass, kNumClasses> t{};
+    for (unsigned c = 0; c < kNumClasses; ++c)
+        t[c] = make_class(c);
+    return t;
+}
+
+/// Class of every size <= 1024, indexed by (size + 15) / 16.
+constexpr std::array<uint8_t, 65> make_small_lookup();
+
+} // namespace detail
+
+inline constexpr std::array<SizeClass, kNumClasses> kClasses = detail::make_classes();
+
+/// Class for n in (128, kSmallMax]: k = floor(log2(n - 1)), then one of four steps of 2^(k-2).
+constexpr unsigned class_of_medium(size_t n) {
+    const unsigned k = 63u - static_cast<unsigned>(__builtin_clzll(n - 1));
+    const unsigned j = static_cast<unsigned>((n - 1 - (size_t{1} << k)) >> (k - 2));
+    return 8 + (k - 7) * 4 + j;
+}
+
+namespace detail {
+constexpr std::array<uint8_t, 65> make_small_lookup() {
+    std::array<uint8_t, 65> t{};
+    for (size_t i = 0; i <= 64; ++i) {
+        const size_t n = i * 16;
+        t[i] = static_cast<uint8_t>(n <= 128 ? (n == 0 ? 0 : n / 16 - 1) : class_of_medium(n));
+    }
+    return t;
+}
+} // namespace detail
+
+inline constexpr std::array<uint8_t, 65> kSmallLookup = detail::make_small_lookup();
+
+/// Size class of a request of n bytes, n <= kSmallMax.
+constexpr unsigned class_of(size_t n) {
+    if (n <= 1024)
+        return kSmallLookup[(n + 15) >> 4];
+    return class_of_medium(n);
+}
+
+// ---- Compile-time checks of the table -------------------------------------------------------
+
+constexpr bool classes_are_valid() {
+    for (unsigned c = 0; c < kNumClasses; ++c) {
+        const SizeClass& k = kClasses[c];
+        if (k.size % kMinAlign != 0 || k.nslots == 0 || k.nslots > kSlabMaxSlots)
+            return false;
+        if (c > 0 && k.size <= kClasses[c - 1].size)
+            return false;
+        const size_t bytes = size_t{k.slab_pages} * kPageSize;
+        if (size_t{k.nslots} * k.size > bytes || (bytes - size_t{k.nslots} * k.size) * 8 > bytes)
+            return false; // more than 1/8 of the slab wasted
+        if (bytes * k.size >= (uint64_t{1} << kRecipShift))
+            return false; // (offset * recip) >> 40 would not be exact
+    }
+    return true;
+}
+
+constexpr bool lookup_is_exact() {
+    for (size_t n = 0; n <= kSmallMax; ++n) {
+        const unsigned c = class_of(n);
+        if (c >= kNumClasses || kClasses[c].size < n || (c > 0 && kClasses[c - 1].size >= n))
+            return false;
+    }
+    return true;
+}
+
+static_assert(classes_are_valid());
+static_assert(kClasses[kNumClasses - 1].size == kSmallMax);
+static_assert(lookup_is_exact(), "class_of must pick the smallest class that fits");
+
+} // namespace arena

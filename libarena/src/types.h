@@ -1,0 +1,161 @@
+// SPDX-License-Identifier: MIT
+// The allocator's data structures, in one place.
+//
+// Glossary
+//   region  : one large MAP_NORESERVE reservation. Region 0 is made at start (ARENA_RESERVE);
+//             more are made only when it is exhausted. Its memory is handed out in 4 KiB pages
+//             tracked by a RunMap (bitmap.h): used/dirty/young bitmaps, runs may cross words.
+//   pagemap : one word per page of a region, out of band (no header next to any block):
+//             a Slab* for every page of a slab, (npages << kLargeShift) | kLargeTag for the first
+//             page of a large block, 0 otherwise. free() finds any block's metadata with one load.
+//   slab    : a run of pages cut into equal slots of one size class. Its slot bitmap (1 = free)
+//             is the truth about which slots are allocated, which is what makes a double or
+//             invalid free detectable at no cost.
+//   heap    : per-thread state: for each size class a current slab (the bin), a list of
+//             partially free slabs and one cached empty slab. Heaps are never destroyed; when a
+//             thread exits its heap is abandoned and the next new thread adopts it whole.
+//   bin     : the malloc fast path's view of the current slab: a pointer to the slab's bitmap
+//             word being allocated from, and the address of that word's first slot.
+//   remote free : a free by a thread that does not own the slab. It sets a bit in the slab's
+//             remote bitmap with one atomic OR and, if the slab is not queued yet, pushes it on
+//             the owner's remote stack; the owner folds remote bits into its bitmap on its slow
+//             path (heap.cc: collect_remote).
+//   large block : a request above kSmallMax: a run of pages, owned by no thread.
+#pragma once
+
+#include "bitmap.h"
+#include "config.h"
+#include "macros.h"
+#include "size_class.h"
+#include "stats.h"
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace arena {
+
+struct Heap;
+struct Region;
+
+// ---- Page map entries --------------------------------------------------------------------------
+
+inline constexpr uintptr_t kLargeTag = 1;   // first page of a large block
+inline constexpr uintptr_t kTagMask = 63;   // slab descriptors are 64-byte aligned
+inline constexpr unsigned kLargeShift = 6;  // entry >> kLargeShift = pages of the large block
+
+// ---- Slab --------------------------------------------------------------------------------------
+
+/// Where a slab is in its owner's lists.
+enum class SlabWhere : uint8_t {
+    Current,  // a bin allocates from it
+    Partial,  // on heap->partial[cls]: has free slots
+    Full,     // on no list: no free slot in the owner's view
+    Empty,    // heap->empty[cls]: all slots free, kept for reuse
+    Detached, // all slots free, waiting to come off the remote queue before release
+};
+
+struct alignas(ARENA_CACHE_LINE) Slab {
+    // Line 0: fixed while the slab lives; read by every thread that frees into it.
+    uintptr_t base;             // address of slot 0 (the slab's first page)
+    uint64_t recip;             // kClasses[cls].recip: slot index = (offset * recip) >> 40
+    uint32_t size;              // slot size in bytes
+    uint32_t nslots;            // slots in the slab
+    uint16_t cls;               // size class
+    uint8_t nwords;             // bitmap words in use: ceil(nslots / 64)
+    std::atomic<Heap*> heap;    // owning heap (null once released)
+    Region* region;             // region holding the pages
+    uint32_t first_page;        // index of the first page in the region
+    uint32_t npages;            // pages in the slab
+
+    // Line 1: the owner's bookkeeping.
+    alignas(ARENA_CACHE_LINE) uint32_t used; // slots allocated in the owner's view (a remote
+                                             // free not yet collected still counts as used)
+    SlabWhere where;
+    Slab* next;                 // heap->partial[cls] list
+    Slab* prev;
+
+    // Lines 2-3: slot bitmap, 1 = free. Written only by the owner; other threads read a word to
+    // detect a double free (hence relaxed atomics, which compile to plain moves).
+    alignas(ARENA_CACHE_LINE) std::atomic<uint64_t> free_bits[kSlabMaxWords];
+
+    // Lines 4-5: frees by other threads not yet collected, 1 = freed. Only atomic OR (remote
+    // threads) and exchange with 0 (the owner).
+    alignas(ARENA_CACHE_LINE) std::atomic<uint64_t> remote_bits[kSlabMaxWords];
+
+    // Line 6: the owner's remote queue. `queued` is 1 while the slab is on heap->remote, and
+    // stays 1 after the slab is released (a tombstone: a late remote freer never pushes a
+    // released slab). See heap.cc, "Remote frees".
+    alignas(ARENA_CACHE_LINE) std::atomic<uint32_t> queued;
+    Slab* next_remote;          // heap->remote stack link
+    Slab* next_free;            // descriptor pool link (meta.cc)
+};
+
+// ---- Heap --------------------------------------------------------------------------------------
+
+/// The malloc fast path's cursor into the current slab of one size class.
+struct Bin {
+    std::atomic<uint64_t>* word = nullptr; // free-bit word being allocated from; a zero word
+                                           // when there is none (never null in a live heap)
+    uintptr_t base = 0;                    // address of the slot of bit 0 of *word
+    uint32_t size = 0;                     // slot size
+    uint32_t wi = 0;                       // index of *word in slab->free_bits
+    Slab* slab = nullptr;                  // current slab, or null
+};
+
+enum class HeapState : uint32_t {
+    Active,    // owned by a live thread
+    Abandoned, // its thread exited; adoptable, and drainable by any thread
+    Draining,  // another thread is folding its remote frees and releasing empty slabs
+    Lost,      // owned by a thread that did not survive fork(); never touched again
+};
+
+struct alignas(ARENA_CACHE_LINE) Heap {
+    Bin bins[kNumClasses];                // the malloc fast path reads only these
+    StatShard* stats = nullptr;           // counters of this heap (written by the owner only)
+
+    // Owner-only slow-path state.
+    Slab* partial[kNumClasses] = {};      // slabs with free slots, doubly linked
+    Slab* empty[kNumClasses] = {};        // one empty slab kept per class
+    uint64_t trim_epoch = 0;              // last malloc_trim epoch seen (heap.cc: maybe_trim)
+
+    // Shared with other threads.
+    alignas(ARENA_CACHE_LINE) std::atomic<Slab*> remote{nullptr}; // slabs with remote frees
+    std::atomic<HeapState> state{HeapState::Active};
+    Heap* next_all = nullptr;             // registry of every heap ever made (never unlinked)
+    uint32_t id = 0;                      // creation order, 1-based
+
+    constexpr Heap() = default;
+    /// A heap whose bins all point at `zero`, a word that stays 0 (heap.cc: g_empty_heap).
+    constexpr explicit Heap(std::atomic<uint64_t>* zero) {
+        for (Bin& b : bins)
+            b.word = zero;
+    }
+    Heap(const Heap&) = delete;
+    Heap& operator=(const Heap&) = delete;
+};
+
+// ---- Region ------------------------------------------------------------------------------------
+
+struct Region {
+    RunMap runs;                         // page bitmaps (guarded by the pages lock)
+    std::atomic<uintptr_t>* pagemap;     // one entry per page (see above)
+    uintptr_t base;
+    size_t size;                         // bytes
+    void* meta;                          // mapping holding the bitmaps and the pagemap
+    size_t meta_size;
+
+    bool contains(uintptr_t a) const { return a - base < size; }
+    size_t page_of(uintptr_t a) const { return (a - base) >> kPageShift; }
+    uintptr_t page_address(size_t page) const { return base + (uintptr_t{page} << kPageShift); }
+};
+
+/// What the free fast path needs of region 0, in one line (read-only after initialisation).
+struct alignas(ARENA_CACHE_LINE) FastRegion {
+    uintptr_t base = 0;
+    size_t size = 0; // 0 until initialised: every pointer then takes the slow path
+    std::atomic<uintptr_t>* pagemap = nullptr;
+    Region* region = nullptr;
+};
+
+} // namespace arena

@@ -1,0 +1,185 @@
+// SPDX-License-Identifier: MIT
+// Double and invalid frees are detected, counted, reported once on stderr with the address, and
+// abort the process with ARENA_ABORT_ON_ERROR=1. Each case runs in a child process.
+#include "testing.h"
+
+#include <doctest/doctest.h>
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <malloc.h>
+#include <new>
+#include <thread>
+
+namespace {
+
+// Keeps the compiler from seeing (and warning about, or folding) the deliberate misuse.
+void (*volatile do_free)(void*) = free;
+void (*volatile do_delete)(void*) noexcept = ::operator delete;
+void* (*volatile do_realloc)(void*, size_t) = realloc;
+
+void print_addr(const void* p) {
+    printf("%p\n", p);
+    fflush(stdout);
+}
+
+} // namespace
+
+ARENA_TEST_CHILD(double_free_small) {
+    void* p = malloc(40);
+    print_addr(p);
+    do_free(p);
+    do_free(p);
+    return 0;
+}
+
+ARENA_TEST_CHILD(double_free_large) {
+    void* p = malloc(1 << 20);
+    print_addr(p);
+    do_free(p);
+    do_free(p);
+    return 0;
+}
+
+ARENA_TEST_CHILD(double_free_remote) {
+    // Freed by another thread first, then by the owner.
+    void* p = malloc(64);
+    print_addr(p);
+    std::thread([p] { do_free(p); }).join();
+    do_free(p);
+    // Make the owner fold in the remote frees (and so find the double).
+    for (int i = 0; i < 100000; ++i)
+        do_free(malloc(64));
+    malloc_trim(0);
+    return 0;
+}
+
+ARENA_TEST_CHILD(double_free_by_two_threads) {
+    void* p = malloc(64);
+    print_addr(p);
+    std::thread([p] { do_free(p); }).join();
+    std::thread([p] { do_free(p); }).join();
+    return 0;
+}
+
+ARENA_TEST_CHILD(invalid_free_interior_small) {
+    char* p = static_cast<char*>(malloc(100));
+    print_addr(p + 16);
+    do_free(p + 16);
+    do_free(p); // the block itself is still live and freeable
+    return 0;
+}
+
+ARENA_TEST_CHILD(invalid_free_interior_large) {
+    char* p = static_cast<char*>(malloc(1 << 20));
+    print_addr(p + 8192);
+    do_free(p + 8192);
+    do_free(p);
+    return 0;
+}
+
+ARENA_TEST_CHILD(invalid_realloc) {
+    char* p = static_cast<char*>(malloc(100));
+    print_addr(p + 32);
+    void* r = do_realloc(p + 32, 200);
+    printf("%s\n", r == nullptr ? "null" : "not-null");
+    return 0;
+}
+
+ARENA_TEST_CHILD(many_double_frees) {
+    for (int i = 0; i < 10; ++i) {
+        void* p = malloc(24);
+        do_free(p);
+        do_free(p);
+    }
+    malloc_stats();
+    return 0;
+}
+
+ARENA_TEST_CHILD(delete_twice) {
+    int* p = new int(3);
+    print_addr(p);
+    do_delete(p);
+    do_delete(p);
+    return 0;
+}
+
+namespace {
+
+std::string first_line(const std::string& s) {
+    return s.substr(0, s.find('\n'));
+}
+
+void expect_reported(const char* child, const char* kind) {
+    CAPTURE(child);
+    const testing::ChildResult r = testing::run_child(child);
+    CHECK(r.exited);
+    CHECK(r.code == 0);
+    const std::string addr = first_line(r.out);
+    REQUIRE(!addr.empty());
+    const std::string want = std::string("arena: error: ") + kind + " of " + addr;
+    CHECK_MESSAGE(r.err.find(want) != std::string::npos, "stderr was: ", r.err);
+    CHECK(testing::count_occurrences(r.err, "arena: error:") == 1);
+}
+
+void expect_abort(const char* child) {
+    CAPTURE(child);
+    const testing::ChildResult r = testing::run_child(child, {"ARENA_ABORT_ON_ERROR=1"});
+    CHECK_FALSE(r.exited);
+    CHECK(r.signal == SIGABRT);
+    CHECK(r.err.find("arena: error:") != std::string::npos);
+    CHECK(r.err.find("aborting (ARENA_ABORT_ON_ERROR=1)") != std::string::npos);
+}
+
+} // namespace
+
+TEST_CASE("the process runs on libarena") {
+    REQUIRE(testing::on_libarena());
+}
+
+TEST_SUITE("errors") {
+
+TEST_CASE("double free of a small block") {
+    expect_reported("double_free_small", "double free");
+    expect_abort("double_free_small");
+}
+
+TEST_CASE("double free of a large block") {
+    expect_reported("double_free_large", "double free");
+    expect_abort("double_free_large");
+}
+
+TEST_CASE("double free across threads") {
+    expect_reported("double_free_remote", "double free");
+    expect_reported("double_free_by_two_threads", "double free");
+    expect_abort("double_free_by_two_threads");
+}
+
+TEST_CASE("free of a pointer inside a block") {
+    expect_reported("invalid_free_interior_small", "invalid free");
+    expect_reported("invalid_free_interior_large", "invalid free");
+    expect_abort("invalid_free_interior_small");
+}
+
+TEST_CASE("realloc of a bad pointer is reported and returns NULL") {
+    expect_reported("invalid_realloc", "invalid free");
+    const testing::ChildResult r = testing::run_child("invalid_realloc");
+    CHECK(r.out.find("null") != std::string::npos);
+}
+
+TEST_CASE("operator delete twice") {
+    expect_reported("delete_twice", "double free");
+}
+
+TEST_CASE("errors are reported once but all counted") {
+    const testing::ChildResult r = testing::run_child("many_double_frees");
+    CHECK(r.code == 0);
+    CHECK(testing::count_occurrences(r.err, "arena: error: double free") == 1);
+    CHECK(r.err.find("errors: double free 10,") != std::string::npos);
+    const testing::ChildResult v = testing::run_child("many_double_frees", {"ARENA_VERBOSE=1"});
+    CHECK(testing::count_occurrences(v.err, "arena: error: double free") == 10);
+}
+
+} // TEST_SUITE

@@ -1,0 +1,120 @@
+// SPDX-License-Identifier: MIT
+#include "testing.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <map>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace testing {
+namespace {
+
+std::map<std::string, ChildFn>& registry() {
+    static std::map<std::string, ChildFn> r;
+    return r;
+}
+
+std::string slurp_fd(int fd) {
+    std::string s;
+    char buf[4096];
+    lseek(fd, 0, SEEK_SET);
+    for (;;) {
+        const ssize_t n = read(fd, buf, sizeof buf);
+        if (n <= 0)
+            break;
+        s.append(buf, static_cast<size_t>(n));
+    }
+    return s;
+}
+
+int temp_fd() {
+    char path[] = "/tmp/arena-test-XXXXXX";
+    const int fd = mkstemp(path);
+    if (fd >= 0)
+        unlink(path);
+    return fd;
+}
+
+} // namespace
+
+ChildRegistrar::ChildRegistrar(const char* name, ChildFn fn) {
+    registry()[name] = fn;
+}
+
+int run_registered_child(const char* name) {
+    auto it = registry().find(name);
+    if (it == registry().end()) {
+        fprintf(stderr, "unknown child '%s'\n", name);
+        return 99;
+    }
+    return it->second();
+}
+
+ChildResult run_child(const std::string& name, const std::vector<std::string>& env) {
+    ChildResult r;
+    const int out_fd = temp_fd();
+    const int err_fd = temp_fd();
+    if (out_fd < 0 || err_fd < 0)
+        return r;
+    char exe[4096];
+    const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0)
+        return r;
+    exe[n] = '\0';
+    const std::string arg = "--child=" + name;
+    const pid_t pid = fork();
+    if (pid == 0) {
+        for (const std::string& kv : env)
+            putenv(strdup(kv.c_str()));
+        dup2(out_fd, 1);
+        dup2(err_fd, 2);
+        execl(exe, exe, arg.c_str(), static_cast<char*>(nullptr));
+        _exit(127);
+    }
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0) {
+    }
+    r.exited = WIFEXITED(status);
+    r.code = r.exited ? WEXITSTATUS(status) : -1;
+    r.signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+    r.out = slurp_fd(out_fd);
+    r.err = slurp_fd(err_fd);
+    close(out_fd);
+    close(err_fd);
+    return r;
+}
+
+bool on_libarena() {
+    using OwnsFn = int (*)(const void*);
+    auto owns = reinterpret_cast<OwnsFn>(dlsym(RTLD_DEFAULT, "arena_owns"));
+    if (owns == nullptr)
+        return false;
+    void* p = malloc(24);
+    const bool ours = owns(p) == 1;
+    free(p);
+    return ours;
+}
+
+size_t rss_bytes() {
+    FILE* f = fopen("/proc/self/statm", "r");
+    if (f == nullptr)
+        return 0;
+    unsigned long size = 0, resident = 0;
+    const int got = fscanf(f, "%lu %lu", &size, &resident);
+    fclose(f);
+    return got == 2 ? resident * static_cast<size_t>(sysconf(_SC_PAGESIZE)) : 0;
+}
+
+size_t count_occurrences(const std::string& hay, const std::string& needle) {
+    size_t n = 0;
+    for (size_t pos = hay.find(needle); pos != std::string::npos;
+         pos = hay.find(needle, pos + needle.size()))
+        ++n;
+    return n;
+}
+
+} // namespace testing

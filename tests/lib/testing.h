@@ -1,0 +1,56 @@
+// SPDX-License-Identifier: MIT
+// Helpers shared by the test programs: re-running the test binary as a child process with its
+// own environment (heap errors abort; options are read once per process), a deterministic PRNG,
+// and a check that the process really runs on libarena.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace testing {
+
+struct ChildResult {
+    bool exited = false;   // normal exit
+    int code = -1;         // exit code when exited
+    int signal = 0;        // terminating signal otherwise
+    std::string out;       // stdout
+    std::string err;       // stderr
+};
+
+/// An entry point a test can run in a fresh process: `test-binary --child=NAME`.
+using ChildFn = int (*)();
+struct ChildRegistrar {
+    ChildRegistrar(const char* name, ChildFn fn);
+};
+#define ARENA_TEST_CHILD(name)                                                                     \
+    static int arena_child_##name();                                                               \
+    static const testing::ChildRegistrar arena_child_reg_##name(#name, arena_child_##name);       \
+    static int arena_child_##name()
+
+/// Runs the registered child NAME in a new process of this binary with `env` ("K=V") added to
+/// the current environment; waits for it and returns its status and output.
+ChildResult run_child(const std::string& name, const std::vector<std::string>& env = {});
+
+/// Called by main() for `--child=NAME`. Returns the exit code.
+int run_registered_child(const char* name);
+
+/// True when libarena.so is this process's malloc (preloaded or linked).
+bool on_libarena();
+
+/// splitmix64: deterministic and good enough for test workloads.
+inline uint64_t next_random(uint64_t& state) {
+    uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/// Resident set size of this process in bytes (/proc/self/statm).
+size_t rss_bytes();
+
+/// Number of times `needle` occurs in `hay`.
+size_t count_occurrences(const std::string& hay, const std::string& needle);
+
+} // namespace testing

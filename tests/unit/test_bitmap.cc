@@ -1,0 +1,235 @@
+// SPDX-License-Identifier: MIT
+// The bitmap primitives and RunMap: runs inside one word, across words, of whole words, and
+// exhaustion, checked against a plain vector<bool> model; RunMap's alignment, clean/dirty
+// tracking and purging on real memory.
+#include "bitmap.h"
+#include "os.h"
+#include "testing.h"
+
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <sys/mman.h>
+#include <vector>
+
+using arena::RunMap;
+namespace bits = arena::bits;
+
+namespace {
+
+/// Reference model: the first clear run of n bits at or after `from`, aligned per phase.
+size_t model_find(const std::vector<bool>& m, size_t from, size_t n, size_t align, size_t phase) {
+    for (size_t s = from; s + n <= m.size(); ++s) {
+        if ((s + phase) % align != 0)
+            continue;
+        bool ok = true;
+        for (size_t i = s; i < s + n && ok; ++i)
+            ok = !m[i];
+        if (ok)
+            return s;
+    }
+    return bits::npos;
+}
+
+struct Bitmap {
+    explicit Bitmap(size_t nbits) : words(bits::words_for(nbits) + 1, 0), model(nbits, false) {}
+    std::vector<uint64_t> words;
+    std::vector<bool> model;
+
+    void set(size_t first, size_t n) {
+        bits::set_range(words.data(), first, n);
+        for (size_t i = first; i < first + n; ++i)
+            model[i] = true;
+    }
+    void clear(size_t first, size_t n) {
+        bits::clear_range(words.data(), first, n);
+        for (size_t i = first; i < first + n; ++i)
+            model[i] = false;
+    }
+    void check() const {
+        for (size_t i = 0; i < model.size(); ++i)
+            REQUIRE(bits::test(words.data(), i) == model[i]);
+    }
+};
+
+} // namespace
+
+TEST_SUITE("bitmap") {
+
+TEST_CASE("set and clear ranges inside one word, across words and of whole words") {
+    Bitmap b(300);
+    b.set(3, 5);       // inside word 0
+    b.set(60, 10);     // across words 0 and 1
+    b.set(128, 64);    // exactly word 2
+    b.set(250, 50);    // across words 3 and 4, to the end
+    b.check();
+    CHECK(bits::count(b.words.data(), 0, 300) == 5 + 10 + 64 + 50);
+    b.clear(62, 4);
+    b.clear(128, 64);
+    b.check();
+    CHECK(bits::count(b.words.data(), 0, 300) == 5 + 6 + 50);
+    CHECK(bits::count(b.words.data(), 60, 2) == 2);
+}
+
+TEST_CASE("find_set and find_clear stop at the limit") {
+    Bitmap b(200);
+    CHECK(bits::find_set(b.words.data(), 0, 200) == 200);
+    b.set(130, 1);
+    CHECK(bits::find_set(b.words.data(), 0, 200) == 130);
+    CHECK(bits::find_set(b.words.data(), 131, 200) == 200);
+    CHECK(bits::find_set(b.words.data(), 0, 100) == 100);
+    b.set(0, 130);
+    CHECK(bits::find_clear(b.words.data(), 0, 200) == 131);
+    CHECK(bits::find_clear(b.words.data(), 0, 120) == 120);
+}
+
+TEST_CASE("a run may cross any number of words") {
+    Bitmap b(64 * 8);
+    b.set(0, 40); // free from 40
+    CHECK(bits::find_clear_run(b.words.data(), 512, 0, 300, 1, 0) == 40);
+    b.set(40, 300);
+    CHECK(bits::find_clear_run(b.words.data(), 512, 0, 300, 1, 0) == bits::npos);
+    CHECK(bits::find_clear_run(b.words.data(), 512, 0, 172, 1, 0) == 340);
+    CHECK(bits::find_clear_run(b.words.data(), 512, 0, 173, 1, 0) == bits::npos);
+}
+
+TEST_CASE("runs of whole words and exhaustion") {
+    Bitmap b(256);
+    for (size_t i = 0; i < 4; ++i) {
+        const size_t s = bits::find_clear_run(b.words.data(), 256, 0, 64, 1, 0);
+        REQUIRE(s == i * 64);
+        b.set(s, 64);
+    }
+    CHECK(bits::find_clear_run(b.words.data(), 256, 0, 1, 1, 0) == bits::npos);
+    b.clear(100, 1);
+    CHECK(bits::find_clear_run(b.words.data(), 256, 0, 1, 1, 0) == 100);
+    CHECK(bits::find_clear_run(b.words.data(), 256, 0, 2, 1, 0) == bits::npos);
+}
+
+TEST_CASE("aligned runs honour the phase of the base address") {
+    Bitmap b(1024);
+    b.set(0, 3);
+    // align 16 with phase 5: starts s with (s + 5) % 16 == 0 -> 11, 27, ...
+    CHECK(bits::find_clear_run(b.words.data(), 1024, 0, 10, 16, 5) == 11);
+    b.set(11, 1);
+    CHECK(bits::find_clear_run(b.words.data(), 1024, 0, 10, 16, 5) == 27);
+    CHECK(bits::find_clear_run(b.words.data(), 1024, 0, 600, 512, 0) == bits::npos);
+    CHECK(bits::find_clear_run(b.words.data(), 1024, 0, 512, 512, 0) == 512);
+}
+
+TEST_CASE("random operations agree with the model") {
+    uint64_t rng = 42;
+    for (size_t nbits : {1u, 63u, 64u, 65u, 1000u, 4096u}) {
+        Bitmap b(nbits);
+        for (int op = 0; op < 400; ++op) {
+            const size_t first = testing::next_random(rng) % nbits;
+            const size_t n = 1 + testing::next_random(rng) % (nbits - first);
+            if (testing::next_random(rng) % 3 == 0)
+                b.clear(first, n);
+            else if (testing::next_random(rng) % 2 == 0)
+                b.set(first, n);
+            const size_t want = 1 + testing::next_random(rng) % (nbits < 200 ? nbits : 200);
+            const size_t align = size_t{1} << (testing::next_random(rng) % 5);
+            const size_t phase = testing::next_random(rng) % align;
+            const size_t from = testing::next_random(rng) % nbits;
+            REQUIRE(bits::find_clear_run(b.words.data(), nbits, from, want, align, phase) ==
+                    model_find(b.model, from, want, align, phase));
+        }
+        b.check();
+    }
+}
+
+TEST_CASE("for_each_run merges runs across words") {
+    std::vector<uint64_t> a(4, 0), m(4, 0);
+    bits::set_range(a.data(), 10, 200); // 10..209
+    bits::set_range(m.data(), 64, 64);  // masked: 64..127
+    std::vector<std::pair<size_t, size_t>> runs;
+    bits::for_each_run(a.data(), m.data(), 256,
+                       [&](size_t f, size_t n) { runs.emplace_back(f, n); });
+    REQUIRE(runs.size() == 2);
+    CHECK(runs[0] == std::make_pair(size_t{10}, size_t{54}));
+    CHECK(runs[1] == std::make_pair(size_t{128}, size_t{82}));
+    runs.clear();
+    bits::for_each_run(a.data(), nullptr, 100, [&](size_t f, size_t n) { runs.emplace_back(f, n); });
+    REQUIRE(runs.size() == 1);
+    CHECK(runs[0] == std::make_pair(size_t{10}, size_t{90}));
+}
+
+} // TEST_SUITE("bitmap")
+
+TEST_SUITE("runmap") {
+
+struct MappedRunMap {
+    explicit MappedRunMap(size_t pages) : npages(pages) {
+        data = static_cast<char*>(arena::os::reserve(npages * 4096));
+        meta.assign(RunMap::metadata_bytes(npages) / 8 + 1, 0);
+        REQUIRE(data != nullptr);
+        runs.init(meta.data(), npages, reinterpret_cast<uintptr_t>(data), 12);
+    }
+    ~MappedRunMap() { arena::os::unreserve(data, npages * 4096); }
+    size_t npages;
+    char* data;
+    std::vector<uint64_t> meta;
+    RunMap runs;
+};
+
+TEST_CASE("claim reports clean memory until it is written and released") {
+    MappedRunMap m(100);
+    const size_t a = m.runs.find(10, 1);
+    REQUIRE(a == 0);
+    CHECK(m.runs.claim(a, 10)); // fresh mapping: zero
+    memset(m.data, 0xab, 10 * 4096);
+    m.runs.release(a, 10);
+    CHECK(m.runs.dirty_units() == 10);
+    const size_t b = m.runs.find(4, 1);
+    REQUIRE(b == 0);
+    CHECK_FALSE(m.runs.claim(b, 4)); // reused without purge: dirty
+    CHECK(m.runs.dirty_units() == 6);
+}
+
+TEST_CASE("purge waits one tick, trim does not; purged pages read as zero") {
+    MappedRunMap m(64);
+    const size_t a = m.runs.find(8, 1);
+    m.runs.claim(a, 8);
+    memset(m.data, 0xcd, 8 * 4096);
+    m.runs.release(a, 8);
+    CHECK(m.runs.purge(false) == 0); // freed during this tick: young
+    CHECK(m.runs.dirty_units() == 8);
+    CHECK(m.runs.purge(false) == 8 * 4096); // a whole tick later
+    CHECK(m.runs.dirty_units() == 0);
+    for (size_t i = 0; i < 8 * 4096; i += 512)
+        REQUIRE(m.data[i] == 0);
+    m.runs.claim(m.runs.find(8, 1), 8);
+    memset(m.data, 1, 4096);
+    m.runs.release(0, 8);
+    CHECK(m.runs.purge(true) == 8 * 4096);
+    CHECK(m.runs.claim(0, 8)); // clean again
+}
+
+TEST_CASE("units past the end are never handed out; exhaustion returns npos") {
+    MappedRunMap m(70);
+    CHECK(m.runs.find(71, 1) == bits::npos);
+    const size_t a = m.runs.find(70, 1);
+    REQUIRE(a == 0);
+    m.runs.claim(a, 70);
+    CHECK(m.runs.find(1, 1) == bits::npos);
+    CHECK(m.runs.used_units() == 70);
+    m.runs.release(30, 5);
+    CHECK(m.runs.find(5, 1) == 30);
+    CHECK(m.runs.find(6, 1) == bits::npos);
+    CHECK(m.runs.range_free(30, 5));
+    CHECK_FALSE(m.runs.range_free(29, 2));
+    CHECK_FALSE(m.runs.range_free(68, 5));
+}
+
+TEST_CASE("aligned finds are aligned in address space") {
+    MappedRunMap m(4096);
+    m.runs.claim(m.runs.find(1, 1), 1);
+    for (size_t align : {2u, 16u, 256u, 1024u}) {
+        const size_t s = m.runs.find(3, align);
+        REQUIRE(s != bits::npos);
+        CHECK(m.runs.address(s) % (align * 4096) == 0);
+    }
+}
+
+} // TEST_SUITE("runmap")
