@@ -24,11 +24,6 @@ uintptr_t large_entry(size_t npages) {
     return (uintptr_t{npages} << kLargeShift) | kLargeTag;
 }
 
-void count_large_free(size_t npages) {
-    heap::count(k_large_frees);
-    heap::count(k_large_free_bytes, npages << kPageShift);
-}
-
 /// Frees the large block at page `page` of r whose pagemap entry was `entry`.
 void large_free(Region* r, size_t page, uintptr_t entry, uintptr_t a, Api api) {
     uintptr_t expected = entry;
@@ -39,7 +34,21 @@ void large_free(Region* r, size_t page, uintptr_t entry, uintptr_t a, Api api) {
     }
     const size_t npages = entry >> kLargeShift;
     pages::free(r, page, npages);
-    count_large_free(npages);
+    heap::count_call(api);
+    heap::count(k_large_frees);
+    heap::count(k_large_free_bytes, npages << kPageShift);
+}
+
+/// free_local with the API known only at run time.
+void free_local_as(Heap* h, Slab* s, uintptr_t a, Api api) {
+    switch (api) {
+    case Api::Free:
+        return heap::free_local<Api::Free>(h, s, a);
+    case Api::Delete:
+        return heap::free_local<Api::Delete>(h, s, a);
+    default:
+        return heap::free_local<Api::Realloc>(h, s, a);
+    }
 }
 
 /// A bad pointer inside a region: interior of a live block, or a block already freed.
@@ -50,6 +59,7 @@ ARENA_COLD void report_bad_pointer(Region* r, size_t page, uintptr_t a, Api api)
 }
 
 ARENA_COLD void note_foreign(uintptr_t a, Api api) {
+    heap::count_call(api);
     heap::count(k_foreign_frees);
     if (option(Opt::VERBOSE) != 0) {
         Msg m;
@@ -62,18 +72,19 @@ ARENA_COLD void note_foreign(uintptr_t a, Api api) {
 
 // ---- Large blocks ------------------------------------------------------------------------------
 
-void* large::alloc(size_t n, size_t align, bool zero) {
+void* large::alloc(size_t n, size_t align, bool zero, Api api) {
     if (n > kMaxRequest || !ensure_init())
-        return nullptr;
+        return heap::fail_enomem();
     const size_t npages = pages_for(n == 0 ? 1 : n);
     const size_t align_pages = align <= kPageSize ? 1 : align >> kPageShift;
     pages::Run run{};
     if (!pages::alloc(npages, align_pages, &run))
-        return nullptr;
+        return heap::fail_enomem();
     run.region->pagemap[run.first].store(large_entry(npages), std::memory_order_release);
     void* p = reinterpret_cast<void*>(run.addr);
     if (zero && !run.clean)
         memset(p, 0, n);
+    heap::count_call(api);
     heap::count(k_large_allocs);
     heap::count(k_large_alloc_bytes, npages << kPageShift);
     heap::count(k_bytes_requested, n);
@@ -84,7 +95,7 @@ void* large::alloc(size_t n, size_t align, bool zero) {
 
 void dealloc_slow(uintptr_t a, Api api) {
     if (a == 0)
-        return;
+        return heap::count_call(api);
     Region* r = pages::region_of(a);
     if (r == nullptr)
         return note_foreign(a, api);
@@ -94,7 +105,7 @@ void dealloc_slow(uintptr_t a, Api api) {
         Slab* s = reinterpret_cast<Slab*>(e);
         Heap* h = t_heap;
         if (s->heap.load(std::memory_order_relaxed) == h)
-            return heap::free_local(h, s, a, api);
+            return free_local_as(h, s, a, api);
         return heap::free_remote(s, a, api);
     }
     if ((e & kLargeTag) != 0 && (a & (kPageSize - 1)) == 0)
@@ -143,27 +154,15 @@ BlockInfo block_info(const void* p) {
 
 namespace libc {
 
-void* fail_enomem() {
-    heap::count(k_failed_allocs);
-    errno = ENOMEM;
-    return nullptr;
-}
-
 void* calloc(size_t count, size_t size) {
     size_t n = 0;
     if (__builtin_mul_overflow(count, size, &n))
-        return fail_enomem();
-    void* p = nullptr;
-    if (n <= kSmallMax) {
-        p = heap::alloc_small(t_heap, class_of(n), n);
-        if (p != nullptr)
-            memset(p, 0, n);
-    } else {
-        p = large::alloc(n, kMinAlign, true);
-    }
-    if (p == nullptr)
-        return fail_enomem();
-    heap::count(k_calloc_calls);
+        return heap::fail_enomem();
+    if (n > kSmallMax)
+        return large::alloc(n, kMinAlign, true, Api::Calloc);
+    void* p = heap::alloc_small<Api::Calloc>(t_heap, class_of(n), n);
+    if (p != nullptr)
+        memset(p, 0, n);
     return p;
 }
 
@@ -172,9 +171,9 @@ namespace {
 /// realloc of a pointer the arena does not own: copy what is readable, leave the old block.
 ARENA_COLD void* realloc_foreign(void* p, size_t n) {
     note_foreign(reinterpret_cast<uintptr_t>(p), Api::Realloc);
-    void* q = alloc(n);
+    void* q = alloc<Api::Realloc>(n);
     if (q == nullptr)
-        return fail_enomem();
+        return nullptr;
     // Copy page by page while the source stays mapped: its size is unknown.
     const size_t ps = os::page_size();
     size_t done = 0;
@@ -192,11 +191,11 @@ ARENA_COLD void* realloc_foreign(void* p, size_t n) {
 
 /// Moves a block to a new one of n bytes, copying `keep` bytes.
 void* realloc_move(void* p, size_t n, size_t keep) {
-    void* q = alloc(n);
+    void* q = alloc<Api::Realloc>(n);
     if (q == nullptr)
-        return fail_enomem();
+        return nullptr;
     memcpy(q, p, keep < n ? keep : n);
-    dealloc(p, Api::Realloc);
+    dealloc<Api::Realloc>(p);
     return q;
 }
 
@@ -227,16 +226,14 @@ void* realloc_large(void* p, size_t n, const BlockInfo& bi) {
 
 void* realloc(void* p, size_t n) {
     heap::count(k_realloc_calls);
-    if (p == nullptr) {
-        void* q = alloc(n);
-        return q != nullptr ? q : fail_enomem();
-    }
+    if (p == nullptr)
+        return alloc<Api::Realloc>(n);
     if (n == 0) { // glibc: realloc(p, 0) frees p and returns NULL
-        dealloc(p, Api::Realloc);
+        dealloc<Api::Realloc>(p);
         return nullptr;
     }
     if (n > kMaxRequest)
-        return fail_enomem();
+        return heap::fail_enomem();
     const BlockInfo bi = block_info(p);
     switch (bi.kind) {
     case BlockInfo::Small:
@@ -265,24 +262,9 @@ void* reallocarray(void* p, size_t count, size_t size) {
     size_t n = 0;
     if (__builtin_mul_overflow(count, size, &n)) {
         heap::count(k_realloc_calls);
-        return fail_enomem();
+        return heap::fail_enomem();
     }
     return realloc(p, n);
-}
-
-void* alloc_aligned(size_t align, size_t n) {
-    if (align <= kMinAlign)
-        return alloc(n);
-    if (n <= kSmallMax && align <= kMaxClassAlign) {
-        // A class whose size is a multiple of align has every slot aligned (slabs start on a
-        // page). Power-of-two classes always qualify, so the search is short.
-        unsigned c = class_of(n < align ? align : n);
-        while (c < kNumClasses && (kClasses[c].size & (align - 1)) != 0)
-            ++c;
-        if (c < kNumClasses)
-            return heap::alloc_small(t_heap, c, n);
-    }
-    return large::alloc(n, align, false);
 }
 
 namespace {
@@ -297,12 +279,8 @@ void* memalign_common(size_t align, size_t n) {
     if ((align & (align - 1)) != 0)
         align = size_t{1} << (64 - __builtin_clzll(align));
     if (n > kMaxRequest)
-        return fail_enomem();
-    void* p = alloc_aligned(align, n);
-    if (p == nullptr)
-        return fail_enomem();
-    heap::count(k_aligned_calls);
-    return p;
+        return heap::fail_enomem();
+    return alloc_aligned<Api::Aligned>(align, n);
 }
 
 } // namespace
@@ -335,7 +313,7 @@ void* valloc(size_t n) {
 void* pvalloc(size_t n) {
     const size_t ps = os::page_size();
     if (n > kMaxRequest)
-        return fail_enomem();
+        return heap::fail_enomem();
     const size_t rounded = n == 0 ? ps : (n + ps - 1) & ~(ps - 1);
     return memalign_common(ps, rounded);
 }

@@ -18,8 +18,9 @@ namespace arena {
 bool ensure_init();
 
 namespace large {
-/// A large block of at least n bytes aligned to `align` (a power of two), zeroed if asked.
-void* alloc(size_t n, size_t align, bool zero);
+/// A large block of at least n bytes aligned to `align` (a power of two), zeroed if asked,
+/// counted as a call of `api`. On failure: errno = ENOMEM, counted, null.
+void* alloc(size_t n, size_t align, bool zero, Api api);
 }
 
 /// What a pointer is, for realloc and malloc_usable_size.
@@ -34,10 +35,12 @@ BlockInfo block_info(const void* p);
 
 // ---- Fast paths --------------------------------------------------------------------------------
 
-/// Frees p. Everything but a slab pointer in region 0 goes to dealloc_slow.
+/// Everything free() gets that is not a slab pointer in region 0.
 ARENA_SLOW_PATH void dealloc_slow(uintptr_t a, Api api);
 
-ARENA_FAST_PATH void dealloc(void* p, Api api) {
+/// Frees p on behalf of A (which names the caller in error reports and picks the call counter).
+template <Api A>
+ARENA_FAST_PATH void dealloc(void* p) {
     const uintptr_t a = reinterpret_cast<uintptr_t>(p);
     const uintptr_t off = a - g_region0.base;
     if (ARENA_LIKELY(off < g_region0.size)) {
@@ -46,36 +49,46 @@ ARENA_FAST_PATH void dealloc(void* p, Api api) {
             Slab* s = reinterpret_cast<Slab*>(e);
             Heap* h = t_heap;
             if (ARENA_LIKELY(s->heap.load(std::memory_order_relaxed) == h))
-                return heap::free_local(h, s, a, api);
-            return heap::free_remote(s, a, api);
+                return heap::free_local<A>(h, s, a);
+            return heap::free_remote(s, a, A);
         }
     }
-    dealloc_slow(a, api);
+    dealloc_slow(a, A);
 }
 
-/// n bytes, 16-byte aligned; null on failure (errno not yet set).
+/// n bytes, 16-byte aligned, counted as a call of A. On failure: errno = ENOMEM, null.
+template <Api A>
 ARENA_FAST_PATH void* alloc(size_t n) {
     if (ARENA_LIKELY(n <= kSmallMax))
-        return heap::alloc_small(t_heap, class_of(n), n);
-    return large::alloc(n, kMinAlign, false);
+        return heap::alloc_small<A>(t_heap, class_of(n), n);
+    return large::alloc(n, kMinAlign, false, A);
+}
+
+/// n bytes aligned to `align` (a power of two), counted as a call of A. Alignments up to a page
+/// come from a size class that is a multiple of the alignment (slabs start on a page; power-of-
+/// two classes always qualify, so the search is short); larger ones from aligned page runs.
+template <Api A>
+void* alloc_aligned(size_t align, size_t n) {
+    if (align <= kMinAlign)
+        return alloc<A>(n);
+    if (n <= kSmallMax && align <= kMaxClassAlign) {
+        unsigned c = class_of(n < align ? align : n);
+        while (c < kNumClasses && (kClasses[c].size & (align - 1)) != 0)
+            ++c;
+        if (c < kNumClasses)
+            return heap::alloc_small<A>(t_heap, c, n);
+    }
+    return large::alloc(n, align, false, A);
 }
 
 namespace libc {
 
-/// Sets errno to ENOMEM, counts the failure, returns null.
-ARENA_COLD void* fail_enomem();
-
 ARENA_FAST_PATH void* malloc(size_t n) {
-    void* p = alloc(n);
-    if (ARENA_UNLIKELY(p == nullptr))
-        return fail_enomem();
-    heap::count(k_malloc_calls);
-    return p;
+    return alloc<Api::Malloc>(n);
 }
 
 ARENA_FAST_PATH void free(void* p) {
-    heap::count(k_free_calls);
-    dealloc(p, Api::Free);
+    dealloc<Api::Free>(p);
 }
 
 void* calloc(size_t count, size_t size);
@@ -88,9 +101,6 @@ void* valloc(size_t n);
 void* pvalloc(size_t n);
 size_t malloc_usable_size(const void* p);
 int malloc_trim(size_t pad);
-
-/// An aligned block (align a power of two). Counts nothing; null on failure.
-void* alloc_aligned(size_t align, size_t n);
 
 } // namespace libc
 } // namespace arena

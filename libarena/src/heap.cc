@@ -30,18 +30,19 @@
 #include "os.h"
 #include "pages.h"
 
+#include <cerrno>
 #include <new>
 #include <pthread.h>
 
 namespace arena {
 
 namespace {
-/// The word every empty bin points at. Never written: the fast path writes only nonzero words.
-constinit std::atomic<uint64_t> g_zero_word{0};
-
+/// The slab every class of a heap points at when it has no current slab: `nonempty` is 0, so
+/// malloc goes to the slow path. Never written (the fast path writes only when nonempty != 0).
+constinit Slab g_empty_slab;
 } // namespace
 
-constinit Heap g_empty_heap{&g_zero_word};
+constinit Heap g_empty_heap{&g_empty_slab};
 constinit StatShard g_shared_stats;
 __thread Heap* t_heap __attribute__((tls_model("initial-exec"))) = &g_empty_heap;
 
@@ -60,27 +61,14 @@ constinit std::atomic<Heap*> g_all_heaps{nullptr};
 constinit uint32_t g_heap_count = 0;
 constinit std::atomic<uint64_t> g_trim_epoch{0};
 
-// ---- Bins and lists ---------------------------------------------------------------------------
+// ---- Lists --------------------------------------------------------------------------------------
 
-void bin_clear(Bin& b) {
-    b.word = &g_zero_word;
-    b.slab = nullptr;
-    b.base = 0;
-    b.wi = 0;
+bool has_current(const Heap* h, unsigned cls) {
+    return h->current[cls] != &g_empty_slab;
 }
 
-/// Points the bin at the first nonzero bitmap word of its slab. False if the slab is full.
-bool bin_seek(Bin& b) {
-    Slab* s = b.slab;
-    for (unsigned wi = 0; wi < s->nwords; ++wi) {
-        if (s->free_bits[wi].load(std::memory_order_relaxed) != 0) {
-            b.word = &s->free_bits[wi];
-            b.wi = wi;
-            b.base = s->base + uintptr_t{wi} * 64 * s->size;
-            return true;
-        }
-    }
-    return false;
+void clear_current(Heap* h, unsigned cls) {
+    h->current[cls] = &g_empty_slab;
 }
 
 void list_push(Slab*& head, Slab* s) {
@@ -130,6 +118,7 @@ Slab* slab_new(Heap* h, unsigned cls) {
     s->first_page = static_cast<uint32_t>(run.first);
     s->npages = static_cast<uint32_t>(run.npages);
     s->used = 0;
+    s->nonempty = (uint32_t{1} << s->nwords) - 1;
     s->where = SlabWhere::Detached;
     s->next = s->prev = nullptr;
     for (unsigned wi = 0; wi < kSlabMaxWords; ++wi) {
@@ -202,10 +191,9 @@ void release_cached_empties(Heap* h) {
             slab_retire(s);
         }
         // A current slab with nothing allocated is released too (trim and thread exit).
-        Bin& b = h->bins[c];
-        if (b.slab != nullptr && b.slab->used == 0) {
-            Slab* s = b.slab;
-            bin_clear(b);
+        if (has_current(h, c) && h->current[c]->used == 0) {
+            Slab* s = h->current[c];
+            clear_current(h, c);
             slab_retire(s);
         }
     }
@@ -234,6 +222,7 @@ uint32_t collect_slab(Slab* s) {
         if (ARENA_UNLIKELY(dbl != 0))
             report_remote_double_frees(s, wi, dbl);
         s->free_bits[wi].store(cur | r, std::memory_order_relaxed);
+        s->nonempty |= uint32_t{1} << wi;
         freed += static_cast<uint32_t>(__builtin_popcountll(r & ~dbl));
     }
     s->used -= freed;
@@ -260,8 +249,7 @@ void collect_remote(Heap* h) {
 
 void heap_init(Heap* h, StatShard* stats) {
     for (unsigned c = 0; c < kNumClasses; ++c) {
-        bin_clear(h->bins[c]);
-        h->bins[c].size = kClasses[c].size;
+        clear_current(h, c);
         h->partial[c] = nullptr;
         h->empty[c] = nullptr;
     }
@@ -321,12 +309,28 @@ Heap* thread_heap_init() {
     return h;
 }
 
+/// alloc_small with the API known only at run time (slow paths).
+void* alloc_small_as(Heap* h, unsigned cls, size_t n, Api api) {
+    switch (api) {
+    case Api::Malloc:
+        return alloc_small<Api::Malloc>(h, cls, n);
+    case Api::Calloc:
+        return alloc_small<Api::Calloc>(h, cls, n);
+    case Api::Aligned:
+        return alloc_small<Api::Aligned>(h, cls, n);
+    case Api::New:
+        return alloc_small<Api::New>(h, cls, n);
+    default:
+        return alloc_small<Api::Realloc>(h, cls, n);
+    }
+}
+
 /// An allocation by a thread whose heap is gone (its exit destructors are running).
-ARENA_COLD void* alloc_borrowed(unsigned cls, size_t n) {
+ARENA_COLD void* alloc_borrowed(unsigned cls, size_t n, Api api) {
     Heap* h = heap_acquire();
     if (h == nullptr)
-        return nullptr;
-    void* p = alloc_small(h, cls, n);
+        return fail_enomem();
+    void* p = alloc_small_as(h, cls, n, api);
     heap_abandon(h);
     return p;
 }
@@ -343,36 +347,38 @@ void maybe_trim(Heap* h) {
 
 // ---- Slow paths --------------------------------------------------------------------------------
 
-void* alloc_refill(Heap* h, unsigned cls, size_t n) {
+void* fail_enomem() {
+    count(k_failed_allocs);
+    errno = ENOMEM;
+    return nullptr;
+}
+
+void* alloc_refill(Heap* h, unsigned cls, size_t n, Api api) {
     if (ARENA_UNLIKELY(h == &g_empty_heap)) {
         if (!ensure_init())
-            return nullptr;
+            return fail_enomem();
         Heap* mine = thread_heap_init();
         if (mine == nullptr)
-            return t_dead ? alloc_borrowed(cls, n) : nullptr;
-        return alloc_small(mine, cls, n);
+            return t_dead ? alloc_borrowed(cls, n, api) : fail_enomem();
+        return alloc_small_as(mine, cls, n, api);
     }
     collect_remote(h);
     maybe_trim(h);
-    Bin& b = h->bins[cls];
-    if (b.slab != nullptr) {
-        if (bin_seek(b))
-            return alloc_small(h, cls, n);
-        b.slab->where = SlabWhere::Full;
-        bin_clear(b);
+    if (has_current(h, cls)) {
+        Slab* cur = h->current[cls];
+        if (cur->nonempty != 0) // remote frees just came in
+            return alloc_small_as(h, cls, n, api);
+        cur->where = SlabWhere::Full;
+        clear_current(h, cls);
     }
     Slab* s = list_pop(h->partial[cls]);
     if (s == nullptr && (s = h->empty[cls]) != nullptr)
         h->empty[cls] = nullptr;
     if (s == nullptr && (s = slab_new(h, cls)) == nullptr)
-        return nullptr;
+        return fail_enomem();
     s->where = SlabWhere::Current;
-    b.slab = s;
-    if (!bin_seek(b)) { // cannot happen: partial and empty slabs have free slots
-        bin_clear(b);
-        return nullptr;
-    }
-    return alloc_small(h, cls, n);
+    h->current[cls] = s;
+    return alloc_small_as(h, cls, n, api); // s has a free slot: partial, empty, new all do
 }
 
 void free_local_slow(Heap* h, Slab* s) {
@@ -402,10 +408,17 @@ void free_remote(Slab* s, uintptr_t a, Api api) {
         }
     }
     Heap* me = t_heap;
-    if (me != &g_empty_heap)
-        bump(me->stats->class_free[cls]);
-    else
+    StatShard* st = me != &g_empty_heap ? me->stats : nullptr;
+    const Counter calls = call_counter(api);
+    if (st != nullptr) {
+        bump(st->class_free[cls]);
+        if (calls != kCounterCount)
+            bump(st->events[calls]);
+    } else {
         bump_shared(g_shared_stats.class_free[cls]);
+        if (calls != kCounterCount)
+            bump_shared(g_shared_stats.events[calls]);
+    }
 }
 
 void trim() {

@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: MIT
 // Thread heaps: the small-object fast paths (inline here) and their slow paths (heap.cc).
 //
-// malloc fast path: load the bin's current bitmap word; if it has a free slot, clear the lowest
-// set bit and return base + index * size. A thread that has no heap yet points at g_empty_heap,
-// whose bins all read a zero word, so its first malloc falls into the slow path by itself and no
-// "initialised?" test is ever made on the fast path.
+// malloc fast path: in the class's current slab, the lowest word named by `nonempty`, its lowest
+// set bit: clear it and return base + index * size. A thread that has no heap yet points at
+// g_empty_heap, whose classes all use a slab with no free slot, so its first malloc falls into
+// the slow path by itself and no "initialised?" test is ever made on the fast path.
 //
 // free fast path (owner thread): compute the slot index with a multiply, check that the pointer
 // is a slot start and that the slot is allocated (else: invalid or double free), set its bit.
@@ -20,7 +20,7 @@
 
 namespace arena {
 
-/// The sentinel heap of threads that have none (yet, or any more): every bin is empty.
+/// The sentinel heap of threads that have none (yet, or any more): every class is empty.
 extern constinit Heap g_empty_heap;
 /// Counters of threads without a heap (atomic adds).
 extern constinit StatShard g_shared_stats;
@@ -31,14 +31,18 @@ namespace heap {
 
 // ---- Slow paths (heap.cc) ----------------------------------------------------------------------
 
-/// The bin of `cls` has no free slot in its word: refill it (or create this thread's heap when h
-/// is the sentinel) and allocate. Returns null when out of memory.
-ARENA_SLOW_PATH void* alloc_refill(Heap* h, unsigned cls, size_t n);
+/// The current slab of `cls` has no free slot: find another (or create this thread's heap when
+/// h is the sentinel) and allocate, counting the call as `api`. On failure sets errno to ENOMEM,
+/// counts it and returns null.
+ARENA_SLOW_PATH void* alloc_refill(Heap* h, unsigned cls, size_t n, Api api);
 
-/// A local free emptied the slab or was the first free into a full slab.
+/// Sets errno to ENOMEM, counts a failed allocation and returns null.
+ARENA_COLD void* fail_enomem();
+
+/// A local free emptied the slab or was the first free into a full (or exhausted) slab.
 ARENA_SLOW_PATH void free_local_slow(Heap* h, Slab* s);
 
-/// A free by a thread that does not own the slab. `api` names the caller in error reports.
+/// A free by a thread that does not own the slab, counted as `api`.
 ARENA_SLOW_PATH void free_remote(Slab* s, uintptr_t a, Api api);
 
 /// Releases the empty slabs this thread keeps, folds in remote frees, drains abandoned heaps,
@@ -58,9 +62,9 @@ void fork_child();
 /// pthread key destructor: abandons the exiting thread's heap.
 void thread_exit(void* heap);
 
-// ---- Fast paths --------------------------------------------------------------------------------
+// ---- Counting ------------------------------------------------------------------------------------
 
-/// Counters of the calling thread: its heap's shard, or the shared one.
+/// Counts into the calling thread's shard, or the shared one when it has no heap.
 ARENA_FAST_PATH void count(Counter c, uint64_t v = 1) {
     Heap* h = t_heap;
     if (ARENA_LIKELY(h != &g_empty_heap))
@@ -69,16 +73,35 @@ ARENA_FAST_PATH void count(Counter c, uint64_t v = 1) {
         bump_shared(g_shared_stats.events[c], v);
 }
 
+/// count() of an API call, if `api` has a call counter.
+ARENA_FAST_PATH void count_call(Api api) {
+    if (call_counter(api) != kCounterCount)
+        count(call_counter(api));
+}
+
+// ---- Fast paths --------------------------------------------------------------------------------
+
+/// n bytes from class cls, counted as a call of A. Never returns null without errno = ENOMEM.
+template <Api A>
 ARENA_FAST_PATH void* alloc_small(Heap* h, unsigned cls, size_t n) {
-    Bin& b = h->bins[cls];
-    const uint64_t w = b.word->load(std::memory_order_relaxed);
-    if (ARENA_UNLIKELY(w == 0))
-        return alloc_refill(h, cls, n);
-    b.word->store(w & (w - 1), std::memory_order_relaxed);
-    b.slab->used++;
-    bump(h->stats->class_alloc[cls]);
-    bump(h->stats->events[k_bytes_requested], n);
-    return reinterpret_cast<void*>(b.base + static_cast<uintptr_t>(__builtin_ctzll(w)) * b.size);
+    Slab* s = h->current[cls];
+    const uint32_t m = s->nonempty;
+    if (ARENA_UNLIKELY(m == 0))
+        return alloc_refill(h, cls, n, A);
+    const unsigned wi = static_cast<unsigned>(__builtin_ctz(m));
+    const uint64_t w = s->free_bits[wi].load(std::memory_order_relaxed);
+    const uint64_t rest = w & (w - 1);
+    s->free_bits[wi].store(rest, std::memory_order_relaxed);
+    if (rest == 0)
+        s->nonempty = m & (m - 1); // wi is the lowest set bit of m
+    s->used++;
+    StatShard* st = h->stats;
+    if constexpr (call_counter(A) != kCounterCount)
+        bump(st->events[call_counter(A)]);
+    bump(st->class_alloc[cls]);
+    bump(st->events[k_bytes_requested], n);
+    const uintptr_t idx = uintptr_t{wi} * 64 + static_cast<unsigned>(__builtin_ctzll(w));
+    return reinterpret_cast<void*>(s->base + idx * s->size);
 }
 
 /// Slot index of address a in s, or -1 when a is not the start of a slot.
@@ -90,18 +113,26 @@ ARENA_FAST_PATH int64_t slot_index(const Slab* s, uintptr_t a) {
     return static_cast<int64_t>(idx);
 }
 
-ARENA_FAST_PATH void free_local(Heap* h, Slab* s, uintptr_t a, Api api) {
+/// Free by the owning thread, counted as a call of A.
+template <Api A>
+ARENA_FAST_PATH void free_local(Heap* h, Slab* s, uintptr_t a) {
     const int64_t idx = slot_index(s, a);
     if (ARENA_UNLIKELY(idx < 0))
-        return report_heap_error(HeapError::InvalidFree, reinterpret_cast<void*>(a), api_name(api));
+        return report_heap_error(HeapError::InvalidFree, reinterpret_cast<void*>(a), api_name(A));
     std::atomic<uint64_t>& word = s->free_bits[idx >> 6];
     const uint64_t bit = uint64_t{1} << (idx & 63);
     const uint64_t v = word.load(std::memory_order_relaxed);
     if (ARENA_UNLIKELY(v & bit))
-        return report_heap_error(HeapError::DoubleFree, reinterpret_cast<void*>(a), api_name(api));
+        return report_heap_error(HeapError::DoubleFree, reinterpret_cast<void*>(a), api_name(A));
     word.store(v | bit, std::memory_order_relaxed);
-    bump(h->stats->class_free[s->cls]);
-    if (ARENA_UNLIKELY(--s->used == 0 || s->where == SlabWhere::Full))
+    const uint32_t m = s->nonempty;
+    s->nonempty = m | uint32_t{1} << (idx >> 6);
+    StatShard* st = h->stats;
+    if constexpr (call_counter(A) != kCounterCount)
+        bump(st->events[call_counter(A)]);
+    bump(st->class_free[s->cls]);
+    // m == 0: the slab had no free slot, so it may have to go back on the partial list.
+    if (ARENA_UNLIKELY(--s->used == 0 || m == 0))
         free_local_slow(h, s);
 }
 

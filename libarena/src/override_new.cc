@@ -34,45 +34,40 @@ std::new_handler current_new_handler() {
     os::abort_process();
 }
 
-/// The failure path of every operator new: new-handler loop, then throw or null.
+/// The failure path of every operator new (the failed attempt is counted already): call the
+/// new-handler and retry while there is one, then throw or return null.
 ARENA_COLD void* new_failed(size_t n, size_t align, bool nothrow) {
     for (;;) {
         std::new_handler handler = current_new_handler();
         if (handler == nullptr) {
-            heap::count(k_failed_allocs);
             if (nothrow)
                 return nullptr;
             throw_bad_alloc();
         }
         handler();
-        void* p = align > kMinAlign ? libc::alloc_aligned(align, n) : alloc(n);
-        if (p != nullptr) {
-            heap::count(k_new_calls);
+        void* p = alloc_aligned<Api::New>(align, n);
+        if (p != nullptr)
             return p;
-        }
     }
 }
 
 ARENA_FAST_PATH void* new_impl(size_t n, bool nothrow) {
-    void* p = alloc(n);
+    void* p = alloc<Api::New>(n);
     if (ARENA_UNLIKELY(p == nullptr))
-        return new_failed(n, 0, nothrow);
-    heap::count(k_new_calls);
+        return new_failed(n, kMinAlign, nothrow);
     return p;
 }
 
 void* new_aligned(size_t n, std::align_val_t al, bool nothrow) {
     const size_t align = static_cast<size_t>(al);
-    void* p = libc::alloc_aligned(align, n);
+    void* p = alloc_aligned<Api::New>(align, n);
     if (ARENA_UNLIKELY(p == nullptr))
         return new_failed(n, align, nothrow);
-    heap::count(k_new_calls);
     return p;
 }
 
 ARENA_FAST_PATH void delete_impl(void* p) {
-    heap::count(k_delete_calls);
-    dealloc(p, Api::Delete);
+    dealloc<Api::Delete>(p);
 }
 
 } // namespace

@@ -40,10 +40,13 @@ enum Counter : unsigned {
 /// The API entry points, for counting calls and naming the caller in error reports.
 enum class Api : unsigned { Malloc, Calloc, Realloc, Free, Aligned, New, Delete };
 
-inline constexpr Counter counter_of(Api a) {
-    return static_cast<Counter>(static_cast<unsigned>(a));
+/// The call counter an allocation or free made on behalf of `a` bumps, or kCounterCount for
+/// none: realloc counts its call once at entry, not in the allocation and free it may do.
+inline constexpr Counter call_counter(Api a) {
+    return a == Api::Realloc ? kCounterCount : static_cast<Counter>(static_cast<unsigned>(a));
 }
-static_assert(counter_of(Api::Delete) == k_delete_calls);
+static_assert(call_counter(Api::Delete) == k_delete_calls);
+static_assert(call_counter(Api::Aligned) == k_aligned_calls);
 
 inline constexpr const char* api_name(Api a) {
     constexpr const char* kNames[] = {"malloc",  "calloc",       "realloc",        "free",
@@ -57,9 +60,14 @@ struct alignas(64) StatShard {
     std::atomic<uint64_t> class_free[kNumClasses] = {};  // slots freed, by size class
 };
 
-/// Owner-only increment: no lock prefix, no contention.
+/// Owner-only increment: one add to memory, no lock prefix, no contention. Readers load the
+/// counter with relaxed atomics; an aligned 8-byte store is never torn.
 inline void bump(std::atomic<uint64_t>& c, uint64_t v = 1) {
+#if defined(__x86_64__)
+    __asm__ __volatile__("addq %1, %0" : "+m"(*reinterpret_cast<uint64_t*>(&c)) : "er"(v));
+#else
     c.store(c.load(std::memory_order_relaxed) + v, std::memory_order_relaxed);
+#endif
 }
 
 /// Increment of a shard that several threads may write.

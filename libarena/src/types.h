@@ -11,11 +11,12 @@
 //   slab    : a run of pages cut into equal slots of one size class. Its slot bitmap (1 = free)
 //             is the truth about which slots are allocated, which is what makes a double or
 //             invalid free detectable at no cost.
-//   heap    : per-thread state: for each size class a current slab (the bin), a list of
+//   heap    : per-thread state: for each size class a current slab, a list of
 //             partially free slabs and one cached empty slab. Heaps are never destroyed; when a
 //             thread exits its heap is abandoned and the next new thread adopts it whole.
-//   bin     : the malloc fast path's view of the current slab: a pointer to the slab's bitmap
-//             word being allocated from, and the address of that word's first slot.
+//   current : the slab a heap allocates a class from. Its `nonempty` summary (one bit per
+//             bitmap word that has a free slot) makes finding a free slot two tzcnt, however
+//             scattered the free slots are.
 //   remote free : a free by a thread that does not own the slab. It sets a bit in the slab's
 //             remote bitmap with one atomic OR and, if the slab is not queued yet, pushes it on
 //             the owner's remote stack; the owner folds remote bits into its bitmap on its slow
@@ -48,7 +49,7 @@ inline constexpr unsigned kLargeShift = 6;  // entry >> kLargeShift = pages of t
 
 /// Where a slab is in its owner's lists.
 enum class SlabWhere : uint8_t {
-    Current,  // a bin allocates from it
+    Current,  // heap->current[cls]: malloc allocates from it
     Partial,  // on heap->partial[cls]: has free slots
     Full,     // on no list: no free slot in the owner's view
     Empty,    // heap->empty[cls]: all slots free, kept for reuse
@@ -57,51 +58,47 @@ enum class SlabWhere : uint8_t {
 
 struct alignas(ARENA_CACHE_LINE) Slab {
     // Line 0: fixed while the slab lives; read by every thread that frees into it.
-    uintptr_t base;             // address of slot 0 (the slab's first page)
-    uint64_t recip;             // kClasses[cls].recip: slot index = (offset * recip) >> 40
-    uint32_t size;              // slot size in bytes
-    uint32_t nslots;            // slots in the slab
-    uint16_t cls;               // size class
-    uint8_t nwords;             // bitmap words in use: ceil(nslots / 64)
-    std::atomic<Heap*> heap;    // owning heap (null once released)
-    Region* region;             // region holding the pages
-    uint32_t first_page;        // index of the first page in the region
-    uint32_t npages;            // pages in the slab
+    uintptr_t base = 0;         // address of slot 0 (the slab's first page)
+    uint64_t recip = 0;         // kClasses[cls].recip: slot index = (offset * recip) >> 40
+    uint32_t size = 0;          // slot size in bytes
+    uint32_t nslots = 0;        // slots in the slab
+    uint16_t cls = 0;           // size class
+    uint8_t nwords = 0;         // bitmap words in use: ceil(nslots / 64)
+    std::atomic<Heap*> heap{nullptr}; // owning heap (null once released)
+    Region* region = nullptr;   // region holding the pages
+    uint32_t first_page = 0;    // index of the first page in the region
+    uint32_t npages = 0;        // pages in the slab
 
-    // Line 1: the owner's bookkeeping.
-    alignas(ARENA_CACHE_LINE) uint32_t used; // slots allocated in the owner's view (a remote
-                                             // free not yet collected still counts as used)
-    SlabWhere where;
-    Slab* next;                 // heap->partial[cls] list
-    Slab* prev;
+    // Line 1: the owner's allocation state. malloc reads `nonempty`, takes the lowest set bit of
+    // the first word it names, and never scans.
+    alignas(ARENA_CACHE_LINE) uint32_t nonempty = 0; // bit i set <=> free_bits[i] != 0
+    uint32_t used = 0;          // slots allocated in the owner's view (a remote free not yet
+                                // collected still counts as used)
+    SlabWhere where = SlabWhere::Detached;
+    Slab* next = nullptr;       // heap->partial[cls] list
+    Slab* prev = nullptr;
 
     // Lines 2-3: slot bitmap, 1 = free. Written only by the owner; other threads read a word to
     // detect a double free (hence relaxed atomics, which compile to plain moves).
-    alignas(ARENA_CACHE_LINE) std::atomic<uint64_t> free_bits[kSlabMaxWords];
+    alignas(ARENA_CACHE_LINE) std::atomic<uint64_t> free_bits[kSlabMaxWords] = {};
 
     // Lines 4-5: frees by other threads not yet collected, 1 = freed. Only atomic OR (remote
     // threads) and exchange with 0 (the owner).
-    alignas(ARENA_CACHE_LINE) std::atomic<uint64_t> remote_bits[kSlabMaxWords];
+    alignas(ARENA_CACHE_LINE) std::atomic<uint64_t> remote_bits[kSlabMaxWords] = {};
 
     // Line 6: the owner's remote queue. `queued` is 1 while the slab is on heap->remote, and
     // stays 1 after the slab is released (a tombstone: a late remote freer never pushes a
     // released slab). See heap.cc, "Remote frees".
-    alignas(ARENA_CACHE_LINE) std::atomic<uint32_t> queued;
-    Slab* next_remote;          // heap->remote stack link
-    Slab* next_free;            // descriptor pool link (meta.cc)
+    alignas(ARENA_CACHE_LINE) std::atomic<uint32_t> queued{0};
+    Slab* next_remote = nullptr; // heap->remote stack link
+    Slab* next_free = nullptr;   // descriptor pool link (meta.cc)
+
+    constexpr Slab() = default;
+    Slab(const Slab&) = delete;
+    Slab& operator=(const Slab&) = delete;
 };
 
 // ---- Heap --------------------------------------------------------------------------------------
-
-/// The malloc fast path's cursor into the current slab of one size class.
-struct Bin {
-    std::atomic<uint64_t>* word = nullptr; // free-bit word being allocated from; a zero word
-                                           // when there is none (never null in a live heap)
-    uintptr_t base = 0;                    // address of the slot of bit 0 of *word
-    uint32_t size = 0;                     // slot size
-    uint32_t wi = 0;                       // index of *word in slab->free_bits
-    Slab* slab = nullptr;                  // current slab, or null
-};
 
 enum class HeapState : uint32_t {
     Active,    // owned by a live thread
@@ -111,7 +108,9 @@ enum class HeapState : uint32_t {
 };
 
 struct alignas(ARENA_CACHE_LINE) Heap {
-    Bin bins[kNumClasses];                // the malloc fast path reads only these
+    /// The malloc fast path reads only these: the slab each class allocates from, or the empty
+    /// sentinel slab (heap.cc: g_empty_slab, nonempty == 0) when there is none.
+    Slab* current[kNumClasses] = {};
     StatShard* stats = nullptr;           // counters of this heap (written by the owner only)
 
     // Owner-only slow-path state.
@@ -126,10 +125,10 @@ struct alignas(ARENA_CACHE_LINE) Heap {
     uint32_t id = 0;                      // creation order, 1-based
 
     constexpr Heap() = default;
-    /// A heap whose bins all point at `zero`, a word that stays 0 (heap.cc: g_empty_heap).
-    constexpr explicit Heap(std::atomic<uint64_t>* zero) {
-        for (Bin& b : bins)
-            b.word = zero;
+    /// A heap whose classes all point at `none`, a slab without free slots.
+    constexpr explicit Heap(Slab* none) {
+        for (Slab*& s : current)
+            s = none;
     }
     Heap(const Heap&) = delete;
     Heap& operator=(const Heap&) = delete;
