@@ -6,6 +6,7 @@
 #include "options.h"
 #include "os.h"
 #include "report.h"
+#include "stats.h"
 
 #include <cerrno>
 #include <cstring>
@@ -37,6 +38,7 @@ void large_free(Region* r, size_t page, uintptr_t entry, uintptr_t a, Api api) {
     heap::count_call(api);
     heap::count(k_large_frees);
     heap::count(k_large_free_bytes, npages << kPageShift);
+    stats::poll_control();
 }
 
 /// free_local with the API known only at run time.
@@ -75,6 +77,7 @@ ARENA_COLD void note_foreign(uintptr_t a, Api api) {
 void* large::alloc(size_t n, size_t align, bool zero, Api api) {
     if (n > kMaxRequest || !ensure_init())
         return heap::fail_enomem();
+    Heap* h = heap::self(); // counts go to this thread's shard, for its live bytes and the peak
     const size_t npages = pages_for(n == 0 ? 1 : n);
     const size_t align_pages = align <= kPageSize ? 1 : align >> kPageShift;
     pages::Run run{};
@@ -88,6 +91,9 @@ void* large::alloc(size_t n, size_t align, bool zero, Api api) {
     heap::count(k_large_allocs);
     heap::count(k_large_alloc_bytes, npages << kPageShift);
     heap::count(k_bytes_requested, n);
+    if (h != nullptr)
+        stats::note_live(*h->stats, &h->published_live);
+    stats::poll_control();
     return p;
 }
 

@@ -29,6 +29,7 @@
 #include "options.h"
 #include "os.h"
 #include "pages.h"
+#include "stats.h"
 
 #include <cerrno>
 #include <new>
@@ -43,7 +44,6 @@ constinit Slab g_empty_slab;
 } // namespace
 
 constinit Heap g_empty_heap{&g_empty_slab};
-constinit StatShard g_shared_stats;
 __thread Heap* t_heap __attribute__((tls_model("initial-exec"))) = &g_empty_heap;
 
 bool ensure_init(); // init.cc
@@ -247,13 +247,15 @@ void collect_remote(Heap* h) {
 
 // ---- Heap life cycle ---------------------------------------------------------------------------
 
-void heap_init(Heap* h, StatShard* stats) {
+void heap_init(Heap* h, StatShard* shard, StatShard* flushed) {
     for (unsigned c = 0; c < kNumClasses; ++c) {
         clear_current(h, c);
         h->partial[c] = nullptr;
         h->empty[c] = nullptr;
     }
-    h->stats = stats;
+    h->stats = shard;
+    h->flushed = flushed;
+    h->published_live = 0;
     h->trim_epoch = g_trim_epoch.load(std::memory_order_relaxed);
     h->remote.store(nullptr, std::memory_order_relaxed);
     h->state.store(HeapState::Active, std::memory_order_relaxed);
@@ -268,20 +270,59 @@ Heap* heap_acquire() {
             return h;
     }
     void* hmem = meta::alloc(sizeof(Heap));
-    void* smem = meta::alloc(sizeof(StatShard));
-    if (hmem == nullptr || smem == nullptr)
-        return nullptr; // the metadata bytes are lost; we are out of address space anyway
+    if (hmem == nullptr)
+        return nullptr;
+    const uint32_t id = g_heap_count + 1;
+    StatShard* shard = stats::heap_shard(id);
+    StatShard* flushed = nullptr;
+    if (shard == nullptr) { // no page shard left: count privately, add to shard 0 now and then
+        shard = static_cast<StatShard*>(meta::alloc(sizeof(StatShard)));
+        flushed = static_cast<StatShard*>(meta::alloc(sizeof(StatShard)));
+        if (shard == nullptr || flushed == nullptr)
+            return nullptr; // out of address space; the metadata bytes are lost
+    }
     Heap* h = new (hmem) Heap();
-    heap_init(h, new (smem) StatShard());
-    h->id = ++g_heap_count;
+    heap_init(h, shard, flushed);
+    h->id = id;
+    __atomic_store_n(&g_heap_count, id, __ATOMIC_RELAXED);
     h->next_all = g_all_heaps.load(std::memory_order_relaxed);
     g_all_heaps.store(h, std::memory_order_release);
     return h;
 }
 
+/// Overflow heaps: adds what their private shard counted since the last flush to shard 0.
+void flush_overflow(Heap* h) {
+    if (h->flushed == nullptr)
+        return;
+    auto flush = [](std::atomic<uint64_t>& from, std::atomic<uint64_t>& done,
+                    std::atomic<uint64_t>& to) {
+        const uint64_t now = from.load(std::memory_order_relaxed);
+        const uint64_t before = done.load(std::memory_order_relaxed);
+        if (now != before) {
+            bump_shared(to, now - before);
+            done.store(now, std::memory_order_relaxed);
+        }
+    };
+    StatShard& shared = stats::shared_shard();
+    for (unsigned e = 0; e < kCounterCount; ++e)
+        flush(h->stats->events[e], h->flushed->events[e], shared.events[e]);
+    for (unsigned c = 0; c < kNumClasses; ++c) {
+        flush(h->stats->class_alloc[c], h->flushed->class_alloc[c], shared.class_alloc[c]);
+        flush(h->stats->class_free[c], h->flushed->class_free[c], shared.class_free[c]);
+    }
+}
+
+/// Allocation slow path bookkeeping: live bytes for the peak, overflow counters, control area.
+void note_slow_path(Heap* h) {
+    stats::note_live(*h->stats, &h->published_live);
+    flush_overflow(h);
+    stats::poll_control();
+}
+
 void heap_abandon(Heap* h) {
     collect_remote(h);
     release_cached_empties(h);
+    flush_overflow(h);
     h->state.store(HeapState::Abandoned, std::memory_order_release);
 }
 
@@ -364,6 +405,7 @@ void* alloc_refill(Heap* h, unsigned cls, size_t n, Api api) {
     }
     collect_remote(h);
     maybe_trim(h);
+    note_slow_path(h);
     if (has_current(h, cls)) {
         Slab* cur = h->current[cls];
         if (cur->nonempty != 0) // remote frees just came in
@@ -383,6 +425,7 @@ void* alloc_refill(Heap* h, unsigned cls, size_t n, Api api) {
 
 void free_local_slow(Heap* h, Slab* s) {
     slab_after_free(h, s);
+    stats::poll_control();
 }
 
 void free_remote(Slab* s, uintptr_t a, Api api) {
@@ -408,16 +451,16 @@ void free_remote(Slab* s, uintptr_t a, Api api) {
         }
     }
     Heap* me = t_heap;
-    StatShard* st = me != &g_empty_heap ? me->stats : nullptr;
     const Counter calls = call_counter(api);
-    if (st != nullptr) {
-        bump(st->class_free[cls]);
+    if (me != &g_empty_heap) {
+        bump(me->stats->class_free[cls]);
         if (calls != kCounterCount)
-            bump(st->events[calls]);
+            bump(me->stats->events[calls]);
     } else {
-        bump_shared(g_shared_stats.class_free[cls]);
+        StatShard& shared = stats::shared_shard();
+        bump_shared(shared.class_free[cls]);
         if (calls != kCounterCount)
-            bump_shared(g_shared_stats.events[calls]);
+            bump_shared(shared.events[calls]);
     }
 }
 
@@ -430,6 +473,7 @@ void trim() {
     }
     g_trim_epoch.fetch_add(1, std::memory_order_relaxed);
     drain_abandoned();
+    stats::count_trim();
 }
 
 void thread_exit(void* heap) {
@@ -439,10 +483,23 @@ void thread_exit(void* heap) {
     heap_abandon(h);
 }
 
-void sum_stats(StatTotals* t) {
-    t->add(g_shared_stats);
-    for (Heap* h = g_all_heaps.load(std::memory_order_acquire); h != nullptr; h = h->next_all)
-        t->add(*h->stats);
+Heap* self() {
+    Heap* h = t_heap;
+    if (ARENA_LIKELY(h != &g_empty_heap))
+        return h;
+    return thread_heap_init();
+}
+
+void rebase_stats(char* old, char* now, size_t bytes) {
+    for (Heap* h = g_all_heaps.load(std::memory_order_relaxed); h != nullptr; h = h->next_all) {
+        char* s = reinterpret_cast<char*>(h->stats);
+        if (s >= old && s < old + bytes)
+            h->stats = reinterpret_cast<StatShard*>(now + (s - old));
+    }
+}
+
+uint32_t created() {
+    return __atomic_load_n(&g_heap_count, __ATOMIC_RELAXED);
 }
 
 void count_heaps(unsigned* active, unsigned* abandoned) {

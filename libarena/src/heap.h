@@ -22,8 +22,6 @@ namespace arena {
 
 /// The sentinel heap of threads that have none (yet, or any more): every class is empty.
 extern constinit Heap g_empty_heap;
-/// Counters of threads without a heap (atomic adds).
-extern constinit StatShard g_shared_stats;
 /// This thread's heap; &g_empty_heap until its first allocation.
 extern __thread Heap* t_heap __attribute__((tls_model("initial-exec")));
 
@@ -49,8 +47,15 @@ ARENA_SLOW_PATH void free_remote(Slab* s, uintptr_t a, Api api);
 /// and makes every other thread drop its cached empty slabs on its next slow path.
 void trim();
 
-/// Adds every heap's counters (and the shared shard) to `t`.
-void sum_stats(StatTotals* t);
+/// This thread's heap, made now if it has none; null for a thread past its exit destructor or
+/// when out of memory. For slow paths that need a heap to count into (large blocks).
+Heap* self();
+
+/// After fork, the page moved: points every heap's shard from [old, old+bytes) into `now`.
+void rebase_stats(char* old, char* now, size_t bytes);
+
+/// Heaps made so far (their ids are 1..created()).
+uint32_t created();
 
 /// Heaps that exist, by state (for malloc_stats).
 void count_heaps(unsigned* active, unsigned* abandoned);
@@ -70,7 +75,7 @@ ARENA_FAST_PATH void count(Counter c, uint64_t v = 1) {
     if (ARENA_LIKELY(h != &g_empty_heap))
         bump(h->stats->events[c], v);
     else
-        bump_shared(g_shared_stats.events[c], v);
+        bump_shared(stats::shared_shard().events[c], v);
 }
 
 /// count() of an API call, if `api` has a call counter.

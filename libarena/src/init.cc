@@ -13,6 +13,7 @@
 #include "os.h"
 #include "pages.h"
 #include "report.h"
+#include "stats.h"
 
 #include <atomic>
 #include <cstdlib>
@@ -52,6 +53,7 @@ void fork_child() {
     pages::fork_child();
     meta::fork_child();
     heap::fork_child();
+    stats::fork_child(); // a page of its own for the child
 }
 
 void show_stats_at_exit() {
@@ -67,9 +69,11 @@ void print_banner() {
             *c = '\0';
     const pages::Totals t = pages::totals();
     Msg m;
+    const char* page = stats::page_path();
     m.str("arena: active in pid ").i64(os::getpid()).str(" (").str(comm).str("), reserved ")
         .bytes(t.reserved).str(" at ").hex(g_region0.base).str(", purge delay ")
-        .i64(option(Opt::PURGE_DELAY_MS)).str(" ms").nl().emit();
+        .i64(option(Opt::PURGE_DELAY_MS)).str(" ms, stats page ").str(*page ? page : "off")
+        .nl().emit();
 }
 
 /// The parts that may allocate: run after the library is ready.
@@ -87,6 +91,8 @@ ARENA_COLD bool init_slow() {
         g_init_tid.store(current_tid(), std::memory_order_relaxed);
         options_load();
         const bool ok = pages::init() && pthread_key_create(&g_thread_key, heap::thread_exit) == 0;
+        if (ok)
+            stats::init(); // before any heap exists: heaps take their shard from the page
         if (!ok) {
             Msg().str("arena: error: cannot reserve address space; every allocation will fail\n")
                 .emit();
@@ -110,6 +116,12 @@ ARENA_COLD bool init_slow() {
 
 __attribute__((constructor)) void init_at_load() {
     ensure_init();
+}
+
+/// Normal exit: the page goes away with the process (readers remove pages of processes that
+/// died without this).
+__attribute__((destructor)) void remove_page_at_exit() {
+    stats::remove_page();
 }
 
 } // namespace

@@ -10,16 +10,22 @@
 namespace arena {
 
 const OptionInfo kOptionTable[kOptionCount] = {
-#define ARENA_OPTION_INFO(id, kind, def, lo, hi, help)                                             \
-    {"ARENA_" #id, OptionKind::kind, def, lo, hi, help},
+#define ARENA_OPTION_INFO(id, kind, def, lo, hi, str, help)                                        \
+    {"ARENA_" #id, OptionKind::kind, def, lo, hi, str, help},
     ARENA_OPTION_TABLE(ARENA_OPTION_INFO)
 #undef ARENA_OPTION_INFO
 };
 
 namespace {
 
+constinit const char* g_strings[kOptionCount] = {
+#define ARENA_OPTION_STRING(id, kind, def, lo, hi, str, help) str,
+    ARENA_OPTION_TABLE(ARENA_OPTION_STRING)
+#undef ARENA_OPTION_STRING
+};
+
 constinit int64_t g_values[kOptionCount] = {
-#define ARENA_OPTION_DEFAULT(id, kind, def, lo, hi, help) def,
+#define ARENA_OPTION_DEFAULT(id, kind, def, lo, hi, str, help) def,
     ARENA_OPTION_TABLE(ARENA_OPTION_DEFAULT)
 #undef ARENA_OPTION_DEFAULT
 };
@@ -145,8 +151,8 @@ void options_load() {
             ok = parse_size(s, &v);
             break;
         case OptionKind::String:
-            ok = true;
-            break;
+            g_strings[i] = s; // environment strings live as long as the process
+            continue;
         }
         if (ok && info.kind != OptionKind::String && (v < info.min || v > info.max)) {
             Msg m;
@@ -166,7 +172,15 @@ void options_load() {
 }
 
 int64_t option(Opt o) {
-    return g_values[static_cast<unsigned>(o)];
+    return __atomic_load_n(&g_values[static_cast<unsigned>(o)], __ATOMIC_RELAXED);
+}
+
+const char* option_str(Opt o) {
+    return g_strings[static_cast<unsigned>(o)];
+}
+
+void set_option(Opt o, int64_t v) {
+    __atomic_store_n(&g_values[static_cast<unsigned>(o)], v, __ATOMIC_RELAXED);
 }
 
 } // namespace arena

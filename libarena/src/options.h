@@ -7,6 +7,8 @@
 // is used (a library cannot refuse to start the program it is preloaded into).
 #pragma once
 
+#include "arena/stats_page.h"
+
 #include <cstddef>
 #include <cstdint>
 
@@ -14,23 +16,28 @@ namespace arena {
 
 enum class OptionKind : uint8_t { Bool, Int, Size, String };
 
-// X(id, kind, default, min, max, help)
+// X(id, kind, default, min, max, default string, help)
 #define ARENA_OPTION_TABLE(X)                                                                     \
-    X(RESERVE, Size, int64_t{64} << 30, int64_t{16} << 20, int64_t{1} << 46,                     \
+    X(RESERVE, Size, int64_t{64} << 30, int64_t{16} << 20, int64_t{1} << 46, nullptr,            \
       "Bytes of virtual address space reserved up front (suffixes K, M, G, T). Costs no memory " \
       "until used; halved until the kernel accepts it.")                                          \
-    X(PURGE_DELAY_MS, Int, 500, -1, 3600000,                                                      \
+    X(PURGE_DELAY_MS, Int, 500, -1, 3600000, nullptr,                                             \
       "Milliseconds a free page stays resident before it is returned to the kernel with "        \
       "madvise; 0 returns pages at once, -1 only on malloc_trim.")                                \
-    X(ABORT_ON_ERROR, Bool, 0, 0, 1,                                                              \
+    X(ABORT_ON_ERROR, Bool, 0, 0, 1, nullptr,                                                     \
       "Abort the process (after the report) on a double free or an invalid free.")                \
-    X(VERBOSE, Bool, 0, 0, 1,                                                                     \
+    X(VERBOSE, Bool, 0, 0, 1, nullptr,                                                            \
       "Report initialisation (an `arena: active` line), every heap error rather than the first " \
       "of each kind, and stats-page problems on stderr.")                                        \
-    X(SHOW_STATS, Bool, 0, 0, 1, "Print malloc_stats() on stderr when the process exits.")
+    X(SHOW_STATS, Bool, 0, 0, 1, nullptr, "Print malloc_stats() on stderr when the process exits.") \
+    X(STATS, Bool, 1, 0, 1, nullptr,                                                              \
+      "Keep this process's counters in a stats page that arena-exporter, arena-stat and cmond "  \
+      "read; 0 turns it off.")                                                                    \
+    X(STATS_DIR, String, 0, 0, 0, ARENA_STATS_DEFAULT_DIR,                                        \
+      "Directory of the stats pages (one file per process, named by its PID; created mode 1777).")
 
 enum class Opt : unsigned {
-#define ARENA_OPTION_ENUM(id, kind, def, lo, hi, help) id,
+#define ARENA_OPTION_ENUM(id, kind, def, lo, hi, str, help) id,
     ARENA_OPTION_TABLE(ARENA_OPTION_ENUM)
 #undef ARENA_OPTION_ENUM
         Count
@@ -41,6 +48,7 @@ struct OptionInfo {
     OptionKind kind;
     int64_t def;         // default (strings: unused)
     int64_t min, max;    // accepted range for Int and Size
+    const char* def_str; // default of a String option
     const char* help;    // one sentence for the README and --help
 };
 
@@ -52,6 +60,12 @@ void options_load();
 
 /// Current value of a Bool, Int or Size option.
 int64_t option(Opt o);
+
+/// Current value of a String option (the environment's string, or the default).
+const char* option_str(Opt o);
+
+/// Changes an option at run time (the stats page's control area sets the purge delay).
+void set_option(Opt o, int64_t v);
 
 /// Parses a size with an optional K/M/G/T suffix (powers of 1024, optional "B"/"iB").
 /// Returns false on anything else. Exposed for the unit tests.

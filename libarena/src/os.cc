@@ -9,7 +9,9 @@
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <sched.h>
+#include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -128,6 +130,89 @@ long read_small_file(const char* path, char* buf, size_t n) {
 
 int getpid() {
     return static_cast<int>(syscall(SYS_getpid));
+}
+
+uint64_t unix_ns() {
+    ErrnoKeeper keep;
+    timespec ts{};
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+int make_dir(const char* path, unsigned mode) {
+    ErrnoKeeper keep;
+    if (::mkdir(path, mode) == 0)
+        return ::chmod(path, mode) == 0 ? 0 : -errno;
+    return errno == EEXIST ? 0 : -errno;
+}
+
+int create_file(const char* path, unsigned mode) {
+    ErrnoKeeper keep;
+    const int fd = ::open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (fd < 0)
+        return -errno;
+    if (::fchmod(fd, mode) != 0) {
+        const int err = errno;
+        ::close(fd);
+        return -err;
+    }
+    return fd;
+}
+
+int lock_shared(int fd) {
+    ErrnoKeeper keep;
+    while (::flock(fd, LOCK_SH) != 0)
+        if (errno != EINTR)
+            return -errno;
+    return 0;
+}
+
+int resize_file(int fd, size_t size) {
+    ErrnoKeeper keep;
+    return ::ftruncate(fd, static_cast<off_t>(size)) == 0 ? 0 : -errno;
+}
+
+void* map_file(int fd, size_t size) {
+    ErrnoKeeper keep;
+    void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    return p == MAP_FAILED ? nullptr : p;
+}
+
+void unmap(void* p, size_t size) {
+    ErrnoKeeper keep;
+    munmap(p, size);
+}
+
+int rename_file(const char* from, const char* to) {
+    ErrnoKeeper keep;
+    return ::rename(from, to) == 0 ? 0 : -errno;
+}
+
+int unlink_file(const char* path) {
+    ErrnoKeeper keep;
+    return ::unlink(path) == 0 ? 0 : -errno;
+}
+
+void close_fd(int fd) {
+    ErrnoKeeper keep;
+    ::close(fd);
+}
+
+size_t resident_pages(const void* p, size_t npages) {
+    ErrnoKeeper keep;
+    const size_t ps = page_size();
+    unsigned char vec[4096];
+    size_t resident = 0;
+    auto* base = static_cast<const char*>(p);
+    for (size_t done = 0; done < npages;) {
+        const size_t n = npages - done < sizeof vec ? npages - done : sizeof vec;
+        if (mincore(const_cast<char*>(base + done * ps), n * ps, vec) != 0)
+            break;
+        for (size_t i = 0; i < n; ++i)
+            resident += vec[i] & 1;
+        done += n;
+    }
+    return resident;
 }
 
 bool is_mapped(const void* p) {

@@ -47,6 +47,30 @@ long read_small_file(const char* path, char* buf, size_t n);
 /// getpid() through the system call (never cached across fork).
 int getpid();
 
+/// CLOCK_REALTIME in nanoseconds.
+uint64_t unix_ns();
+
+// ---- Files, for the stats page (each returns -errno on failure, like the system calls) -------
+
+/// mkdir; when it created the directory, also sets `mode` exactly (the umask is not applied).
+/// 0 when the directory exists or was made.
+int make_dir(const char* path, unsigned mode);
+/// open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW) with `mode` set exactly.
+int create_file(const char* path, unsigned mode);
+/// A shared flock on fd, held until the descriptor's last copy is closed.
+int lock_shared(int fd);
+/// ftruncate.
+int resize_file(int fd, size_t size);
+/// mmap(MAP_SHARED) of the first `size` bytes of fd; nullptr on failure.
+void* map_file(int fd, size_t size);
+void unmap(void* p, size_t size);
+int rename_file(const char* from, const char* to);
+int unlink_file(const char* path);
+void close_fd(int fd);
+
+/// Number of resident pages among the `npages` pages from `p` (mincore).
+size_t resident_pages(const void* p, size_t npages);
+
 /// True if [p, p+1) is mapped in this process (mincore). Used to bound copies of pointers the
 /// allocator does not own.
 bool is_mapped(const void* p);

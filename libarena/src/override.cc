@@ -5,6 +5,7 @@
 #include "os.h"
 #include "pages.h"
 #include "report.h"
+#include "stats.h"
 
 #include <cerrno>
 #include <cstdio>
@@ -24,7 +25,7 @@ struct Snapshot {
 
 Snapshot snapshot() {
     Snapshot s{};
-    heap::sum_stats(&s.stats);
+    s.stats = stats::totals();
     s.pages = pages::totals();
     heap::count_heaps(&s.heaps_active, &s.heaps_abandoned);
     return s;

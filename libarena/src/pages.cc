@@ -192,6 +192,26 @@ Totals totals() {
     return t;
 }
 
+size_t resident_bytes() {
+    uintptr_t base[kMaxRegions];
+    size_t bytes[kMaxRegions];
+    unsigned n = 0;
+    {
+        LockGuard guard(g_lock);
+        n = g_nregions.load(std::memory_order_relaxed);
+        for (unsigned i = 0; i < n; ++i) {
+            base[i] = g_regions[i].base;
+            bytes[i] = g_regions[i].runs.top() << kPageShift;
+        }
+    }
+    // Regions are never unmapped, so mincore needs no lock.
+    const size_t ps = os::page_size();
+    size_t total = 0;
+    for (unsigned i = 0; i < n; ++i)
+        total += os::resident_pages(reinterpret_cast<void*>(base[i]), (bytes[i] + ps - 1) / ps) * ps;
+    return total;
+}
+
 void fork_prepare() {
     g_lock.lock();
 }

@@ -63,6 +63,9 @@ struct Totals {
 };
 Totals totals();
 
+/// Bytes of region memory resident in RAM (mincore over the part of each region ever used).
+size_t resident_bytes();
+
 void fork_prepare();
 void fork_parent();
 void fork_child();

@@ -1,41 +1,31 @@
 // SPDX-License-Identifier: MIT
-// Allocation counters. Each thread heap owns one shard and is its only writer, so a counter
-// update is a plain load-add-store on a line no other thread writes (relaxed atomics make the
-// concurrent reads by stats readers well defined). Threads without a heap (a thread that only
-// frees) use one shared shard with atomic adds. Readers sum all shards.
+// Allocation counters and the stats page (include/arena/stats_page.h).
+//
+// Each thread heap owns one shard of the page and is its only writer, so a counter update is a
+// single add to memory on a line no other thread writes. Threads without a heap (a thread that
+// only frees) and heaps beyond the page's shards use shard 0 with atomic adds. Readers sum all
+// shards. The page is a shared file mapping when stats are on, and anonymous memory with the
+// same layout when they are off (ARENA_STATS=0, or the directory is unusable), so the fast path
+// is the same either way.
 #pragma once
 
+#include "arena/stats_page.h"
 #include "size_class.h"
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 
 namespace arena {
 
-// X(name, help) — per-shard event counters. The first six are the API call counters, in the
-// order of enum Api below.
-#define ARENA_SHARD_COUNTERS(X)                                                                   \
-    X(malloc_calls, "Calls of malloc.")                                                           \
-    X(calloc_calls, "Calls of calloc.")                                                           \
-    X(realloc_calls, "Calls of realloc and reallocarray.")                                        \
-    X(free_calls, "Calls of free and cfree.")                                                     \
-    X(aligned_calls, "Calls of memalign, posix_memalign, aligned_alloc, valloc and pvalloc.")     \
-    X(new_calls, "Calls of operator new (all forms).")                                            \
-    X(delete_calls, "Calls of operator delete (all forms).")                                      \
-    X(bytes_requested, "Bytes asked for by all allocation calls.")                                \
-    X(large_allocs, "Large blocks (page runs) allocated.")                                        \
-    X(large_frees, "Large blocks freed.")                                                         \
-    X(large_alloc_bytes, "Bytes of large blocks allocated (whole pages).")                        \
-    X(large_free_bytes, "Bytes of large blocks freed.")                                           \
-    X(failed_allocs, "Allocation calls that returned NULL (ENOMEM).")                             \
-    X(foreign_frees, "Frees of pointers the arena does not own (ignored).")
-
 enum Counter : unsigned {
 #define ARENA_COUNTER_ENUM(name, help) k_##name,
-    ARENA_SHARD_COUNTERS(ARENA_COUNTER_ENUM)
+    ARENA_STATS_EVENTS(ARENA_COUNTER_ENUM)
 #undef ARENA_COUNTER_ENUM
         kCounterCount
 };
+static_assert(unsigned{kCounterCount} == unsigned{ARENA_EV_COUNT});
+static_assert(kNumClasses <= ARENA_STATS_MAX_CLASSES);
 
 /// The API entry points, for counting calls and naming the caller in error reports.
 enum class Api : unsigned { Malloc, Calloc, Realloc, Free, Aligned, New, Delete };
@@ -45,6 +35,7 @@ enum class Api : unsigned { Malloc, Calloc, Realloc, Free, Aligned, New, Delete 
 inline constexpr Counter call_counter(Api a) {
     return a == Api::Realloc ? kCounterCount : static_cast<Counter>(static_cast<unsigned>(a));
 }
+static_assert(call_counter(Api::Malloc) == k_malloc_calls);
 static_assert(call_counter(Api::Delete) == k_delete_calls);
 static_assert(call_counter(Api::Aligned) == k_aligned_calls);
 
@@ -54,11 +45,16 @@ inline constexpr const char* api_name(Api a) {
     return kNames[static_cast<unsigned>(a)];
 }
 
-struct alignas(64) StatShard {
-    std::atomic<uint64_t> events[kCounterCount] = {};
-    std::atomic<uint64_t> class_alloc[kNumClasses] = {}; // slots handed out, by size class
-    std::atomic<uint64_t> class_free[kNumClasses] = {};  // slots freed, by size class
+/// arena_stats_shard with atomic counters (same layout; relaxed atomics are plain loads and
+/// stores, and make the concurrent reads well defined).
+struct StatShard {
+    std::atomic<uint64_t> events[ARENA_STATS_EVENT_SLOTS];
+    std::atomic<uint64_t> class_alloc[ARENA_STATS_MAX_CLASSES];
+    std::atomic<uint64_t> class_free[ARENA_STATS_MAX_CLASSES];
 };
+static_assert(sizeof(StatShard) == sizeof(arena_stats_shard));
+static_assert(offsetof(StatShard, class_alloc) == offsetof(arena_stats_shard, class_alloc));
+static_assert(offsetof(StatShard, class_free) == offsetof(arena_stats_shard, class_free));
 
 /// Owner-only increment: one add to memory, no lock prefix, no contention. Readers load the
 /// counter with relaxed atomics; an aligned 8-byte store is never torn.
@@ -70,20 +66,56 @@ inline void bump(std::atomic<uint64_t>& c, uint64_t v = 1) {
 #endif
 }
 
-/// Increment of a shard that several threads may write.
+/// Increment of shard 0, which several threads write.
 inline void bump_shared(std::atomic<uint64_t>& c, uint64_t v = 1) {
     c.fetch_add(v, std::memory_order_relaxed);
 }
 
-/// The sum of all shards.
+/// The sum of all shards, read frees first (see the page protocol).
 struct StatTotals {
     uint64_t events[kCounterCount] = {};
     uint64_t class_alloc[kNumClasses] = {};
     uint64_t class_free[kNumClasses] = {};
 
-    void add(const StatShard& s);
     /// Bytes in live blocks: slots at their class size plus large blocks.
     uint64_t live_bytes() const;
 };
 
+namespace stats {
+
+/// Creates the page (or the anonymous stand-in). Called once, from initialisation.
+void init();
+
+/// Shard 0, shared by threads without a heap and heaps without a shard of their own.
+StatShard& shared_shard();
+
+/// A shard for the heap with creation number `id` (1-based), or null when the page has no
+/// more shards (the heap then uses shard 0 through its private overflow shard).
+StatShard* heap_shard(uint32_t id);
+
+/// Sums every shard.
+StatTotals totals();
+
+/// The heap `h`'s counters changed: records its net live bytes and raises the peak.
+/// Called from allocation slow paths with the heap's own shard.
+void note_live(const StatShard& shard, int64_t* published);
+
+/// Writes the process-wide gauges (seqlock). Cheap enough for any slow path; callers are
+/// region creation, purge ticks, trims, heap creation and abandonment, heap errors.
+void publish_global();
+
+/// Serves trim and purge-delay requests from the page's control area, and republishes the
+/// gauges when they are older than 100 ms. Called from slow paths.
+void poll_control();
+
+/// A malloc_trim call, for the trims counter.
+void count_trim();
+
+/// The page's file path, or "" when stats are off.
+const char* page_path();
+
+void fork_child();   // a new page for the child
+void remove_page();  // at normal exit
+
+} // namespace stats
 } // namespace arena

@@ -111,12 +111,16 @@ struct alignas(ARENA_CACHE_LINE) Heap {
     /// The malloc fast path reads only these: the slab each class allocates from, or the empty
     /// sentinel slab (heap.cc: g_empty_slab, nonempty == 0) when there is none.
     Slab* current[kNumClasses] = {};
-    StatShard* stats = nullptr;           // counters of this heap (written by the owner only)
+    StatShard* stats = nullptr;           // counters of this heap (written by the owner only):
+                                          // its shard of the stats page, or a private one
 
     // Owner-only slow-path state.
     Slab* partial[kNumClasses] = {};      // slabs with free slots, doubly linked
     Slab* empty[kNumClasses] = {};        // one empty slab kept per class
     uint64_t trim_epoch = 0;              // last malloc_trim epoch seen (heap.cc: maybe_trim)
+    StatShard* flushed = nullptr;         // overflow heaps (no page shard left): what of the
+                                          // private `stats` was already added to shard 0
+    int64_t published_live = 0;           // net live bytes last given to stats::note_live
 
     // Shared with other threads.
     alignas(ARENA_CACHE_LINE) std::atomic<Slab*> remote{nullptr}; // slabs with remote frees

@@ -62,6 +62,8 @@ std::string find_library(const char* explicit_lib) {
 }
 
 std::string format_default(const arena::OptionInfo& o) {
+    if (o.kind == arena::OptionKind::String)
+        return o.def_str != nullptr ? o.def_str : "";
     long long v = static_cast<long long>(o.def);
     if (o.kind == arena::OptionKind::Size) {
         for (const char* unit : {"", "K", "M", "G", "T"}) {

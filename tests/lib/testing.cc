@@ -6,7 +6,9 @@
 #include <cstring>
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <csignal>
 #include <map>
+#include <poll.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -86,6 +88,79 @@ ChildResult run_child(const std::string& name, const std::vector<std::string>& e
     close(out_fd);
     close(err_fd);
     return r;
+}
+
+Child::Child(const std::string& name, const std::vector<std::string>& env) {
+    int to_child[2], from_child[2];
+    if (pipe2(to_child, O_CLOEXEC) != 0 || pipe2(from_child, O_CLOEXEC) != 0)
+        return;
+    char exe[4096];
+    const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0)
+        return;
+    exe[n] = '\0';
+    const std::string arg = "--child=" + name;
+    pid_ = fork();
+    if (pid_ == 0) {
+        for (const std::string& kv : env)
+            putenv(strdup(kv.c_str()));
+        dup2(to_child[0], 0);
+        dup2(from_child[1], 1);
+        execl(exe, exe, arg.c_str(), static_cast<char*>(nullptr));
+        _exit(127);
+    }
+    close(to_child[0]);
+    close(from_child[1]);
+    in_ = to_child[1];
+    out_ = from_child[0];
+}
+
+Child::~Child() {
+    if (pid_ > 0) {
+        kill(pid_, SIGKILL);
+        waitpid(pid_, nullptr, 0);
+    }
+    if (in_ >= 0)
+        close(in_);
+    if (out_ >= 0)
+        close(out_);
+}
+
+std::string Child::read_line(int timeout_ms) {
+    for (;;) {
+        const size_t nl = buffered_.find('\n');
+        if (nl != std::string::npos) {
+            std::string line = buffered_.substr(0, nl);
+            buffered_.erase(0, nl + 1);
+            return line;
+        }
+        pollfd pfd{out_, POLLIN, 0};
+        if (out_ < 0 || poll(&pfd, 1, timeout_ms) <= 0)
+            return {};
+        char buf[512];
+        const ssize_t got = read(out_, buf, sizeof buf);
+        if (got <= 0)
+            return {};
+        buffered_.append(buf, static_cast<size_t>(got));
+    }
+}
+
+void Child::write_line(const std::string& line) {
+    const std::string l = line + "\n";
+    if (in_ >= 0 && ::write(in_, l.data(), l.size()) < 0)
+        return;
+}
+
+int Child::wait() {
+    if (in_ >= 0) {
+        close(in_);
+        in_ = -1;
+    }
+    int status = 0;
+    if (pid_ <= 0 || waitpid(pid_, &status, 0) < 0)
+        return -1;
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
 }
 
 bool on_libarena() {

@@ -33,6 +33,29 @@ struct ChildRegistrar {
 /// the current environment; waits for it and returns its status and output.
 ChildResult run_child(const std::string& name, const std::vector<std::string>& env = {});
 
+/// A registered child running alongside the test, talking over its stdin/stdout by lines.
+/// The destructor kills it (SIGKILL) if it is still running, and reaps it.
+class Child {
+public:
+    Child(const std::string& name, const std::vector<std::string>& env = {});
+    ~Child();
+    int pid() const { return pid_; }
+    /// Next line of the child's stdout, without the newline; "" at EOF or after `timeout_ms`.
+    std::string read_line(int timeout_ms = 10000);
+    void write_line(const std::string& line);
+    /// Closes its stdin and waits for it; returns the exit code, or -signal.
+    int wait();
+
+    Child(const Child&) = delete;
+    Child& operator=(const Child&) = delete;
+
+private:
+    int pid_ = -1;
+    int in_ = -1;  // child's stdin (we write)
+    int out_ = -1; // child's stdout (we read)
+    std::string buffered_;
+};
+
 /// Called by main() for `--child=NAME`. Returns the exit code.
 int run_registered_child(const char* name);
 
