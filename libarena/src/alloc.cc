@@ -38,6 +38,7 @@ void large_free(Region* r, size_t page, uintptr_t entry, uintptr_t a, Api api) {
     heap::count_call(api);
     heap::count(k_large_frees);
     heap::count(k_large_free_bytes, npages << kPageShift);
+    heap::add_live(-static_cast<int64_t>(npages << kPageShift));
     stats::poll_control();
 }
 
@@ -91,8 +92,10 @@ void* large::alloc(size_t n, size_t align, bool zero, Api api) {
     heap::count(k_large_allocs);
     heap::count(k_large_alloc_bytes, npages << kPageShift);
     heap::count(k_bytes_requested, n);
-    if (h != nullptr)
-        stats::note_live(*h->stats, &h->published_live);
+    if (h != nullptr) {
+        h->live += static_cast<int64_t>(npages << kPageShift);
+        stats::note_live(h->live, &h->published_live);
+    }
     stats::poll_control();
     return p;
 }
@@ -217,12 +220,14 @@ void* realloc_large(void* p, size_t n, const BlockInfo& bi) {
         r->pagemap[bi.page].store(large_entry(new_np), std::memory_order_release);
         pages::shrink(r, bi.page, old_np, new_np);
         heap::count(k_large_free_bytes, (old_np - new_np) << kPageShift);
+        heap::add_live(-static_cast<int64_t>((old_np - new_np) << kPageShift));
         return p;
     }
     bool clean = false;
     if (pages::try_grow(r, bi.page, old_np, new_np, &clean)) {
         r->pagemap[bi.page].store(large_entry(new_np), std::memory_order_release);
         heap::count(k_large_alloc_bytes, (new_np - old_np) << kPageShift);
+        heap::add_live(static_cast<int64_t>((new_np - old_np) << kPageShift));
         return p;
     }
     return realloc_move(p, n, bi.usable);

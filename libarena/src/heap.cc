@@ -314,7 +314,7 @@ void flush_overflow(Heap* h) {
 
 /// Allocation slow path bookkeeping: live bytes for the peak, overflow counters, control area.
 void note_slow_path(Heap* h) {
-    stats::note_live(*h->stats, &h->published_live);
+    stats::note_live(h->live, &h->published_live);
     flush_overflow(h);
     stats::poll_control();
 }
@@ -453,6 +453,7 @@ void free_remote(Slab* s, uintptr_t a, Api api) {
     Heap* me = t_heap;
     const Counter calls = call_counter(api);
     if (me != &g_empty_heap) {
+        me->live -= kClasses[cls].size;
         bump(me->stats->class_free[cls]);
         if (calls != kCounterCount)
             bump(me->stats->events[calls]);

@@ -69,6 +69,13 @@ void thread_exit(void* heap);
 
 // ---- Counting ------------------------------------------------------------------------------------
 
+/// Adds to the calling thread's live bytes (for the peak), when it has a heap.
+ARENA_FAST_PATH void add_live(int64_t bytes) {
+    Heap* h = t_heap;
+    if (h != &g_empty_heap)
+        h->live += bytes;
+}
+
 /// Counts into the calling thread's shard, or the shared one when it has no heap.
 ARENA_FAST_PATH void count(Counter c, uint64_t v = 1) {
     Heap* h = t_heap;
@@ -100,6 +107,7 @@ ARENA_FAST_PATH void* alloc_small(Heap* h, unsigned cls, size_t n) {
     if (rest == 0)
         s->nonempty = m & (m - 1); // wi is the lowest set bit of m
     s->used++;
+    h->live += s->size;
     StatShard* st = h->stats;
     if constexpr (call_counter(A) != kCounterCount)
         bump(st->events[call_counter(A)]);
@@ -109,13 +117,13 @@ ARENA_FAST_PATH void* alloc_small(Heap* h, unsigned cls, size_t n) {
     return reinterpret_cast<void*>(s->base + idx * s->size);
 }
 
-/// Slot index of address a in s, or -1 when a is not the start of a slot.
+/// Slot index of address a (inside s's pages) in s, or -1 when a is not the start of a slot.
+/// Slabs have no tail, so an exact quotient is always a slot.
 ARENA_FAST_PATH int64_t slot_index(const Slab* s, uintptr_t a) {
-    const uintptr_t d = a - s->base;
-    const uint64_t idx = (d * s->recip) >> kRecipShift;
-    if (ARENA_UNLIKELY(idx * s->size != d || idx >= s->nslots))
+    const uint64_t p = (a - s->base) * s->recip;
+    if (ARENA_UNLIKELY((p & kRecipMask) >= s->recip))
         return -1;
-    return static_cast<int64_t>(idx);
+    return static_cast<int64_t>(p >> kRecipShift);
 }
 
 /// Free by the owning thread, counted as a call of A.
@@ -132,6 +140,7 @@ ARENA_FAST_PATH void free_local(Heap* h, Slab* s, uintptr_t a) {
     word.store(v | bit, std::memory_order_relaxed);
     const uint32_t m = s->nonempty;
     s->nonempty = m | uint32_t{1} << (idx >> 6);
+    h->live -= s->size;
     StatShard* st = h->stats;
     if constexpr (call_counter(A) != kCounterCount)
         bump(st->events[call_counter(A)]);

@@ -5,8 +5,9 @@
 // slot is 16-byte aligned; power-of-two classes give power-of-two alignment (used by memalign).
 //
 // Each class lives in slabs: runs of pages holding at most kSlabMaxSlots slots, sized to at
-// least 64 KiB or 8 slots so refills are rare, with less than 1/8 of the slab lost at its tail.
-// The table is computed at compile time and checked by static_asserts below.
+// least 64 KiB or 8 slots so refills are rare, and to a whole number of slots: no slab has a
+// tail, so every offset in a slab belongs to a slot and free() needs no bounds check. The table
+// is computed at compile time and checked by static_asserts below.
 #pragma once
 
 #include "config.h"
@@ -22,11 +23,16 @@ inline constexpr unsigned kNumClasses = 40;
 struct SizeClass {
     uint32_t size;       // slot size in bytes (multiple of 16)
     uint32_t slab_pages; // pages per slab
-    uint32_t nslots;     // slots per slab (<= kSlabMaxSlots)
-    uint64_t recip;      // ceil(2^40 / size): offset / size == (offset * recip) >> 40 in a slab
+    uint32_t nslots;     // slots per slab (<= kSlabMaxSlots); nslots * size == slab bytes
+    uint64_t recip;      // ceil(2^48 / size); see slot_of
 };
 
-inline constexpr unsigned kRecipShift = 40;
+/// Division of an offset in a slab by the slot size, and the test that it is exact, with one
+/// multiply: for p = offset * recip, offset / size == p >> 48, and offset is a multiple of size
+/// exactly when (p mod 2^48) < recip. Holds while (slots + 1) * size^2 < 2^48 and
+/// offset * recip < 2^64 (checked below for every class).
+inline constexpr unsigned kRecipShift = 48;
+inline constexpr uint64_t kRecipMask = (uint64_t{1} << kRecipShift) - 1;
 
 namespace detail {
 
@@ -38,15 +44,25 @@ constexpr uint32_t class_size(unsigned c) {
     return (uint32_t{1} << k) + j * (uint32_t{1} << (k - 2));
 }
 
+constexpr size_t gcd(size_t a, size_t b) {
+    while (b != 0) {
+        const size_t t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
 constexpr SizeClass make_class(unsigned c) {
     const uint32_t size = class_size(c);
+    // The smallest run of pages that holds a whole number of slots, then as many of those as
+    // reach the target size without passing the slot limit.
+    const size_t unit = size / gcd(size, kPageSize);
     const size_t want = size * 8 > 64 * KiB ? size * 8 : 64 * KiB;
-    size_t pages = (want + kPageSize - 1) / kPageSize;
-    size_t nslots = pages * kPageSize / size;
-    if (nslots > kSlabMaxSlots) {
-        nslots = kSlabMaxSlots;
-        pages = (nslots * size + kPageSize - 1) / kPageSize;
-    }
+    size_t pages = unit;
+    while (pages * kPageSize < want && (pages + unit) * kPageSize / size <= kSlabMaxSlots)
+        pages += unit;
+    const size_t nslots = pages * kPageSize / size;
     const uint64_t recip = ((uint64_t{1} << kRecipShift) + size - 1) / size;
     return SizeClass{size, static_cast<uint32_t>(pages), static_cast<uint32_t>(nslots), recip};
 }
@@ -102,10 +118,11 @@ constexpr bool classes_are_valid() {
         if (c > 0 && k.size <= kClasses[c - 1].size)
             return false;
         const size_t bytes = size_t{k.slab_pages} * kPageSize;
-        if (size_t{k.nslots} * k.size > bytes || (bytes - size_t{k.nslots} * k.size) * 8 > bytes)
-            return false; // more than 1/8 of the slab wasted
-        if (bytes * k.size >= (uint64_t{1} << kRecipShift))
-            return false; // (offset * recip) >> 40 would not be exact
+        if (size_t{k.nslots} * k.size != bytes || k.nslots < 8)
+            return false; // a tail, or too few slots per slab
+        const uint64_t bound = uint64_t{k.nslots + 1} * k.size * k.size; // < 2^41: no overflow
+        if (bound >= (uint64_t{1} << kRecipShift) || bytes > UINT64_MAX / k.recip)
+            return false; // the multiply-shift division would not be exact
     }
     return true;
 }

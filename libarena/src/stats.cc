@@ -262,13 +262,7 @@ StatTotals totals() {
     return t;
 }
 
-void note_live(const StatShard& s, int64_t* published) {
-    int64_t net = static_cast<int64_t>(s.events[k_large_alloc_bytes].load(std::memory_order_relaxed) -
-                                       s.events[k_large_free_bytes].load(std::memory_order_relaxed));
-    for (unsigned c = 0; c < kNumClasses; ++c)
-        net += static_cast<int64_t>(s.class_alloc[c].load(std::memory_order_relaxed) -
-                                    s.class_free[c].load(std::memory_order_relaxed)) *
-               kClasses[c].size;
+void note_live(int64_t net, int64_t* published) {
     const int64_t delta = net - *published;
     *published = net;
     const int64_t live = g_live.fetch_add(delta, std::memory_order_relaxed) + delta;
@@ -330,6 +324,7 @@ void publish_global() {
 void poll_control() {
     if (g_page == nullptr)
         return;
+    static constinit ARENA_TLS unsigned calls = 0; // the clock is read every 16th call
     arena_stats_control& c = g_page->control;
     bool changed = false;
     const uint64_t want = __atomic_load_n(&c.trim_requests, __ATOMIC_ACQUIRE);
@@ -347,7 +342,7 @@ void poll_control() {
         __atomic_store_n(&c.purge_delay_ms, ARENA_STATS_NO_REQUEST, __ATOMIC_RELEASE);
         changed = true;
     }
-    if (changed || os::unix_ns() - g_last_publish_ns >= kPublishEveryNs)
+    if (changed || ((++calls & 15) == 0 && os::unix_ns() - g_last_publish_ns >= kPublishEveryNs))
         publish_global();
 }
 

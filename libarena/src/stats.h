@@ -96,9 +96,9 @@ StatShard* heap_shard(uint32_t id);
 /// Sums every shard.
 StatTotals totals();
 
-/// The heap `h`'s counters changed: records its net live bytes and raises the peak.
-/// Called from allocation slow paths with the heap's own shard.
-void note_live(const StatShard& shard, int64_t* published);
+/// A heap's live bytes are now `live` (last given as *published): adds the change to the
+/// process's live bytes and raises the peak. Called from allocation slow paths.
+void note_live(int64_t live, int64_t* published);
 
 /// Writes the process-wide gauges (seqlock). Cheap enough for any slow path; callers are
 /// region creation, purge ticks, trims, heap creation and abandonment, heap errors.

@@ -113,6 +113,9 @@ struct alignas(ARENA_CACHE_LINE) Heap {
     Slab* current[kNumClasses] = {};
     StatShard* stats = nullptr;           // counters of this heap (written by the owner only):
                                           // its shard of the stats page, or a private one
+    int64_t live = 0;                     // bytes this thread allocated minus bytes it freed
+                                          // (slot and page sizes; negative when it frees other
+                                          // threads' blocks); summed for the peak
 
     // Owner-only slow-path state.
     Slab* partial[kNumClasses] = {};      // slabs with free slots, doubly linked
@@ -120,7 +123,7 @@ struct alignas(ARENA_CACHE_LINE) Heap {
     uint64_t trim_epoch = 0;              // last malloc_trim epoch seen (heap.cc: maybe_trim)
     StatShard* flushed = nullptr;         // overflow heaps (no page shard left): what of the
                                           // private `stats` was already added to shard 0
-    int64_t published_live = 0;           // net live bytes last given to stats::note_live
+    int64_t published_live = 0;           // `live` as last given to stats::note_live
 
     // Shared with other threads.
     alignas(ARENA_CACHE_LINE) std::atomic<Slab*> remote{nullptr}; // slabs with remote frees

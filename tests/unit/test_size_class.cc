@@ -37,24 +37,23 @@ TEST_CASE("classes are 16-byte multiples, increasing; waste under 16 B or 25%") 
     CHECK(kClasses[kNumClasses - 1].size == kSmallMax);
 }
 
-TEST_CASE("slabs hold at most 1024 slots and waste under 1/8") {
+TEST_CASE("slabs hold 8 to 1024 whole slots: no tail") {
     for (const SizeClass& k : kClasses) {
         const size_t bytes = size_t{k.slab_pages} * kPageSize;
         CHECK(k.nslots <= kSlabMaxSlots);
-        CHECK(k.nslots * size_t{k.size} <= bytes);
-        CHECK((bytes - k.nslots * size_t{k.size}) * 8 <= bytes);
         CHECK(k.nslots >= 8);
+        CHECK(k.nslots * size_t{k.size} == bytes);
     }
 }
 
-TEST_CASE("slot index by multiply-shift is exact for every offset in a slab") {
+TEST_CASE("one multiply gives the slot index and tells an exact slot start, at every offset") {
     for (const SizeClass& k : kClasses) {
         const size_t bytes = size_t{k.slab_pages} * kPageSize;
         for (size_t d = 0; d < bytes; ++d) {
-            const uint64_t idx = (d * k.recip) >> kRecipShift;
-            if (idx != d / k.size) {
-                FAIL("class ", k.size, " offset ", d, " gives ", idx);
-            }
+            const uint64_t p = d * k.recip;
+            const bool exact = (p & kRecipMask) < k.recip;
+            if ((p >> kRecipShift) != d / k.size || exact != (d % k.size == 0))
+                FAIL("class ", k.size, " offset ", d);
         }
     }
 }
