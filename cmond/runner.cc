@@ -229,8 +229,8 @@ RunResult Runner::run(const RunSpec& spec) {
             leader_exited = true;
             linger_until = Clock::now() + kLinger;
         }
-        if (leader_exited && !pipe_open) {
-            break;
+        if (leader_exited && (!pipe_open || term_sent)) {
+            break; // done; after a timeout, do not wait for the group's output either
         }
         const auto now = Clock::now();
         Clock::time_point next;

@@ -347,6 +347,13 @@ void Server::install_handlers() {
             if (!res.body.empty()) {
                 return HandlerResponse::Unhandled;
             }
+            if (res.status == 414) {
+                // httplib refuses URIs over 8192 bytes before routing. Say 400 like every other
+                // unacceptable query value (a 10,000-character branch lands here).
+                send(res, error_reply(400, "Bad Request: the request URI is longer than 8192 "
+                                           "bytes"));
+                return HandlerResponse::Handled;
+            }
             send(res, error_reply(res.status, std::string(reason_phrase(res.status))));
             return HandlerResponse::Handled;
         }));
