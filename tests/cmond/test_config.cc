@@ -5,6 +5,7 @@
 
 #include <doctest/doctest.h>
 
+#include <cstdlib>
 #include <functional>
 
 using namespace cmond;
@@ -209,6 +210,39 @@ TEST_CASE("flags: mistakes name the flag") {
         CAPTURE(args.front());
         const std::string err = error_of([&] { parse(args); });
         CHECK_MESSAGE(err.find(expect) != std::string::npos, err);
+    }
+}
+
+TEST_CASE("cmond.conf.example sets every key to its default") {
+    const char* path = std::getenv("CMOND_EXAMPLE_CONF");
+    REQUIRE_MESSAGE(path != nullptr, "CMOND_EXAMPLE_CONF is not set (run through meson test)");
+    Config example;
+    apply_config_file(example, path);
+    const Config defaults;
+    CHECK(example.bind == defaults.bind);
+    CHECK(example.port == defaults.port);
+    CHECK(example.key_file == defaults.key_file);
+    CHECK(example.threads == defaults.threads);
+    CHECK(example.http_timeout == defaults.http_timeout);
+    CHECK(example.shutdown_timeout == defaults.shutdown_timeout);
+    CHECK(example.kill_grace == defaults.kill_grace);
+    CHECK(example.restart_mode == defaults.restart_mode);
+    CHECK(example.restart_exit_code == defaults.restart_exit_code);
+    CHECK(example.auth_max_failures == defaults.auth_max_failures);
+    CHECK(example.auth_failure_window == defaults.auth_failure_window);
+    CHECK(example.auth_block_time == defaults.auth_block_time);
+    CHECK(example.syslog == defaults.syslog);
+    CHECK(example.log_level == defaults.log_level);
+    REQUIRE(example.commands.size() == defaults.commands.size());
+    for (std::size_t i = 0; i < defaults.commands.size(); ++i) {
+        const auto& e = example.commands[i];
+        const auto& d = defaults.commands[i];
+        CAPTURE(d.name);
+        CHECK(e.argv == d.argv);
+        CHECK(e.timeout == d.timeout);
+        CHECK(e.output_cap == d.output_cap);
+        CHECK(e.concurrency == d.concurrency);
+        CHECK(e.enabled == d.enabled);
     }
 }
 
