@@ -2,6 +2,8 @@
 // See helpers.h.
 #include "helpers.h"
 
+#include <doctest/doctest.h>
+
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -177,12 +179,19 @@ Daemon::Daemon(const TempDir& dir, std::vector<std::string> args) {
 Daemon::~Daemon() {
     if (pid_ > 0 && !reaped_) {
         ::kill(pid_, SIGTERM);
-        if (!wait_exit(std::chrono::seconds(15))) {
+        const auto status = wait_exit(std::chrono::seconds(15));
+        if (!status) {
             ::kill(pid_, SIGKILL);
-            int status;
-            ::waitpid(pid_, &status, 0);
+            int ignored;
+            ::waitpid(pid_, &ignored, 0);
         }
+        // Every daemon must stop cleanly on SIGTERM (under ASan, LeakSanitizer turns a leak
+        // into a non-zero status).
+        CHECK_MESSAGE(status == 0, (std::string("cmond did not exit 0 on SIGTERM; stderr:\n") + err()));
     }
+    const std::string log = err();
+    CHECK_MESSAGE(log.find("runtime error:") == std::string::npos, log);
+    CHECK_MESSAGE(log.find("Sanitizer") == std::string::npos, log);
     if (out_fd_ >= 0) {
         ::close(out_fd_);
     }
