@@ -184,6 +184,16 @@ Server::Server(const Config& config, Key key, std::shared_ptr<ArenaSource> arena
     if (arena_) {
         metrics_.add_collectable(std::make_shared<ArenaCollector>(arena_));
     }
+    unsigned busy_max = 0;
+    for (const auto& spec : config_.commands) {
+        busy_max += spec.enabled ? spec.concurrency : 0;
+    }
+    if (busy_max >= config_.threads) {
+        log::warning("threads = " + std::to_string(config_.threads) + " but commands may run " +
+                     std::to_string(busy_max) + " at once: when they do, /metrics and 429 "
+                     "answers wait for a free thread (raise threads above the sum of the "
+                     "commands' concurrency)");
+    }
     build_routes();
     install_handlers();
 }

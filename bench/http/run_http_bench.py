@@ -64,10 +64,11 @@ def start_cmond(cmond, tmp):
     conf = os.path.join(tmp, "cmond.conf")
     with open(conf, "w") as f:
         # The real command; concurrency above wrk's connection count so that no request is
-        # refused with 429 (the default limit for health is 8).
+        # refused with 429 (the default limit for health is 8), and threads above the sum of
+        # all commands' limits.
         f.write("key_file = client_secret.key\nsyslog = false\n"
-                f"threads = {CONNECTIONS + 6}\n"
-                "[command health]\nargv = [\"uptime\"]\nconcurrency = 32\n")
+                f"threads = {CONNECTIONS + 14}\n"
+                f"[command health]\nargv = [\"uptime\"]\nconcurrency = {CONNECTIONS + 2}\n")
     err = open(os.path.join(tmp, "cmond.stderr"), "w")
     proc = subprocess.Popen([cmond, "--config", conf, "--port", "0"], cwd=tmp,
                             stdout=subprocess.PIPE, stderr=err, text=True)
@@ -200,7 +201,18 @@ def main():
         ratio = f"{median_rps[name] / webhook_rps:.2f}x" if "/metrics" not in name else "–"
         lines.append(f"| {name} | {median_rps[name]:.0f} | {per_round} | {p99} | {ratio} |")
     table = "\n".join(lines)
+    notes = ""
+    ceiling = median_rps.get("posix_spawn(uptime) loop, no HTTP")
+    cmond_rps = median_rps["cmond GET /health"]
+    if ceiling:
+        notes = (f"cmond's /health reaches {cmond_rps / ceiling:.0%} of the spawn ceiling, "
+                 f"webhook {webhook_rps / ceiling:.0%}. Twice webhook would be "
+                 f"{2 * webhook_rps:.0f} req/s, "
+                 + ("above" if 2 * webhook_rps > ceiling else "below")
+                 + f" the ceiling of {ceiling:.0f} spawns/s measured in the same run.")
     print(table)
+    if notes:
+        print(notes)
 
     if args.out and not args.smoke:
         uname = platform.uname()
@@ -214,12 +226,14 @@ Each row: `wrk -t{THREADS} -c{CONNECTIONS} -d{args.duration}s --latency` on 127.
 {args.rounds} rounds interleaved (cmond /health, webhook, cmond /metrics, spawn loop), so
 background load hits every target alike. Both daemons run the real `uptime` per request;
 webhook (Debian's package) with `include-command-output-in-response`, cmond with its default
-access log to a file and `concurrency = 32` for health (above wrk's 10 connections; the
-default of 8 would answer some requests 429). Every run saw only 2xx answers.
+access log to a file and `concurrency = {CONNECTIONS + 2}` for health (above wrk's
+{CONNECTIONS} connections; the default of 8 would answer some requests 429). Every run saw only 2xx answers.
 The last row is no daemon at all: 4 threads running `posix_spawn(uptime)` back to back, the
 ceiling of anything that runs a program per request on this machine.
 
 {table}
+
+{notes}
 """
         with open(args.out, "w") as f:
             f.write(report)

@@ -571,6 +571,11 @@ TEST_CASE("startup refusals: key file, TLS files, config values, busy port") {
     CHECK(check.status == 0);
     CHECK(check.out == "cmond: configuration OK\n");
 
+    auto few_threads = cmond_test::run_cmond({"--config", conf, "--threads", "4", "--check-config",
+                                              "--syslog", "false"}, dir.path());
+    CHECK(few_threads.status == 0);
+    CHECK(few_threads.err.find("threads = 4 but commands may run 14 at once") != std::string::npos);
+
     auto help = cmond_test::run_cmond({"--help"}, dir.path());
     CHECK(help.status == 0);
     CHECK(help.out.find("Usage: cmond") == 0);
