@@ -206,7 +206,9 @@ TEST_CASE("flags: mistakes name the flag") {
         {{"--config", "/nonexistent.conf"}, "cannot open"},
         {{"--config", "a", "--config", "b"}, "--config: given twice"},
     };
-    for (const auto& [args, expect] : cases) {
+    for (const auto& tc : cases) {
+        const auto& args = tc.first; // not a structured binding: clang 14 cannot capture those
+        const char* expect = tc.second;
         CAPTURE(args.front());
         const std::string err = error_of([&] { parse(args); });
         CHECK_MESSAGE(err.find(expect) != std::string::npos, err);

@@ -195,7 +195,9 @@ TEST_CASE("wrong methods get 405 with Allow; unknown paths 404; both JSON") {
         {"/restart", "POST"},       {"/sync_upstream", "PUT"}, {"/deploy_branch", "GET"},
         {"/teardown_branch", "DELETE"}, {"/metrics", "GET"},
     };
-    for (const auto& [path, allowed] : routes) {
+    for (const auto& route : routes) {
+        const std::string& path = route.first; // not structured bindings: CAPTURE's lambda
+        const std::string& allowed = route.second; // cannot capture those in clang 14
         for (const std::string method : {"GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"}) {
             if (method == allowed) {
                 continue;
@@ -262,7 +264,9 @@ TEST_CASE("authentication on every route: both headers, constant-time check, exa
         {"token twice", {{"access_token", env.key}, {"access_token", env.key}}},
         {"other header name", {{"access-token", env.key}}},
     };
-    for (const auto& [name, headers] : refused) {
+    for (const auto& entry : refused) {
+        const char* name = entry.first;
+        const httplib::Headers& headers = entry.second;
         for (const char* path : {"/health", "/metrics", "/nope"}) {
             CAPTURE(name);
             CAPTURE(path);
@@ -285,7 +289,9 @@ TEST_CASE("authentication on every route: both headers, constant-time check, exa
         {"bearer lower-case scheme", {{"authorization", "bearer " + env.key}}},
         {"both right", {{"access_token", env.key}, {"Authorization", "Bearer " + env.key}}},
     };
-    for (const auto& [name, headers] : accepted) {
+    for (const auto& entry : accepted) {
+        const char* name = entry.first;
+        const httplib::Headers& headers = entry.second;
         CAPTURE(name);
         auto r = cli.Get("/health", headers);
         REQUIRE(r);
