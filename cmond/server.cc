@@ -28,6 +28,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <optional>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -145,6 +146,25 @@ bool check_params(const httplib::Request& req, httplib::Response& res, const cha
         return false;
     }
     return true;
+}
+
+// A 400 or 413 for a request whose body framing is unacceptable, or nullopt.
+std::optional<ApiReply> framing_error(const httplib::Request& req) {
+    const std::size_t lengths = req.get_header_value_count("Content-Length");
+    if (lengths == 0) {
+        return std::nullopt;
+    }
+    const std::string value = req.get_header_value("Content-Length");
+    if (lengths > 1 || value.empty() || value.find_first_not_of("0123456789") != std::string::npos) {
+        return error_reply(400, "Bad Request: invalid Content-Length");
+    }
+    if (req.has_header("Transfer-Encoding")) {
+        return error_reply(400, "Bad Request: both Content-Length and Transfer-Encoding");
+    }
+    if (value.size() > 9 || std::stoul(value) > kMaxPayload) {
+        return error_reply(413, "Payload Too Large: no route takes a body over 64 KiB");
+    }
+    return std::nullopt;
 }
 
 } // namespace
@@ -286,6 +306,15 @@ void Server::install_handlers() {
         t_ctx = RequestContext{};
         t_ctx.active = true;
         t_ctx.start = Clock::now();
+
+        // Framing problems that httplib would only notice while reading the body, after
+        // waiting for http_timeout: answer them at once, and close the connection (its
+        // remaining bytes cannot be trusted to be the next request).
+        if (const auto framing = framing_error(req)) {
+            send(res, *framing);
+            res.set_header("Connection", "close");
+            return HandlerResponse::Handled;
+        }
 
         // Match the route first, only to label metrics and logs: the answer to an
         // unauthenticated client does not depend on it.

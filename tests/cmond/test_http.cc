@@ -450,6 +450,27 @@ TEST_CASE("output over the cap is cut, odd bytes stay valid JSON, exec failures 
     REQUIRE(big_body);
     CHECK(big_body->status == 413);
     CHECK(body_of(big_body)["code"] == 413);
+
+    // Broken body framing is answered at once, not after the read timeout.
+    const std::pair<const char*, const char*> framing[] = {
+        {"Content-Length: -5\r\n", "HTTP/1.1 400"},
+        {"Content-Length: 99999999999999999999\r\n", "HTTP/1.1 413"},
+        {"Content-Length: 70000\r\n", "HTTP/1.1 413"},
+        {"Content-Length: 1, 1\r\n", "HTTP/1.1 400"},
+        {"Content-Length: 1\r\nContent-Length: 1\r\n", "HTTP/1.1 400"},
+        {"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", "HTTP/1.1 400"},
+    };
+    for (const auto& entry : framing) {
+        const char* headers = entry.first;
+        CAPTURE(headers);
+        const auto t0 = std::chrono::steady_clock::now();
+        const std::string out = raw_request(d.port(), "POST /reboot HTTP/1.1\r\nHost: x\r\naccess_token: " +
+                                                          env.key + "\r\n" + headers +
+                                                          "Connection: close\r\n\r\nhello");
+        CHECK(out.rfind(entry.second, 0) == 0);
+        CHECK(out.find(R"({"status":"error")") != std::string::npos);
+        CHECK(std::chrono::steady_clock::now() - t0 < 1500ms);
+    }
 }
 
 TEST_CASE("429 when a command is at its concurrency limit") {
