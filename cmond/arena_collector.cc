@@ -44,9 +44,8 @@ std::vector<prometheus::MetricFamily> ArenaCollector::Collect() const {
             for (std::size_t i = 0; i < h.counts.size(); ++i) {
                 prometheus::ClientMetric::Bucket b;
                 b.cumulative_count = h.counts[i];
-                b.upper_bound = i < h.upper_bounds.size()
-                                    ? h.upper_bounds[i]
-                                    : std::numeric_limits<double>::infinity();
+                b.upper_bound = i < h.upper_bounds.size() ? h.upper_bounds[i]
+                                                          : std::numeric_limits<double>::infinity();
                 m.histogram.bucket.push_back(b);
             }
             family(h.name, h.help, prometheus::MetricType::Histogram).metric.push_back(m);

@@ -30,10 +30,10 @@ struct ArenaCounter {
 
 /// One histogram of a stats page (e.g. allocation sizes), in Prometheus form.
 struct ArenaHistogram {
-    std::string name;                     // "allocation_size_bytes" -> arena_allocation_size_bytes
+    std::string name; // "allocation_size_bytes" -> arena_allocation_size_bytes
     std::string help;
-    std::vector<double> upper_bounds;     // increasing; +Inf is implied after the last
-    std::vector<std::uint64_t> counts;    // cumulative, upper_bounds.size() + 1 entries (+Inf last)
+    std::vector<double> upper_bounds;  // increasing; +Inf is implied after the last
+    std::vector<std::uint64_t> counts; // cumulative, upper_bounds.size() + 1 entries (+Inf last)
     double sum = 0;
 };
 

@@ -70,8 +70,8 @@ Key Key::load(const std::string& path) {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) {
         throw KeyError(where + "cannot open: " + std::strerror(errno) +
-                       " (create one with: openssl rand -hex 32 > " + path + "; chmod 600 " +
-                       path + ")");
+                       " (create one with: openssl rand -hex 32 > " + path + "; chmod 600 " + path +
+                       ")");
     }
     struct FdCloser {
         int fd;
@@ -89,7 +89,8 @@ Key Key::load(const std::string& path) {
         std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
         throw KeyError(where + "mode " + mode +
                        " gives group or others access; it must be readable by its owner only "
-                       "(chmod 600 " + path + ")");
+                       "(chmod 600 " +
+                       path + ")");
     }
     // 64 hex digits plus an optional "\r\n": anything longer is malformed, so read one more.
     char buf[kKeyHexChars + 3];
@@ -135,7 +136,9 @@ Key::Key(Key&& other) noexcept : bytes_(other.bytes_) {
     OPENSSL_cleanse(other.bytes_.data(), other.bytes_.size());
 }
 
-Key::~Key() { OPENSSL_cleanse(bytes_.data(), bytes_.size()); }
+Key::~Key() {
+    OPENSSL_cleanse(bytes_.data(), bytes_.size());
+}
 
 bool Key::matches(std::string_view hex) const {
     std::array<unsigned char, kKeyBytes> given{};
@@ -257,8 +260,9 @@ void FailureLimiter::record_success(const std::string& addr) {
 
 std::size_t FailureLimiter::blocked_count(Clock::time_point now) {
     std::lock_guard lock(mutex_);
-    return static_cast<std::size_t>(std::count_if(
-        entries_.begin(), entries_.end(), [&](const auto& kv) { return kv.second.blocked_until > now; }));
+    return static_cast<std::size_t>(
+        std::count_if(entries_.begin(), entries_.end(),
+                      [&](const auto& kv) { return kv.second.blocked_until > now; }));
 }
 
 void FailureLimiter::make_room(Clock::time_point now) {
@@ -271,9 +275,10 @@ void FailureLimiter::make_room(Clock::time_point now) {
     if (entries_.size() < max_tracked_) {
         return;
     }
-    const auto oldest = std::min_element(entries_.begin(), entries_.end(), [](const auto& a, const auto& b) {
-        return a.second.last_seen < b.second.last_seen;
-    });
+    const auto oldest =
+        std::min_element(entries_.begin(), entries_.end(), [](const auto& a, const auto& b) {
+            return a.second.last_seen < b.second.last_seen;
+        });
     entries_.erase(oldest);
 }
 

@@ -24,19 +24,47 @@ std::vector<CommandSpec> default_commands() {
     // name, method, route, argv, timeout, output cap, workdir, concurrency, enabled
     return {
         {"health", "GET", "/health", {"uptime"}, 10s, kSmallOutput, "", 8, true},
-        {"logs", "GET", "/logs", {"journalctl", "-n", "50", "--no-pager"}, 30s, kLargeOutput, "",
-         2, true},
+        {"logs",
+         "GET",
+         "/logs",
+         {"journalctl", "-n", "50", "--no-pager"},
+         30s,
+         kLargeOutput,
+         "",
+         2,
+         true},
         {"reboot", "POST", "/reboot", {"reboot"}, 60s, kSmallOutput, "", 1, true},
         // `git pull` stops option parsing at "--", but it forwards the refspec to `git fetch`
         // without one (git 2.39: `git pull origin -- --upload-pack=CMD` runs CMD). So "--" is
         // kept for pull's own parser, and branch_error() (no leading '-') is the real guard.
-        {"sync_upstream", "PUT", "/sync_upstream", {"git", "pull", "origin", "--", "{branch}"},
-         300s, kLargeOutput, "", 1, true},
+        {"sync_upstream",
+         "PUT",
+         "/sync_upstream",
+         {"git", "pull", "origin", "--", "{branch}"},
+         300s,
+         kLargeOutput,
+         "",
+         1,
+         true},
         // Scripts get the branch as $1; it can never start with '-' (branch_error).
-        {"deploy_branch", "GET", "/deploy_branch", {"./deploy.sh", "{branch}"}, 600s,
-         kLargeOutput, "", 1, true},
-        {"teardown_branch", "DELETE", "/teardown_branch", {"./teardown.sh", "{branch}"}, 600s,
-         kLargeOutput, "", 1, true},
+        {"deploy_branch",
+         "GET",
+         "/deploy_branch",
+         {"./deploy.sh", "{branch}"},
+         600s,
+         kLargeOutput,
+         "",
+         1,
+         true},
+        {"teardown_branch",
+         "DELETE",
+         "/teardown_branch",
+         {"./teardown.sh", "{branch}"},
+         600s,
+         kLargeOutput,
+         "",
+         1,
+         true},
     };
 }
 
@@ -66,8 +94,8 @@ std::optional<std::string> branch_error(std::string_view branch) {
         return "is longer than " + std::to_string(kMaxBranchLength) + " characters";
     }
     for (const char c : branch) {
-        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                        c == '.' || c == '_' || c == '/' || c == '-';
+        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                        (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '/' || c == '-';
         if (!ok) {
             return "may only contain letters, digits and ._/-";
         }
@@ -124,9 +152,8 @@ std::optional<std::string> argv_template_error(const std::vector<std::string>& a
         // that do not enclose a bare word ("{print $1}" for awk) are plain text.
         for (auto open = arg.find('{'); open != std::string::npos; open = arg.find('{', open + 1)) {
             std::size_t end = open + 1;
-            while (end < arg.size() &&
-                   ((arg[end] >= 'a' && arg[end] <= 'z') || (arg[end] >= 'A' && arg[end] <= 'Z') ||
-                    arg[end] == '_')) {
+            while (end < arg.size() && ((arg[end] >= 'a' && arg[end] <= 'z') ||
+                                        (arg[end] >= 'A' && arg[end] <= 'Z') || arg[end] == '_')) {
                 ++end;
             }
             if (end > open + 1 && end < arg.size() && arg[end] == '}' &&

@@ -113,20 +113,24 @@ const std::array kOptions = {
                   c.port = static_cast<int>(parse_integer(k, v, 0, 65535));
               },
               [](const Config& c) { return std::to_string(c.port); }},
-    OptionDef{"key_file", "PATH",
-              "file with the 256-bit key as 64 hex digits; must not be accessible by group or "
-              "others",
-              [](Config& c, std::string_view k, std::string_view v) { c.key_file = path_value(k, v); },
-              [](const Config& c) { return c.key_file; }},
-    OptionDef{"tls_cert", "PATH", "PEM certificate chain; with tls_key, serve HTTPS",
-              [](Config& c, std::string_view k, std::string_view v) { c.tls_cert = path_value(k, v); },
-              [](const Config&) { return std::string("(none: plain HTTP)"); }},
-    OptionDef{"tls_key", "PATH", "PEM private key for tls_cert",
-              [](Config& c, std::string_view k, std::string_view v) { c.tls_key = path_value(k, v); },
-              [](const Config&) { return std::string("(none)"); }},
-    OptionDef{"workdir", "DIR", "working directory of commands that do not set their own",
-              [](Config& c, std::string_view k, std::string_view v) { c.workdir = path_value(k, v); },
-              [](const Config&) { return std::string("the directory cmond starts in"); }},
+    OptionDef{
+        "key_file", "PATH",
+        "file with the 256-bit key as 64 hex digits; must not be accessible by group or "
+        "others",
+        [](Config& c, std::string_view k, std::string_view v) { c.key_file = path_value(k, v); },
+        [](const Config& c) { return c.key_file; }},
+    OptionDef{
+        "tls_cert", "PATH", "PEM certificate chain; with tls_key, serve HTTPS",
+        [](Config& c, std::string_view k, std::string_view v) { c.tls_cert = path_value(k, v); },
+        [](const Config&) { return std::string("(none: plain HTTP)"); }},
+    OptionDef{
+        "tls_key", "PATH", "PEM private key for tls_cert",
+        [](Config& c, std::string_view k, std::string_view v) { c.tls_key = path_value(k, v); },
+        [](const Config&) { return std::string("(none)"); }},
+    OptionDef{
+        "workdir", "DIR", "working directory of commands that do not set their own",
+        [](Config& c, std::string_view k, std::string_view v) { c.workdir = path_value(k, v); },
+        [](const Config&) { return std::string("the directory cmond starts in"); }},
     OptionDef{"threads", "N", "HTTP worker threads (1..1024)",
               [](Config& c, std::string_view k, std::string_view v) {
                   c.threads = static_cast<unsigned>(parse_integer(k, v, 1, 1024));
@@ -188,9 +192,10 @@ const std::array kOptions = {
                   c.auth_block_time = parse_duration(k, v, 1ms, kMaxDuration);
               },
               [](const Config& c) { return show_duration(c.auth_block_time); }},
-    OptionDef{"syslog", "BOOL", "also log to syslog (facility daemon)",
-              [](Config& c, std::string_view k, std::string_view v) { c.syslog = parse_bool(k, v); },
-              [](const Config& c) { return std::string(c.syslog ? "true" : "false"); }},
+    OptionDef{
+        "syslog", "BOOL", "also log to syslog (facility daemon)",
+        [](Config& c, std::string_view k, std::string_view v) { c.syslog = parse_bool(k, v); },
+        [](const Config& c) { return std::string(c.syslog ? "true" : "false"); }},
     OptionDef{"log_level", "LEVEL", "debug, info, warning or error",
               [](Config& c, std::string_view k, std::string_view v) {
                   if (!log::parse_level(v, c.log_level)) {
@@ -208,13 +213,14 @@ struct CommandKeyDef {
 };
 
 const std::array kCommandKeys = {
-    CommandKeyDef{"argv", "JSON", "program and arguments as a JSON array of strings; "
-                                  "\"{branch}\" inside an element is replaced by the branch",
-                  [](CommandSpec& s, std::string_view k, std::string_view v) {
-                      s.argv = parse_argv(k, v);
-                  }},
-    CommandKeyDef{"timeout", "DURATION", "then SIGTERM, and SIGKILL after kill_grace, to the "
-                                         "command's whole process group",
+    CommandKeyDef{
+        "argv", "JSON",
+        "program and arguments as a JSON array of strings; "
+        "\"{branch}\" inside an element is replaced by the branch",
+        [](CommandSpec& s, std::string_view k, std::string_view v) { s.argv = parse_argv(k, v); }},
+    CommandKeyDef{"timeout", "DURATION",
+                  "then SIGTERM, and SIGKILL after kill_grace, to the "
+                  "command's whole process group",
                   [](CommandSpec& s, std::string_view k, std::string_view v) {
                       s.timeout = parse_duration(k, v, 1ms, kMaxDuration);
                   }},
@@ -313,7 +319,7 @@ Millis parse_duration(std::string_view key, std::string_view text, Millis min, M
     }
     if (digits.empty() || scale == 0) {
         fail(key, quote_value(text) + " is not a duration (a whole number with a unit: 500ms, 30s, "
-                                 "5m, 1h)");
+                                      "5m, 1h)");
     }
     long long n = 0;
     const auto [ptr, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), n);
@@ -345,8 +351,8 @@ std::size_t parse_size(std::string_view key, std::string_view text, std::size_t 
     const auto [ptr, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), n);
     (void)ptr;
     if (ec != std::errc() || n > max / scale || n * scale < min) {
-        fail(key, quote_value(text) + " is out of range (" + show_size(min) + ".." + show_size(max) +
-                      ")");
+        fail(key, quote_value(text) + " is out of range (" + show_size(min) + ".." +
+                      show_size(max) + ")");
     }
     return n * scale;
 }
@@ -367,7 +373,7 @@ std::vector<std::string> parse_argv(std::string_view key, std::string_view text)
         j = nlohmann::json::parse(text);
     } catch (const nlohmann::json::parse_error&) {
         fail(key, quote_value(text) + " is not valid JSON; write a JSON array of strings such as "
-                                 "[\"git\", \"pull\", \"origin\", \"--\", \"{branch}\"]");
+                                      "[\"git\", \"pull\", \"origin\", \"--\", \"{branch}\"]");
     }
     if (!j.is_array()) {
         fail(key, "must be a JSON array of strings");
@@ -419,7 +425,7 @@ void set_command_option(Config& config, std::string_view name, std::string_view 
 }
 
 void apply_config_text(Config& config, std::string_view text, const std::string& origin) {
-    std::string section; // "" = global, else a command name
+    std::string section;             // "" = global, else a command name
     std::map<std::string, int> seen; // "section\nkey" -> line
     int line_no = 0;
     std::size_t pos = 0;
@@ -445,8 +451,8 @@ void apply_config_text(Config& config, std::string_view text, const std::string&
                 const std::string name(
                     trim(line.substr(kPrefix.size(), line.size() - kPrefix.size() - 1)));
                 if (find_command(config.commands, name) == nullptr) {
-                    throw ConfigError("command " + quote_value(name) + ": unknown command (known: " +
-                                      known_commands(config) + ")");
+                    throw ConfigError("command " + quote_value(name) +
+                                      ": unknown command (known: " + known_commands(config) + ")");
                 }
                 section = name;
                 continue;
@@ -464,8 +470,7 @@ void apply_config_text(Config& config, std::string_view text, const std::string&
             const auto [it, inserted] = seen.emplace(section + "\n" + key, line_no);
             if (!inserted) {
                 throw ConfigError((section.empty() ? "" : "command " + section + ": ") + key +
-                                  ": set twice (first on line " + std::to_string(it->second) +
-                                  ")");
+                                  ": set twice (first on line " + std::to_string(it->second) + ")");
             }
             if (section.empty()) {
                 set_option(config, key, value);
@@ -533,8 +538,9 @@ Invocation parse_command_line(int argc, const char* const* argv) {
             continue;
         }
         if (arg.substr(0, 2) != "--" || arg.size() == 2) {
-            throw ConfigError(quote_value(arg) + ": unexpected argument (options start with --; see "
-                                            "cmond --help)");
+            throw ConfigError(quote_value(arg) +
+                              ": unexpected argument (options start with --; see "
+                              "cmond --help)");
         }
         std::string flag;
         std::string value;
@@ -649,8 +655,7 @@ std::string help_text() {
         } else {
             left += "\n" + std::string(25, ' ');
         }
-        out << left
-            << wrap(std::string(o.help) + " [" + o.show(defaults) + "]", 25, 25) << "\n";
+        out << left << wrap(std::string(o.help) + " [" + o.show(defaults) + "]", 25, 25) << "\n";
     }
     out << "  --command NAME.KEY=VALUE\n"
            "                         set KEY of command NAME (the same keys as a [command NAME] "

@@ -41,7 +41,8 @@ std::string timestamp() {
     gmtime_r(&secs, &tm);
     char buf[96]; // ample for any int fields; the real length is 24
     std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                  tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
+                  tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                  static_cast<int>(ms));
     return buf;
 }
 
@@ -76,7 +77,9 @@ void shutdown() {
     }
 }
 
-bool enabled(Level level) { return static_cast<int>(level) >= g_min_level.load(); }
+bool enabled(Level level) {
+    return static_cast<int>(level) >= g_min_level.load();
+}
 
 void write(Level level, std::string_view message) {
     if (!enabled(level)) {

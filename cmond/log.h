@@ -22,10 +22,18 @@ void shutdown();
 /// Writes one line at the given level. Thread-safe.
 void write(Level level, std::string_view message);
 
-inline void debug(std::string_view m) { write(Level::Debug, m); }
-inline void info(std::string_view m) { write(Level::Info, m); }
-inline void warning(std::string_view m) { write(Level::Warning, m); }
-inline void error(std::string_view m) { write(Level::Error, m); }
+inline void debug(std::string_view m) {
+    write(Level::Debug, m);
+}
+inline void info(std::string_view m) {
+    write(Level::Info, m);
+}
+inline void warning(std::string_view m) {
+    write(Level::Warning, m);
+}
+inline void error(std::string_view m) {
+    write(Level::Error, m);
+}
 
 /// True when a message at this level would be written (to skip building it otherwise).
 bool enabled(Level level);

@@ -20,7 +20,9 @@ const prometheus::Histogram::BucketBoundaries kCommandBuckets = {
 const prometheus::Histogram::BucketBoundaries kRequestBuckets = {
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 600};
 
-std::string str(std::string_view s) { return std::string(s); }
+std::string str(std::string_view s) {
+    return std::string(s);
+}
 
 } // namespace
 
@@ -118,9 +120,13 @@ void Metrics::auth_failure(std::string_view reason) {
     auth_failures_.Add({{"reason", str(reason)}}).Increment();
 }
 
-void Metrics::rate_limited_request() { rate_limited_requests_.Increment(); }
+void Metrics::rate_limited_request() {
+    rate_limited_requests_.Increment();
+}
 
-void Metrics::client_blocked() { rate_limited_clients_total_.Increment(); }
+void Metrics::client_blocked() {
+    rate_limited_clients_total_.Increment();
+}
 
 void Metrics::set_blocked_clients(std::size_t n) {
     rate_limited_clients_.Set(static_cast<double>(n));

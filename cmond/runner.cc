@@ -181,8 +181,8 @@ RunResult Runner::run(const RunSpec& spec) {
     // New session: a new process group to kill as one, and no controlling terminal for a
     // program (git) to prompt on. Signals: cmond blocks SIGINT/SIGTERM and ignores SIGPIPE, and
     // both would be inherited through exec.
-    posix_spawnattr_setflags(&attr.a, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
-                                          POSIX_SPAWN_SETSIGDEF);
+    posix_spawnattr_setflags(&attr.a,
+                             POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     posix_spawnattr_setsigmask(&attr.a, &none);
     posix_spawnattr_setsigdefault(&attr.a, &all);
 
@@ -214,7 +214,8 @@ RunResult Runner::run(const RunSpec& spec) {
         }
     }
 
-    Fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0))); // -1 on old kernels: then exit is polled every 10 ms
+    Fd pidfd(static_cast<int>(
+        ::syscall(SYS_pidfd_open, pid, 0))); // -1 on old kernels: then exit is polled every 10 ms
     ::fcntl(read_end.get(), F_SETFL, ::fcntl(read_end.get(), F_GETFL) | O_NONBLOCK);
 
     const auto deadline = start + spec.timeout;

@@ -20,11 +20,11 @@
 namespace cmond {
 
 struct RunSpec {
-    std::vector<std::string> argv;      // argv[0] without '/' is looked up in PATH
-    std::string workdir;                // chdir before exec; must exist
-    std::chrono::milliseconds timeout;  // from spawn to SIGTERM
+    std::vector<std::string> argv;        // argv[0] without '/' is looked up in PATH
+    std::string workdir;                  // chdir before exec; must exist
+    std::chrono::milliseconds timeout;    // from spawn to SIGTERM
     std::chrono::milliseconds kill_grace; // from SIGTERM to SIGKILL
-    std::size_t output_cap;             // bytes kept; the rest is read and dropped
+    std::size_t output_cap;               // bytes kept; the rest is read and dropped
 };
 
 struct RunResult {
@@ -37,9 +37,9 @@ struct RunResult {
     };
     Outcome outcome = Outcome::SpawnFailed;
     int exit_code = 127;
-    std::string output;      // stdout and stderr interleaved, at most output_cap bytes
-    bool truncated = false;  // output was longer than output_cap
-    std::string error;       // why it could not be started (SpawnFailed)
+    std::string output;     // stdout and stderr interleaved, at most output_cap bytes
+    bool truncated = false; // output was longer than output_cap
+    std::string error;      // why it could not be started (SpawnFailed)
     std::chrono::nanoseconds duration{0};
 
     bool ok() const { return outcome == Outcome::Exited && exit_code == 0; }

@@ -133,10 +133,10 @@ const char* result_label(const RunResult& r) {
 bool check_params(const httplib::Request& req, httplib::Response& res, const char* allowed) {
     for (const auto& [key, value] : req.params) {
         if (allowed == nullptr || key != allowed) {
-            send(res, error_reply(400, "Unknown query parameter '" + log::sanitize(key, 40) +
-                                           "'" + (allowed ? " (only '" + std::string(allowed) +
-                                                                "' is accepted here)"
-                                                          : " (this route takes none)")));
+            send(res, error_reply(400, "Unknown query parameter '" + log::sanitize(key, 40) + "'" +
+                                           (allowed ? " (only '" + std::string(allowed) +
+                                                          "' is accepted here)"
+                                                    : " (this route takes none)")));
             return false;
         }
     }
@@ -155,7 +155,8 @@ std::optional<ApiReply> framing_error(const httplib::Request& req) {
         return std::nullopt;
     }
     const std::string value = req.get_header_value("Content-Length");
-    if (lengths > 1 || value.empty() || value.find_first_not_of("0123456789") != std::string::npos) {
+    if (lengths > 1 || value.empty() ||
+        value.find_first_not_of("0123456789") != std::string::npos) {
         return error_reply(400, "Bad Request: invalid Content-Length");
     }
     if (req.has_header("Transfer-Encoding")) {
@@ -210,7 +211,8 @@ Server::Server(const Config& config, Key key, std::shared_ptr<ArenaSource> arena
     }
     if (busy_max >= config_.threads) {
         log::warning("threads = " + std::to_string(config_.threads) + " but commands may run " +
-                     std::to_string(busy_max) + " at once: when they do, /metrics and 429 "
+                     std::to_string(busy_max) +
+                     " at once: when they do, /metrics and 429 "
                      "answers wait for a free thread (raise threads above the sum of the "
                      "commands' concurrency)");
     }
@@ -232,20 +234,28 @@ Server::~Server() {
     }
 }
 
-void Server::add_route(Route route) {
+void Server::add_route(std::string method, std::string pattern, std::string label,
+                       std::string command, Handler handler) {
+    Route route;
+    route.method = std::move(method);
+    // A pattern with a group is a regex ("/arena/([^/]+)"); anything else is a literal path.
+    route.is_regex = pattern.find('(') != std::string::npos;
+    route.pattern = std::move(pattern);
+    route.label = std::move(label);
+    route.command = std::move(command);
+    route.handler = std::move(handler);
     if (route.is_regex) {
         route.regex = std::regex(route.pattern);
     }
     const std::string http_pattern = route.is_regex ? route.pattern : regex_escape(route.pattern);
-    auto handler = route.handler;
     if (route.method == "GET") {
-        http_->Get(http_pattern, handler);
+        http_->Get(http_pattern, route.handler);
     } else if (route.method == "POST") {
-        http_->Post(http_pattern, handler);
+        http_->Post(http_pattern, route.handler);
     } else if (route.method == "PUT") {
-        http_->Put(http_pattern, handler);
+        http_->Put(http_pattern, route.handler);
     } else if (route.method == "DELETE") {
-        http_->Delete(http_pattern, handler);
+        http_->Delete(http_pattern, route.handler);
     } else {
         throw std::logic_error("route with unsupported method " + route.method);
     }
@@ -253,42 +263,37 @@ void Server::add_route(Route route) {
 }
 
 void Server::build_routes() {
+    using Req = httplib::Request;
+    using Res = httplib::Response;
     for (const auto& spec : config_.commands) {
         CommandSlot& slot = slots_.emplace_back();
         slot.spec = &spec;
-        add_route({spec.method, spec.route, false, {}, spec.route, spec.name,
-                   [this, &slot](const httplib::Request& req, httplib::Response& res) {
-                       handle_command(slot, req, res);
-                   }});
+        add_route(spec.method, spec.route, spec.route, spec.name,
+                  [this, &slot](const Req& req, Res& res) { handle_command(slot, req, res); });
     }
-    add_route({"POST", "/restart", false, {}, "/restart", "restart",
-               [this](const httplib::Request& req, httplib::Response& res) {
-                   handle_restart(req, res);
-               }});
-    add_route({"GET", "/metrics", false, {}, "/metrics", "",
-               [this](const httplib::Request& req, httplib::Response& res) {
-                   handle_metrics(req, res);
-               }});
-    if (arena_) {
-        add_route({"GET", "/arena", false, {}, "/arena", "",
-                   [this](const httplib::Request& req, httplib::Response& res) {
-                       if (check_params(req, res, nullptr)) {
-                           send(res, arena_list_reply(*arena_));
-                       }
-                   }});
-        add_route({"GET", R"(/arena/([^/]+))", true, {}, "/arena/:pid", "",
-                   [this](const httplib::Request& req, httplib::Response& res) {
-                       if (check_params(req, res, nullptr)) {
-                           send(res, arena_get_reply(*arena_, req.matches[1].str()));
-                       }
-                   }});
-        add_route({"POST", R"(/arena/([^/]+)/trim)", true, {}, "/arena/:pid/trim", "",
-                   [this](const httplib::Request& req, httplib::Response& res) {
-                       if (check_params(req, res, nullptr)) {
-                           send(res, arena_trim_reply(*arena_, req.matches[1].str()));
-                       }
-                   }});
+    add_route("POST", "/restart", "/restart", "restart",
+              [this](const Req& req, Res& res) { handle_restart(req, res); });
+    add_route("GET", "/metrics", "/metrics", "",
+              [this](const Req& req, Res& res) { handle_metrics(req, res); });
+    if (!arena_) {
+        return; // no stats reader: no /arena routes at all (see arena_source.h)
     }
+    add_route("GET", "/arena", "/arena", "", [this](const Req& req, Res& res) {
+        if (check_params(req, res, nullptr)) {
+            send(res, arena_list_reply(*arena_));
+        }
+    });
+    add_route("GET", R"(/arena/([^/]+))", "/arena/:pid", "", [this](const Req& req, Res& res) {
+        if (check_params(req, res, nullptr)) {
+            send(res, arena_get_reply(*arena_, req.matches[1].str()));
+        }
+    });
+    add_route("POST", R"(/arena/([^/]+)/trim)", "/arena/:pid/trim", "",
+              [this](const Req& req, Res& res) {
+                  if (check_params(req, res, nullptr)) {
+                      send(res, arena_trim_reply(*arena_, req.matches[1].str()));
+                  }
+              });
 }
 
 void Server::install_handlers() {
@@ -381,8 +386,8 @@ void Server::install_handlers() {
     });
 
     // Every status >= 400 passes here; bodies we wrote ourselves are left alone.
-    http.set_error_handler(httplib::Server::HandlerWithResponse(
-        [](const httplib::Request&, httplib::Response& res) {
+    http.set_error_handler(
+        httplib::Server::HandlerWithResponse([](const httplib::Request&, httplib::Response& res) {
             if (!res.body.empty()) {
                 return HandlerResponse::Unhandled;
             }
@@ -457,8 +462,8 @@ void Server::handle_command(CommandSlot& slot, const httplib::Request& req,
     } while (!slot.running.compare_exchange_weak(running, running + 1));
 
     metrics_.command_started(spec.name);
-    const RunResult r = runner_.run(
-        {expand_argv(spec, branch), spec.workdir, spec.timeout, config_.kill_grace, spec.output_cap});
+    const RunResult r = runner_.run({expand_argv(spec, branch), spec.workdir, spec.timeout,
+                                     config_.kill_grace, spec.output_cap});
     slot.running.fetch_sub(1);
     metrics_.command_finished(spec.name);
 
@@ -572,8 +577,8 @@ int Server::bind() {
     hints.ai_socktype = SOCK_STREAM;
     addrinfo* ai = nullptr;
     const std::string where = config_.bind + " port " + std::to_string(config_.port);
-    if (const int rc = ::getaddrinfo(config_.bind.c_str(), std::to_string(config_.port).c_str(),
-                                     &hints, &ai);
+    if (const int rc =
+            ::getaddrinfo(config_.bind.c_str(), std::to_string(config_.port).c_str(), &hints, &ai);
         rc != 0) {
         throw StartupError("cannot resolve " + where + ": " + gai_strerror(rc));
     }
@@ -658,12 +663,15 @@ void Server::request_stop() {
                     killed = true;
                 }
                 held.lock();
-                stop_cv_.wait_for(held, std::chrono::milliseconds(50), [this] { return finished_; });
+                stop_cv_.wait_for(held, std::chrono::milliseconds(50),
+                                  [this] { return finished_; });
             }
         });
     }
 }
 
-void Server::kill_commands() { runner_.kill_all(); }
+void Server::kill_commands() {
+    runner_.kill_all();
+}
 
 } // namespace cmond

@@ -70,6 +70,7 @@ public:
     void kill_commands();
 
 private:
+    using Handler = std::function<void(const httplib::Request&, httplib::Response&)>;
     struct Route {
         std::string method;
         std::string pattern; // a literal path, or an ECMAScript regex when is_regex
@@ -77,14 +78,15 @@ private:
         std::regex regex;
         std::string label;   // metrics and log label: the pattern in readable form
         std::string command; // command name for logs; empty for builtin routes
-        std::function<void(const httplib::Request&, httplib::Response&)> handler;
+        Handler handler;
     };
     struct CommandSlot {
         const CommandSpec* spec;
         std::atomic<unsigned> running{0};
     };
 
-    void add_route(Route route);
+    void add_route(std::string method, std::string pattern, std::string label, std::string command,
+                   Handler handler);
     void build_routes();
     void install_handlers();
     void handle_command(CommandSlot& slot, const httplib::Request& req, httplib::Response& res);

@@ -187,7 +187,8 @@ Daemon::~Daemon() {
         }
         // Every daemon must stop cleanly on SIGTERM (under ASan, LeakSanitizer turns a leak
         // into a non-zero status).
-        CHECK_MESSAGE(status == 0, (std::string("cmond did not exit 0 on SIGTERM; stderr:\n") + err()));
+        CHECK_MESSAGE(status == 0,
+                      (std::string("cmond did not exit 0 on SIGTERM; stderr:\n") + err()));
     }
     const std::string log = err();
     CHECK_MESSAGE(log.find("runtime error:") == std::string::npos, log);
@@ -197,7 +198,9 @@ Daemon::~Daemon() {
     }
 }
 
-std::string Daemon::err() const { return read_file(err_path_); }
+std::string Daemon::err() const {
+    return read_file(err_path_);
+}
 
 bool Daemon::wait_listening(std::chrono::milliseconds limit) {
     static const std::string kMarker = "cmond: listening on ";
@@ -228,7 +231,9 @@ bool Daemon::wait_listening(std::chrono::milliseconds limit) {
     return false;
 }
 
-void Daemon::signal(int sig) const { ::kill(pid_, sig); }
+void Daemon::signal(int sig) const {
+    ::kill(pid_, sig);
+}
 
 std::optional<int> Daemon::wait_exit(std::chrono::milliseconds limit) {
     if (reaped_) {

@@ -23,7 +23,8 @@ public:
     const std::string& path() const { return path_; }
     std::string file(const std::string& name) const { return path_ + "/" + name; }
     /// Writes `content` to name (mode applied with chmod, so the umask does not interfere).
-    std::string write(const std::string& name, const std::string& content, unsigned mode = 0644) const;
+    std::string write(const std::string& name, const std::string& content,
+                      unsigned mode = 0644) const;
 
 private:
     std::string path_;
@@ -99,7 +100,9 @@ bool eventually(Pred pred, std::chrono::milliseconds limit) {
         if (std::chrono::steady_clock::now() >= end) {
             return false;
         }
-        struct timespec ts {0, 10'000'000};
+        struct timespec ts {
+            0, 10'000'000
+        };
         nanosleep(&ts, nullptr);
     }
 }
