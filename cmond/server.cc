@@ -510,6 +510,12 @@ void Server::handle_restart(const httplib::Request& req, httplib::Response& res)
     if (!check_params(req, res, nullptr)) {
         return;
     }
+    // The response is written by this worker before run() can return: httplib's stop() closes
+    // only the listening socket, and its thread pool finishes every accepted connection.
+    if (!start_stop(true)) {
+        send(res, error_reply(503, "cmond is already stopping"));
+        return;
+    }
     const bool reexec = config_.restart_mode == RestartMode::Reexec;
     ApiReply reply;
     reply.message = "Restarting";
@@ -518,10 +524,6 @@ void Server::handle_restart(const httplib::Request& req, httplib::Response& res)
                               " once in-flight requests are done, for its supervisor to restart it";
     send(res, reply);
     res.set_header("Connection", "close");
-    restart_requested_ = true;
-    // The response is written by this worker before run() can return: httplib's stop() closes
-    // only the listening socket, and its thread pool finishes every accepted connection.
-    request_stop();
 }
 
 void Server::handle_metrics(const httplib::Request& req, httplib::Response& res) {
@@ -635,12 +637,17 @@ RunOutcome Server::run() {
 }
 
 void Server::request_stop() {
+    start_stop(false);
+}
+
+bool Server::start_stop(bool restart) {
     {
         std::lock_guard lock(stop_mutex_);
         if (stop_requested_ || finished_) {
-            return;
+            return false;
         }
         stop_requested_ = true;
+        restart_requested_ = restart;
         runner_.stop_accepting();
         log::info("stopping: in-flight requests finish; commands still running in " +
                   wording(config_.shutdown_timeout) + " are killed (" +
@@ -668,6 +675,7 @@ void Server::request_stop() {
             }
         });
     }
+    return true;
 }
 
 void Server::kill_commands() {

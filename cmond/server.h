@@ -92,6 +92,8 @@ private:
     void handle_command(CommandSlot& slot, const httplib::Request& req, httplib::Response& res);
     void handle_restart(const httplib::Request& req, httplib::Response& res);
     void handle_metrics(const httplib::Request& req, httplib::Response& res);
+    /// request_stop(), recording whether it is a restart; false when already stopping.
+    bool start_stop(bool restart);
     void finish_request(const httplib::Request& req, const httplib::Response& res);
 
     const Config config_;
