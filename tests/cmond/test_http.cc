@@ -715,13 +715,17 @@ TEST_SUITE("http") {
 
     TEST_CASE("SIGTERM: in-flight commands finish before the deadline") {
         Env env;
-        Daemon d(env.dir,
-                 env.args({"--command",
-                           R"(health.argv=["/bin/sh", "-c", "sleep 0.5; echo finished"])"}));
+        Daemon d(
+            env.dir,
+            env.args(
+                {"--command",
+                 R"(health.argv=["/bin/sh", "-c", "touch started; sleep 0.5; echo finished"])"}));
         REQUIRE_MESSAGE(d.started(), d.err());
         std::optional<httplib::Result> r;
         std::thread t([&] { r.emplace(client(d).Get("/health", env.auth())); });
-        std::this_thread::sleep_for(200ms); // the request is in flight, its command sleeping
+        // SIGTERM once the command runs (the marker file), while it sleeps.
+        REQUIRE(cmond_test::eventually(
+            [&] { return std::filesystem::exists(env.dir.file("started")); }));
         d.signal(SIGTERM);
         t.join();
         REQUIRE((r && *r));
