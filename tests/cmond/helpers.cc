@@ -124,6 +124,7 @@ bool process_alive(pid_t pid) {
 
 Exit run_cmond(const std::vector<std::string>& args, const std::string& cwd,
                std::chrono::milliseconds limit) {
+    cmond_bin(); // throws before any temp file exists when CMOND_BIN is not set
     char tmpl[] = "/tmp/cmond-test-err-XXXXXX";
     const int tmp_fd = ::mkstemp(tmpl);
     if (tmp_fd >= 0) {
