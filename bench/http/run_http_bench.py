@@ -1,0 +1,245 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""HTTP load figures for cmond, side by side with Debian's webhook, in one run.
+
+Starts cmond (a throwaway key, the real `uptime` behind GET /health) and webhook with a hook
+running the same `uptime`, both on 127.0.0.1, then runs wrk against
+  - cmond  GET /health   (spawns uptime per request)
+  - webhook GET /hooks/health (spawns uptime per request)
+  - cmond  GET /metrics  (no process)
+interleaved for several rounds, so that background load on the machine hits all alike, plus
+(optionally) spawn_ceiling: posix_spawn of uptime in a loop with no HTTP at all, the ceiling of
+any daemon that runs a program per request. Every wrk run must see only 2xx answers.
+
+Prints a Markdown table; writes it to --out when given. --smoke: 1 s runs, one round, for CI.
+Exit status 77 (meson: skipped) when wrk or webhook is missing.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+THREADS = 2
+CONNECTIONS = 10
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url, headers, limit=10.0):
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        try:
+            req = urllib.request.Request(url, headers=headers)
+            with urllib.request.urlopen(req, timeout=2) as resp:
+                if resp.status == 200:
+                    return resp.read().decode(errors="replace")
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer 200 within {limit} s")
+
+
+def start_cmond(cmond, tmp):
+    key = secrets.token_hex(32)
+    key_path = os.path.join(tmp, "client_secret.key")
+    with open(key_path, "w") as f:
+        f.write(key + "\n")
+    os.chmod(key_path, 0o600)
+    conf = os.path.join(tmp, "cmond.conf")
+    with open(conf, "w") as f:
+        # The real command; concurrency above wrk's connection count so that no request is
+        # refused with 429 (the default limit for health is 8), and threads above the sum of
+        # all commands' limits.
+        f.write("key_file = client_secret.key\nsyslog = false\n"
+                f"threads = {CONNECTIONS + 14}\n"
+                f"[command health]\nargv = [\"uptime\"]\nconcurrency = {CONNECTIONS + 2}\n")
+    err = open(os.path.join(tmp, "cmond.stderr"), "w")
+    proc = subprocess.Popen([cmond, "--config", conf, "--port", "0"], cwd=tmp,
+                            stdout=subprocess.PIPE, stderr=err, text=True)
+    line = proc.stdout.readline()
+    m = re.match(r"cmond: listening on (http://127\.0\.0\.1:(\d+))", line)
+    if not m:
+        proc.kill()
+        raise RuntimeError("cmond did not start: " + line +
+                           open(os.path.join(tmp, "cmond.stderr")).read())
+    base = m.group(1)
+    headers = {"access_token": key}
+    body = wait_http(base + "/health", headers)
+    if "load average" not in body:
+        raise RuntimeError("cmond /health does not run uptime: " + body)
+    return proc, base, key
+
+
+def start_webhook(tmp):
+    uptime = shutil.which("uptime")
+    hooks = os.path.join(tmp, "hooks.json")
+    with open(hooks, "w") as f:
+        json.dump([{"id": "health", "execute-command": uptime,
+                    "include-command-output-in-response": True}], f)
+    for _ in range(5):
+        port = free_port()
+        log = open(os.path.join(tmp, "webhook.log"), "w")
+        proc = subprocess.Popen(["webhook", "-hooks", hooks, "-ip", "127.0.0.1",
+                                 "-port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            body = wait_http(f"http://127.0.0.1:{port}/hooks/health", {}, limit=5)
+        except RuntimeError:
+            proc.kill()
+            proc.wait()
+            continue  # port taken in between: try another
+        if "load average" not in body:
+            proc.kill()
+            raise RuntimeError("webhook hook does not run uptime: " + body)
+        return proc, f"http://127.0.0.1:{port}"
+    raise RuntimeError("webhook did not start; see " + os.path.join(tmp, "webhook.log"))
+
+
+def to_ms(text):
+    m = re.match(r"([\d.]+)(us|ms|s)$", text)
+    value, unit = float(m.group(1)), m.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def run_wrk(url, seconds, headers=None):
+    cmd = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency"]
+    for k, v in (headers or {}).items():
+        cmd += ["-H", f"{k}: {v}"]
+    cmd.append(url)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p99 = to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    if bad or errors:
+        raise RuntimeError(f"wrk against {url} saw failures:\n{out}")
+    return rps, p99
+
+
+def run_ceiling(binary, seconds):
+    out = subprocess.run([binary, "4", str(seconds), "uptime"], capture_output=True, text=True,
+                         check=True).stdout
+    return float(out.strip())
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--cmond", required=True, help="path to the cmond binary")
+    ap.add_argument("--spawn-ceiling", help="path to the spawn_ceiling helper (optional)")
+    ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--smoke", action="store_true", help="1 s runs, one round, nothing written")
+    ap.add_argument("--out", help="write the Markdown report here")
+    args = ap.parse_args()
+    if args.smoke:
+        args.duration, args.rounds = 1, 1
+    for tool in ("wrk", "webhook", "uptime"):
+        if shutil.which(tool) is None:
+            print(f"{tool} is not installed: skipping (apt-get install wrk webhook procps)")
+            return 77
+
+    rows = {"cmond GET /health": [], "webhook GET /hooks/health": [], "cmond GET /metrics": [],
+            "posix_spawn(uptime) loop, no HTTP": []}
+    with tempfile.TemporaryDirectory(prefix="cmond-bench-") as tmp:
+        cmond, cmond_url, key = start_cmond(args.cmond, tmp)
+        webhook, webhook_url = None, None
+        try:
+            webhook, webhook_url = start_webhook(tmp)
+            auth = {"access_token": key}
+            # Warm both up (page cache, thread pools) before measuring.
+            run_wrk(cmond_url + "/health", 1, auth)
+            run_wrk(webhook_url + "/hooks/health", 1)
+            for r in range(args.rounds):
+                rows["cmond GET /health"].append(run_wrk(cmond_url + "/health", args.duration, auth))
+                rows["webhook GET /hooks/health"].append(
+                    run_wrk(webhook_url + "/hooks/health", args.duration))
+                rows["cmond GET /metrics"].append(
+                    run_wrk(cmond_url + "/metrics", args.duration, auth))
+                if args.spawn_ceiling:
+                    rows["posix_spawn(uptime) loop, no HTTP"].append(
+                        (run_ceiling(args.spawn_ceiling, args.duration), None))
+                print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+        finally:
+            for proc in (cmond, webhook):
+                if proc is not None:
+                    proc.terminate()
+                    try:
+                        proc.wait(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+        if cmond.returncode != 0:
+            raise RuntimeError(f"cmond exited with {cmond.returncode} after SIGTERM")
+
+    median_rps = {k: statistics.median(x[0] for x in v) for k, v in rows.items() if v}
+    webhook_rps = median_rps["webhook GET /hooks/health"]
+    lines = [
+        "| target | req/s (median) | req/s per round | p99 ms (median) | vs webhook |",
+        "|---|---:|---|---:|---:|",
+    ]
+    for name, results in rows.items():
+        if not results:
+            continue
+        per_round = ", ".join(f"{x[0]:.0f}" for x in results)
+        p99s = [x[1] for x in results if x[1] is not None]
+        p99 = f"{statistics.median(p99s):.2f}" if p99s else "–"
+        ratio = f"{median_rps[name] / webhook_rps:.2f}x" if "/metrics" not in name else "–"
+        lines.append(f"| {name} | {median_rps[name]:.0f} | {per_round} | {p99} | {ratio} |")
+    table = "\n".join(lines)
+    notes = ""
+    ceiling = median_rps.get("posix_spawn(uptime) loop, no HTTP")
+    cmond_rps = median_rps["cmond GET /health"]
+    if ceiling:
+        notes = (f"cmond's /health reaches {cmond_rps / ceiling:.0%} of the spawn ceiling, "
+                 f"webhook {webhook_rps / ceiling:.0%}. Twice webhook would be "
+                 f"{2 * webhook_rps:.0f} req/s, "
+                 + ("above" if 2 * webhook_rps > ceiling else "below")
+                 + f" the ceiling of {ceiling:.0f} spawns/s measured in the same run.")
+    print(table)
+    if notes:
+        print(notes)
+
+    if args.out and not args.smoke:
+        uname = platform.uname()
+        report = f"""# HTTP load figures: cmond vs webhook
+
+Generated by `bench/http/run_http_bench.py` (`meson test -C build --benchmark http_load`) on
+{datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')},
+{os.cpu_count()} CPUs, Linux {uname.release}.
+
+Each row: `wrk -t{THREADS} -c{CONNECTIONS} -d{args.duration}s --latency` on 127.0.0.1,
+{args.rounds} rounds interleaved (cmond /health, webhook, cmond /metrics, spawn loop), so
+background load hits every target alike. Both daemons run the real `uptime` per request;
+webhook (Debian's package) with `include-command-output-in-response`, cmond with its default
+access log to a file and `concurrency = {CONNECTIONS + 2}` for health (above wrk's
+{CONNECTIONS} connections; the default of 8 would answer some requests 429). Every run saw only 2xx answers.
+The last row is no daemon at all: 4 threads running `posix_spawn(uptime)` back to back, the
+ceiling of anything that runs a program per request on this machine.
+
+{table}
+
+{notes}
+"""
+        with open(args.out, "w") as f:
+            f.write(report)
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+// SPDX-License-Identifier: MIT
+// Test helpers for cmond: a self-deleting temporary directory, and Daemon, which runs the real
+// cmond binary (CMOND_BIN) as a child on a port it picks itself (--port 0, read back from the
+// "cmond: listening on URL" line on its stdout) and always kills and reaps it when it goes out
+// of scope.
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <sys/types.h>
+#include <vector>
+
+namespace cmond_test {
+
+class TempDir {
+public:
+    TempDir();
+    ~TempDir();
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+
+    const std::string& path() const { return path_; }
+    std::string file(const std::string& name) const { return path_ + "/" + name; }
+    /// Writes `content` to name (mode applied with chmod, so the umask does not interfere).
+    std::string write(const std::string& name, const std::string& content,
+                      unsigned mode = 0644) const;
+
+private:
+    std::string path_;
+};
+
+/// A random 64-hex-digit key.
+std::string random_key_hex();
+
+/// Reads a whole file ("" when it cannot).
+std::string read_file(const std::string& path);
+
+/// True while `pid` exists and is not a zombie.
+bool process_alive(pid_t pid);
+
+/// Polls `pred` every 10 ms until it holds or `limit` passes; returns its last value.
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds limit = std::chrono::seconds(5));
+
+/// The outcome of a cmond run that was expected to end by itself.
+struct Exit {
+    int status = -1; // exit status, or -1 when it did not exit in time (then it was killed)
+    std::string out;
+    std::string err;
+};
+
+/// Runs cmond with `args` (in `cwd`) and waits up to `limit` for it to exit.
+Exit run_cmond(const std::vector<std::string>& args, const std::string& cwd,
+               std::chrono::milliseconds limit = std::chrono::seconds(10));
+
+class Daemon {
+public:
+    /// Starts cmond with `args` + --port 0 --syslog false in `dir`, and waits for its listening
+    /// line. On failure, `started()` is false and `err()` tells why.
+    Daemon(const TempDir& dir, std::vector<std::string> args);
+    ~Daemon();
+    Daemon(const Daemon&) = delete;
+    Daemon& operator=(const Daemon&) = delete;
+
+    bool started() const { return port_ > 0; }
+    int port() const { return port_; }
+    pid_t pid() const { return pid_; }
+    const std::string& url() const { return url_; }
+    /// Everything the daemon wrote to stderr so far.
+    std::string err() const;
+
+    /// Waits for the next "listening on" line (after a re-exec); updates port() and url().
+    bool wait_listening(std::chrono::milliseconds limit);
+
+    /// Sends a signal.
+    void signal(int sig) const;
+
+    /// Waits for exit; returns the exit status (128+sig when killed by a signal) or nullopt.
+    std::optional<int> wait_exit(std::chrono::milliseconds limit);
+
+private:
+    pid_t pid_ = -1;
+    int out_fd_ = -1;
+    std::string out_buf_;
+    std::string err_path_;
+    int port_ = 0;
+    std::string url_;
+    bool reaped_ = false;
+};
+
+// ---- implementation of the template ----
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds limit) {
+    const auto end = std::chrono::steady_clock::now() + limit;
+    for (;;) {
+        if (pred()) {
+            return true;
+        }
+        if (std::chrono::steady_clock::now() >= end) {
+            return false;
+        }
+        struct timespec ts {
+            0, 10'000'000
+        };
+        nanosleep(&ts, nullptr);
+    }
+}
+
+} // namespace cmond_test
