@@ -44,6 +44,9 @@ constinit Slab g_empty_slab;
 } // namespace
 
 constinit Heap g_empty_heap{&g_empty_slab};
+namespace heap {
+uint64_t g_free_key = 0x9e3779b97f4a7c15ull; // replaced by a random value at initialisation
+}
 __thread Heap* t_heap __attribute__((tls_model("initial-exec"))) = &g_empty_heap;
 
 bool ensure_init(); // init.cc
@@ -96,6 +99,29 @@ Slab* list_pop(Slab*& head) {
     return s;
 }
 
+// ---- Free caches -------------------------------------------------------------------------------
+
+/// The slab holding a small block (the pagemap entry of its page).
+Slab* slab_of(uintptr_t a) {
+    const Region* r = a - g_region0.base < g_region0.size ? g_region0.region : pages::region_of(a);
+    return reinterpret_cast<Slab*>(r->pagemap[r->page_of(a)].load(std::memory_order_relaxed));
+}
+
+/// Returns every cached block to its slab's bitmap (trim, thread exit).
+void flush_caches(Heap* h) {
+    for (unsigned c = 0; c < kNumClasses; ++c) {
+        FreeCache& fc = h->cache[c];
+        while (CachedBlock* b = fc.head) {
+            fc.head = b->next;
+            b->key = 0;
+            const uintptr_t a = reinterpret_cast<uintptr_t>(b);
+            Slab* s = slab_of(a);
+            free_to_slab(h, s, static_cast<uint64_t>(slot_index(s, a)));
+        }
+        fc.count = 0;
+    }
+}
+
 // ---- Slab life cycle ---------------------------------------------------------------------------
 
 Slab* slab_new(Heap* h, unsigned cls) {
@@ -133,6 +159,7 @@ Slab* slab_new(Heap* h, unsigned cls) {
     }
     s->next_remote = nullptr;
     s->queued.store(0, std::memory_order_relaxed);
+    s->suspect.store(0, std::memory_order_relaxed);
     s->heap.store(h, std::memory_order_release);
     for (size_t i = 0; i < run.npages; ++i)
         run.region->pagemap[run.first + i].store(reinterpret_cast<uintptr_t>(s),
@@ -185,6 +212,7 @@ void slab_after_free(Heap* h, Slab* s) {
 }
 
 void release_cached_empties(Heap* h) {
+    flush_caches(h); // cached blocks keep their slabs from looking empty
     for (unsigned c = 0; c < kNumClasses; ++c) {
         if (Slab* s = h->empty[c]) {
             h->empty[c] = nullptr;
@@ -210,13 +238,31 @@ ARENA_COLD void report_remote_double_frees(Slab* s, unsigned wi, uint64_t dbl) {
     }
 }
 
+/// Blocks of r (word wi of s) that are on h's free cache: a remote free of a block the owner
+/// had already freed. Reported, and dropped from r (they stay cached).
+ARENA_COLD uint64_t drop_cached(const Heap* h, Slab* s, unsigned wi, uint64_t r) {
+    for (uint64_t m = r; m != 0; m &= m - 1) {
+        const unsigned bit = static_cast<unsigned>(__builtin_ctzll(m));
+        const uintptr_t a = s->base + (uintptr_t{wi} * 64 + bit) * s->size;
+        if (cache_contains(h, s->cls, reinterpret_cast<void*>(a))) {
+            report_heap_error(HeapError::DoubleFree, reinterpret_cast<void*>(a), "free");
+            r &= ~(uint64_t{1} << bit);
+        }
+    }
+    return r;
+}
+
 /// Folds a slab's remote frees into its bitmap. Returns the slots freed.
-uint32_t collect_slab(Slab* s) {
+uint32_t collect_slab(const Heap* h, Slab* s) {
     uint32_t freed = 0;
     for (unsigned wi = 0; wi < s->nwords; ++wi) {
         if (s->remote_bits[wi].load(std::memory_order_relaxed) == 0)
             continue;
-        const uint64_t r = s->remote_bits[wi].exchange(0, std::memory_order_seq_cst);
+        uint64_t r = s->remote_bits[wi].exchange(0, std::memory_order_seq_cst);
+        // A remote freer saw a block already marked free: check r against the free cache.
+        // (The flag is set before the remote bit and never cleared while the slab lives.)
+        if (ARENA_UNLIKELY(s->suspect.load(std::memory_order_seq_cst) != 0))
+            r = drop_cached(h, s, wi, r);
         const uint64_t cur = s->free_bits[wi].load(std::memory_order_relaxed);
         const uint64_t dbl = cur & r;
         if (ARENA_UNLIKELY(dbl != 0))
@@ -237,7 +283,7 @@ void collect_remote(Heap* h) {
         Slab* s = list;
         list = s->next_remote; // read before `queued` drops: a freer may push s again at once
         s->queued.exchange(0, std::memory_order_seq_cst);
-        collect_slab(s);
+        collect_slab(h, s);
         if (s->where == SlabWhere::Detached)
             slab_retire(s);
         else
@@ -250,6 +296,7 @@ void collect_remote(Heap* h) {
 void heap_init(Heap* h, StatShard* shard, StatShard* flushed) {
     for (unsigned c = 0; c < kNumClasses; ++c) {
         clear_current(h, c);
+        h->cache[c] = FreeCache{nullptr, 0, cache_cap(c)};
         h->partial[c] = nullptr;
         h->empty[c] = nullptr;
     }
@@ -423,9 +470,21 @@ void* alloc_refill(Heap* h, unsigned cls, size_t n, Api api) {
     return alloc_small_as(h, cls, n, api); // s has a free slot: partial, empty, new all do
 }
 
-void free_local_slow(Heap* h, Slab* s) {
+void slab_gained_free(Heap* h, Slab* s) {
     slab_after_free(h, s);
     stats::poll_control();
+}
+
+bool free_is_double(Heap* h, Slab* s, uintptr_t a, uint64_t idx, Api api) {
+    const unsigned wi = static_cast<unsigned>(idx >> 6);
+    const uint64_t bit = uint64_t{1} << (idx & 63);
+    if ((s->free_bits[wi].load(std::memory_order_relaxed) & bit) != 0 || // free in the bitmap
+        cache_contains(h, s->cls, reinterpret_cast<void*>(a)) ||         // on the free cache
+        (s->remote_bits[wi].load(std::memory_order_relaxed) & bit) != 0) { // freed remotely
+        report_heap_error(HeapError::DoubleFree, reinterpret_cast<void*>(a), api_name(api));
+        return true;
+    }
+    return false; // the program's own data happened to equal the free key
 }
 
 void free_remote(Slab* s, uintptr_t a, Api api) {
@@ -437,6 +496,13 @@ void free_remote(Slab* s, uintptr_t a, Api api) {
     const unsigned cls = s->cls; // read while the slot is live: s cannot be released yet
     if (ARENA_UNLIKELY(s->free_bits[wi].load(std::memory_order_relaxed) & bit))
         return report_heap_error(HeapError::DoubleFree, reinterpret_cast<void*>(a), api_name(api));
+    // Mark the block free, as the owner's cache does, so that the owner sees a second free of it.
+    // If it already carries the mark it may sit on the owner's free cache: flag the slab so that
+    // the owner checks its cache when it collects (collect_slab).
+    auto* block = reinterpret_cast<CachedBlock*>(a);
+    if (ARENA_UNLIKELY(block->key == g_free_key))
+        s->suspect.store(1, std::memory_order_seq_cst);
+    block->key = g_free_key;
     const uint64_t old = s->remote_bits[wi].fetch_or(bit, std::memory_order_seq_cst);
     if (ARENA_UNLIKELY(old & bit))
         return report_heap_error(HeapError::DoubleFree, reinterpret_cast<void*>(a), api_name(api));
@@ -512,6 +578,23 @@ void count_heaps(unsigned* active, unsigned* abandoned) {
         else if (st == HeapState::Abandoned || st == HeapState::Draining)
             ++*abandoned;
     }
+}
+
+bool cache_contains(const Heap* h, unsigned cls, const void* p) {
+    for (const CachedBlock* b = h->cache[cls].head; b != nullptr; b = b->next)
+        if (b == p)
+            return true;
+    return false;
+}
+
+void init_key(uint64_t seed) {
+    // splitmix64 of the seed: any nonzero value works; unpredictable ones make it unlikely that
+    // a program's data looks like a freed block.
+    uint64_t z = seed + 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    g_free_key = z != 0 ? z : 1;
 }
 
 void fork_prepare() {

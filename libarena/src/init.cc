@@ -18,6 +18,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <pthread.h>
+#include <sys/auxv.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -32,6 +33,15 @@ enum InitState : int { kUninit, kRunning, kReady, kFailed };
 constinit std::atomic<int> g_state{kUninit};
 constinit std::atomic<long> g_init_tid{0};
 constinit pthread_key_t g_thread_key = 0;
+
+/// 8 of the kernel's 16 random bytes for this process (AT_RANDOM), mixed with the clock.
+uint64_t random_seed() {
+    uint64_t seed = os::unix_ns();
+    if (const auto* random = reinterpret_cast<const unsigned char*>(getauxval(AT_RANDOM)))
+        for (int i = 0; i < 8; ++i)
+            seed = (seed << 8 | seed >> 56) ^ random[i];
+    return seed;
+}
 
 long current_tid() {
     return syscall(SYS_gettid);
@@ -90,6 +100,7 @@ ARENA_COLD bool init_slow() {
     if (g_state.compare_exchange_strong(expected, kRunning, std::memory_order_acq_rel)) {
         g_init_tid.store(current_tid(), std::memory_order_relaxed);
         options_load();
+        heap::init_key(random_seed());
         const bool ok = pages::init() && pthread_key_create(&g_thread_key, heap::thread_exit) == 0;
         if (ok)
             stats::init(); // before any heap exists: heaps take their shard from the page

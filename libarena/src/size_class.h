@@ -81,6 +81,13 @@ constexpr std::array<uint8_t, 65> make_small_lookup();
 
 inline constexpr std::array<SizeClass, kNumClasses> kClasses = detail::make_classes();
 
+/// Blocks a heap's free cache keeps per class: 64 of small sizes, about 32 KiB of larger ones,
+/// at least 4.
+constexpr uint32_t cache_cap(unsigned cls) {
+    const uint32_t n = static_cast<uint32_t>(32 * KiB / kClasses[cls].size);
+    return n > 64 ? 64 : n < 4 ? 4 : n;
+}
+
 /// Class for n in (128, kSmallMax]: k = floor(log2(n - 1)), then one of four steps of 2^(k-2).
 constexpr unsigned class_of_medium(size_t n) {
     const unsigned k = 63u - static_cast<unsigned>(__builtin_clzll(n - 1));

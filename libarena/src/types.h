@@ -17,6 +17,10 @@
 //   current : the slab a heap allocates a class from. Its `nonempty` summary (one bit per
 //             bitmap word that has a free slot) makes finding a free slot two tzcnt, however
 //             scattered the free slots are.
+//   free cache : per heap and class, a short LIFO list of blocks the thread freed, linked
+//             through the blocks (CachedBlock), that malloc hands out again first. Cached
+//             blocks are still allocated in the slab bitmap; each carries a process-wide secret
+//             key, so a second free of one is recognised (heap.h: free_local).
 //   remote free : a free by a thread that does not own the slab. It sets a bit in the slab's
 //             remote bitmap with one atomic OR and, if the slab is not queued yet, pushes it on
 //             the owner's remote stack; the owner folds remote bits into its bitmap on its slow
@@ -90,6 +94,8 @@ struct alignas(ARENA_CACHE_LINE) Slab {
     // stays 1 after the slab is released (a tombstone: a late remote freer never pushes a
     // released slab). See heap.cc, "Remote frees".
     alignas(ARENA_CACHE_LINE) std::atomic<uint32_t> queued{0};
+    std::atomic<uint32_t> suspect{0}; // a remote freer found a block already marked free: the
+                                      // owner checks its free cache when it collects
     Slab* next_remote = nullptr; // heap->remote stack link
     Slab* next_free = nullptr;   // descriptor pool link (meta.cc)
 
@@ -107,9 +113,25 @@ enum class HeapState : uint32_t {
     Lost,      // owned by a thread that did not survive fork(); never touched again
 };
 
+/// The head of a free block in a free cache (the first 16 bytes of the block; the smallest
+/// class is 16 bytes).
+struct CachedBlock {
+    CachedBlock* next;
+    uint64_t key; // g_free_key while the block is free; cleared when it is handed out
+};
+
+/// A heap's free cache of one class.
+struct FreeCache {
+    CachedBlock* head = nullptr;
+    uint32_t count = 0; // blocks on the list
+    uint32_t cap = 0;   // at most this many (0 in the sentinel heap)
+};
+
 struct alignas(ARENA_CACHE_LINE) Heap {
-    /// The malloc fast path reads only these: the slab each class allocates from, or the empty
-    /// sentinel slab (heap.cc: g_empty_slab, nonempty == 0) when there is none.
+    /// The malloc fast path reads these first: recently freed blocks of each class.
+    FreeCache cache[kNumClasses];
+    /// Then these: the slab each class allocates from, or the empty sentinel slab
+    /// (heap.cc: g_empty_slab, nonempty == 0) when there is none.
     Slab* current[kNumClasses] = {};
     StatShard* stats = nullptr;           // counters of this heap (written by the owner only):
                                           // its shard of the stats page, or a private one
