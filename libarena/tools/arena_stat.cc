@@ -1,0 +1,614 @@
+// SPDX-License-Identifier: MIT
+// arena-stat: every process with a libarena stats page, as a table (once, or refreshed like
+// top with --watch) or as JSON for scripts. Rates (allocation and free calls per second) are
+// the difference between two refreshes, so the first frame, and --once, show them as '-'.
+// The columns are one table below: header, width, how to print, how to sort.
+#include "stats_reader.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <map>
+#include <optional>
+#include <string>
+#include <sys/ioctl.h>
+#include <tuple>
+#include <unistd.h>
+#include <vector>
+
+#ifndef ARENA_VERSION
+#    error "ARENA_VERSION must be defined by the build"
+#endif
+
+namespace {
+
+using arena::stats::Process;
+using arena::stats::Scan;
+using arena::stats::Skip;
+
+constexpr const char* kUsage =
+    "Usage: arena-stat [OPTIONS]\n"
+    "Shows every process running on libarena (with a stats page): pid, comm, live, peak,\n"
+    "resident and reserved bytes, allocation and free calls per second, errors.\n"
+    "\n"
+    "  --stats-dir DIR     directory of stats pages (default $ARENA_STATS_DIR or\n"
+    "                      " ARENA_STATS_DEFAULT_DIR ")\n"
+    "  --watch [SECONDS]   refresh every SECONDS (default 2, 0.1 to 86400) until Ctrl-C\n"
+    "  --count N           with --watch: stop after N refreshes\n"
+    "  --once              show one snapshot and exit (the default without --watch)\n"
+    "  --json              print JSON instead of a table: one array of processes with every\n"
+    "                      counter (with --watch, one array per line and refresh)\n"
+    "  --sort COLUMN       pid, comm, live, peak, resident, reserved, allocs, frees or errors\n"
+    "                      (default live; numbers sort descending). allocs and frees sort by\n"
+    "                      rate once rates are known, else by the call counts.\n"
+    "  --help, --version\n"
+    "\n"
+    "allocs: calls of malloc, calloc, realloc, the aligned forms and operator new.\n"
+    "frees: calls of free and operator delete.\n"
+    "errors: double frees and invalid frees caught, and allocations that failed.\n"
+    "Exit status: 0 on success, 1 if the stats directory cannot be read, 2 on a usage error.\n";
+
+// ---- A process and its derived numbers ----
+
+struct Row {
+    const Process* p = nullptr;
+    uint64_t allocs = 0; // allocation calls
+    uint64_t frees = 0;  // free calls
+    uint64_t errors = 0; // heap errors and failed allocations
+    std::optional<double> alloc_rate;
+    std::optional<double> free_rate;
+};
+
+uint64_t allocation_calls(const Process& p) {
+    return p.event(ARENA_EV_malloc_calls) + p.event(ARENA_EV_calloc_calls) +
+           p.event(ARENA_EV_realloc_calls) + p.event(ARENA_EV_aligned_calls) +
+           p.event(ARENA_EV_new_calls);
+}
+
+uint64_t free_calls(const Process& p) {
+    return p.event(ARENA_EV_free_calls) + p.event(ARENA_EV_delete_calls);
+}
+
+uint64_t error_count(const Process& p) {
+    return p.global.double_frees + p.global.invalid_frees + p.event(ARENA_EV_failed_allocs);
+}
+
+/// The previous frame's counters, to compute rates. A process is the same one if its pid,
+/// start time and page creation time all match (a reused pid is a new process).
+struct Previous {
+    struct Key {
+        int pid;
+        uint64_t start_time;
+        uint64_t created;
+        bool operator<(const Key& o) const {
+            return std::tie(pid, start_time, created) < std::tie(o.pid, o.start_time, o.created);
+        }
+    };
+    std::map<Key, std::pair<uint64_t, uint64_t>> counts; // allocs, frees
+    std::chrono::steady_clock::time_point when;
+    bool valid = false;
+};
+
+Previous::Key key_of(const Process& p) {
+    return {p.pid, p.start_time, p.created_unix_ns};
+}
+
+std::vector<Row> make_rows(const Scan& scan, const Previous& prev,
+                           std::chrono::steady_clock::time_point now) {
+    std::vector<Row> rows;
+    const double dt = std::chrono::duration<double>(now - prev.when).count();
+    for (const Process& p : scan.processes) {
+        Row r;
+        r.p = &p;
+        r.allocs = allocation_calls(p);
+        r.frees = free_calls(p);
+        r.errors = error_count(p);
+        if (prev.valid && dt > 0) {
+            const auto it = prev.counts.find(key_of(p));
+            if (it != prev.counts.end()) {
+                const auto [a, f] = it->second;
+                r.alloc_rate = r.allocs >= a ? double(r.allocs - a) / dt : 0.0;
+                r.free_rate = r.frees >= f ? double(r.frees - f) / dt : 0.0;
+            }
+        }
+        rows.push_back(r);
+    }
+    return rows;
+}
+
+Previous remember(const std::vector<Row>& rows, std::chrono::steady_clock::time_point now) {
+    Previous prev;
+    prev.when = now;
+    prev.valid = true;
+    for (const Row& r : rows)
+        prev.counts[key_of(*r.p)] = {r.allocs, r.frees};
+    return prev;
+}
+
+// ---- Formatting ----
+
+std::string human_bytes(uint64_t bytes) {
+    static const char* const kUnits[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+    if (bytes < 1024)
+        return std::to_string(bytes) + " B";
+    double v = double(bytes) / 1024;
+    unsigned u = 0;
+    while (v >= 1024 && u + 1 < std::size(kUnits)) {
+        v /= 1024;
+        ++u;
+    }
+    char buf[32];
+    snprintf(buf, sizeof buf, v < 10 ? "%.2f %s" : v < 100 ? "%.1f %s" : "%.0f %s", v, kUnits[u]);
+    return buf;
+}
+
+std::string rate_text(const std::optional<double>& rate) {
+    if (!rate)
+        return "-";
+    char buf[32];
+    if (*rate < 10000)
+        snprintf(buf, sizeof buf, "%.0f", *rate);
+    else if (*rate < 10e6)
+        snprintf(buf, sizeof buf, "%.1fk", *rate / 1e3);
+    else
+        snprintf(buf, sizeof buf, "%.1fM", *rate / 1e6);
+    return buf;
+}
+
+/// For the terminal: printable ASCII only (a comm is any bytes a process chose, escape
+/// sequences included).
+std::string printable(const std::string& s, size_t max) {
+    std::string out;
+    for (const char ch : s) {
+        if (out.size() == max)
+            break;
+        const auto c = static_cast<unsigned char>(ch);
+        out += c >= 0x20 && c < 0x7f ? ch : '?';
+    }
+    return out;
+}
+
+// ---- The columns ----
+
+enum class Order { Ascending, Descending };
+
+struct Column {
+    const char* name;   // --sort value
+    const char* header; // table header
+    int width;          // negative: left-aligned
+    Order order;
+    std::string (*text)(const Row&);
+    /// Sort key: numbers compare as doubles; comm compares as text (key_text).
+    double (*key)(const Row&, bool rates_known);
+};
+
+double gbl(uint64_t v) {
+    return static_cast<double>(v);
+}
+
+// clang-format off
+const Column kColumns[] = {
+    {"pid", "PID", 8, Order::Ascending,
+     [](const Row& r) { return std::to_string(r.p->pid); },
+     [](const Row& r, bool) { return double(r.p->pid); }},
+    {"comm", "COMM", -16, Order::Ascending,
+     [](const Row& r) { return printable(r.p->comm, 16); }, nullptr},
+    {"live", "LIVE", 10, Order::Descending,
+     [](const Row& r) { return human_bytes(r.p->live_bytes()); },
+     [](const Row& r, bool) { return gbl(r.p->live_bytes()); }},
+    {"peak", "PEAK", 10, Order::Descending,
+     [](const Row& r) { return human_bytes(r.p->global.peak_live_bytes); },
+     [](const Row& r, bool) { return gbl(r.p->global.peak_live_bytes); }},
+    {"resident", "RESIDENT", 10, Order::Descending,
+     [](const Row& r) { return human_bytes(r.p->global.resident_bytes); },
+     [](const Row& r, bool) { return gbl(r.p->global.resident_bytes); }},
+    {"reserved", "RESERVED", 10, Order::Descending,
+     [](const Row& r) { return human_bytes(r.p->global.reserved_bytes); },
+     [](const Row& r, bool) { return gbl(r.p->global.reserved_bytes); }},
+    {"allocs", "ALLOCS/S", 9, Order::Descending,
+     [](const Row& r) { return rate_text(r.alloc_rate); },
+     [](const Row& r, bool rates) { return rates ? r.alloc_rate.value_or(-1) : gbl(r.allocs); }},
+    {"frees", "FREES/S", 9, Order::Descending,
+     [](const Row& r) { return rate_text(r.free_rate); },
+     [](const Row& r, bool rates) { return rates ? r.free_rate.value_or(-1) : gbl(r.frees); }},
+    {"errors", "ERRORS", 7, Order::Descending,
+     [](const Row& r) { return std::to_string(r.errors); },
+     [](const Row& r, bool) { return gbl(r.errors); }},
+};
+// clang-format on
+
+const Column* find_column(const std::string& name) {
+    for (const Column& c : kColumns)
+        if (name == c.name)
+            return &c;
+    return nullptr;
+}
+
+void sort_rows(std::vector<Row>& rows, const Column& by) {
+    const bool rates = std::any_of(rows.begin(), rows.end(),
+                                   [](const Row& r) { return r.alloc_rate.has_value(); });
+    std::stable_sort(rows.begin(), rows.end(), [&](const Row& a, const Row& b) {
+        if (by.key == nullptr) { // comm
+            if (a.p->comm != b.p->comm)
+                return a.p->comm < b.p->comm;
+        } else {
+            const double ka = by.key(a, rates), kb = by.key(b, rates);
+            if (ka != kb)
+                return by.order == Order::Descending ? ka > kb : ka < kb;
+        }
+        return a.p->pid < b.p->pid;
+    });
+}
+
+std::string cell(const std::string& text, int width) {
+    const size_t w = static_cast<size_t>(std::abs(width));
+    if (text.size() >= w)
+        return text;
+    const std::string pad(w - text.size(), ' ');
+    return width < 0 ? text + pad : pad + text;
+}
+
+std::string table_line(const std::vector<std::string>& cells) {
+    std::string line;
+    for (size_t i = 0; i < cells.size(); ++i) {
+        if (i > 0)
+            line += ' ';
+        line += cell(cells[i], kColumns[i].width);
+    }
+    while (!line.empty() && line.back() == ' ')
+        line.pop_back();
+    return line + '\n';
+}
+
+std::string skipped_text(const Scan& scan) {
+    std::string s;
+    for (size_t r = 0; r < size_t(Skip::Count); ++r) {
+        if (scan.skipped[r] == 0)
+            continue;
+        s += s.empty() ? "" : ", ";
+        s += std::to_string(scan.skipped[r]) + " " + arena::stats::skip_name(Skip(r));
+    }
+    return s;
+}
+
+/// One frame: a summary header, the column headers and up to `max_rows` rows (0: all).
+std::string render_table(const Scan& scan, const std::vector<Row>& rows, const Column& sort,
+                         const std::string& dir, size_t max_rows) {
+    uint64_t live = 0, resident = 0, reserved = 0, errors = 0;
+    double alloc_rate = 0, free_rate = 0;
+    bool rates = false;
+    for (const Row& r : rows) {
+        live += r.p->live_bytes();
+        resident += r.p->global.resident_bytes;
+        reserved += r.p->global.reserved_bytes;
+        errors += r.errors;
+        if (r.alloc_rate) {
+            rates = true;
+            alloc_rate += *r.alloc_rate;
+            free_rate += r.free_rate.value_or(0);
+        }
+    }
+    char when[32];
+    const time_t t = time(nullptr);
+    struct tm tm_local;
+    localtime_r(&t, &tm_local);
+    strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm_local);
+
+    std::string out =
+        "arena-stat " + std::string(when) + "  " + dir + "  sort: " + sort.name + "\n";
+    out += std::to_string(rows.size()) + (rows.size() == 1 ? " process" : " processes") +
+           ", live " + human_bytes(live) + ", resident " + human_bytes(resident) + ", reserved " +
+           human_bytes(reserved) + ", allocs/s " +
+           rate_text(rates ? std::optional(alloc_rate) : std::nullopt) + ", frees/s " +
+           rate_text(rates ? std::optional(free_rate) : std::nullopt) + ", errors " +
+           std::to_string(errors) + "\n";
+    const std::string skipped = skipped_text(scan);
+    if (!skipped.empty())
+        out += "skipped: " + skipped + "\n";
+    if (!scan.error.empty())
+        out += "error: " + scan.error + "\n";
+    std::vector<std::string> headers;
+    for (const Column& c : kColumns)
+        headers.push_back(c.header);
+    out += "\n" + table_line(headers);
+    size_t shown = 0;
+    for (const Row& r : rows) {
+        if (max_rows != 0 && shown == max_rows) {
+            out += "(" + std::to_string(rows.size() - shown) + " more)\n";
+            break;
+        }
+        std::vector<std::string> cells;
+        for (const Column& c : kColumns)
+            cells.push_back(c.text(r));
+        out += table_line(cells);
+        ++shown;
+    }
+    return out;
+}
+
+// ---- JSON ----
+
+nlohmann::json rate_json(const std::optional<double>& rate) {
+    return rate ? nlohmann::json(*rate) : nlohmann::json(nullptr);
+}
+
+nlohmann::json to_json(const std::vector<Row>& rows) {
+    nlohmann::json all = nlohmann::json::array();
+    for (const Row& r : rows) {
+        const Process& p = *r.p;
+        const arena_stats_global& g = p.global;
+        nlohmann::json events = nlohmann::json::object();
+        for (size_t e = 0; e < ARENA_EV_COUNT; ++e)
+            events[arena::stats::kEvents[e].name] = p.events[e];
+        nlohmann::json classes = nlohmann::json::array();
+        for (const arena::stats::SizeClass& c : p.classes)
+            classes.push_back({{"size", c.size},
+                               {"allocs", c.allocs},
+                               {"frees", c.frees},
+                               {"live", c.allocs > c.frees ? c.allocs - c.frees : 0}});
+        all.push_back({
+            {"pid", p.pid},
+            {"comm", p.comm},
+            {"cmdline", p.cmdline},
+            {"start_time", p.start_time},
+            {"created_unix_ns", p.created_unix_ns},
+            {"page_size", p.page_size},
+            {"live_bytes", p.live_bytes()},
+            {"live_blocks", p.live_blocks()},
+            {"peak_live_bytes", g.peak_live_bytes},
+            {"resident_bytes", g.resident_bytes},
+            {"reserved_bytes", g.reserved_bytes},
+            {"committed_bytes", g.committed_bytes},
+            {"purged_bytes", g.purged_bytes},
+            {"purges", g.purges},
+            {"trims", g.trims},
+            {"regions", g.regions},
+            {"heaps_active", g.heaps_active},
+            {"heaps_abandoned", g.heaps_abandoned},
+            {"double_frees", g.double_frees},
+            {"invalid_frees", g.invalid_frees},
+            {"purge_delay_ms", g.purge_delay_ms},
+            {"updated_unix_ns", g.updated_unix_ns},
+            {"resident_unix_ns", g.resident_unix_ns},
+            {"allocs", r.allocs},
+            {"frees", r.frees},
+            {"errors", r.errors},
+            {"allocs_per_second", rate_json(r.alloc_rate)},
+            {"frees_per_second", rate_json(r.free_rate)},
+            {"events", events},
+            {"classes", classes},
+        });
+    }
+    return all;
+}
+
+// ---- Options ----
+
+struct Options {
+    std::string dir;
+    bool watch = false;
+    bool once = false;
+    double interval = 2.0;
+    long count = 0; // 0: until interrupted
+    bool json = false;
+    const Column* sort = &kColumns[2]; // live
+};
+
+[[noreturn]] void usage_error(const std::string& message) {
+    fprintf(stderr, "arena-stat: %s\nTry 'arena-stat --help'.\n", message.c_str());
+    exit(2);
+}
+
+std::optional<double> parse_seconds(const std::string& s) {
+    if (s.empty() || s.find_first_not_of("0123456789.") != std::string::npos)
+        return std::nullopt;
+    errno = 0;
+    char* end = nullptr;
+    const double v = strtod(s.c_str(), &end);
+    if (errno != 0 || end == nullptr || *end != '\0' || !std::isfinite(v))
+        return std::nullopt;
+    return v;
+}
+
+Options parse(int argc, char** argv) {
+    Options o;
+    o.dir = arena::stats::default_dir();
+    for (int i = 1; i < argc; ++i) {
+        std::string arg = argv[i];
+        std::optional<std::string> inline_value;
+        if (arg.rfind("--", 0) == 0 && arg.find('=') != std::string::npos) {
+            inline_value = arg.substr(arg.find('=') + 1);
+            arg.resize(arg.find('='));
+        }
+        auto take_value = [&]() -> std::string {
+            if (inline_value)
+                return *inline_value;
+            if (i + 1 >= argc)
+                usage_error("option '" + arg + "' needs a value");
+            return argv[++i];
+        };
+        auto no_value = [&] {
+            if (inline_value)
+                usage_error("option '" + arg + "' takes no value");
+        };
+        if (arg == "--help" || arg == "-h") {
+            no_value();
+            fputs(kUsage, stdout);
+            exit(0);
+        } else if (arg == "--version") {
+            no_value();
+            printf("arena-stat %s\n", ARENA_VERSION);
+            exit(0);
+        } else if (arg == "--stats-dir") {
+            o.dir = take_value();
+            if (o.dir.empty())
+                usage_error("--stats-dir needs a directory");
+        } else if (arg == "--watch") {
+            o.watch = true;
+            // The interval is optional: a following number is taken as it.
+            std::optional<std::string> v = inline_value;
+            if (!v && i + 1 < argc && parse_seconds(argv[i + 1]))
+                v = argv[++i];
+            if (v) {
+                const auto s = parse_seconds(*v);
+                if (!s || *s < 0.1 || *s > 86400)
+                    usage_error("invalid --watch interval '" + *v +
+                                "' (expected seconds, 0.1 to 86400)");
+                o.interval = *s;
+            }
+        } else if (arg == "--count") {
+            const std::string v = take_value();
+            char* end = nullptr;
+            errno = 0;
+            const long n = strtol(v.c_str(), &end, 10);
+            if (v.empty() || errno != 0 || *end != '\0' || n < 1 || n > 1000000000)
+                usage_error("invalid --count '" + v + "' (expected a positive number)");
+            o.count = n;
+        } else if (arg == "--once") {
+            no_value();
+            o.once = true;
+        } else if (arg == "--json") {
+            no_value();
+            o.json = true;
+        } else if (arg == "--sort") {
+            const std::string v = take_value();
+            o.sort = find_column(v);
+            if (o.sort == nullptr)
+                usage_error("invalid --sort '" + v +
+                            "' (expected pid, comm, live, peak, resident, reserved, allocs, "
+                            "frees or errors)");
+        } else {
+            usage_error("unknown argument '" + std::string(argv[i]) + "'");
+        }
+    }
+    if (o.once && o.watch)
+        usage_error("--once and --watch exclude each other");
+    if (o.count != 0 && !o.watch)
+        usage_error("--count needs --watch");
+    return o;
+}
+
+// ---- Output ----
+
+bool write_all(const std::string& s) {
+    return fwrite(s.data(), 1, s.size(), stdout) == s.size() && fflush(stdout) == 0;
+}
+
+std::string json_text(const std::vector<Row>& rows, int indent) {
+    // A comm or cmdline may hold any bytes: replace invalid UTF-8 instead of throwing.
+    return to_json(rows).dump(indent, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
+
+/// The terminal's size (rows, columns), or zeros when unknown.
+std::pair<size_t, size_t> terminal_size() {
+    winsize ws{};
+    if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0)
+        return {ws.ws_row, ws.ws_col};
+    return {0, 0};
+}
+
+/// Cuts every line to `columns` characters (the frame is ASCII), so that none wraps.
+std::string fit_width(const std::string& text, size_t columns) {
+    if (columns == 0)
+        return text;
+    std::string out;
+    size_t start = 0;
+    while (start < text.size()) {
+        size_t end = text.find('\n', start);
+        if (end == std::string::npos)
+            end = text.size();
+        out.append(text, start, std::min(end - start, columns));
+        if (end < text.size())
+            out += '\n';
+        start = end + 1;
+    }
+    return out;
+}
+
+int run_once(const Options& o) {
+    const Scan scan = arena::stats::scan(o.dir);
+    if (!scan.error.empty()) {
+        fprintf(stderr, "arena-stat: %s\n", scan.error.c_str());
+        return 1;
+    }
+    std::vector<Row> rows = make_rows(scan, Previous{}, std::chrono::steady_clock::now());
+    sort_rows(rows, *o.sort);
+    const std::string out =
+        o.json ? json_text(rows, 2) : render_table(scan, rows, *o.sort, o.dir, 0);
+    if (!write_all(out)) {
+        fprintf(stderr, "arena-stat: cannot write the output: %s\n", strerror(errno));
+        return 1;
+    }
+    return 0;
+}
+
+constexpr const char* kClear = "\x1b[H\x1b[2J";
+constexpr const char* kHideCursor = "\x1b[?25l";
+constexpr const char* kShowCursor = "\x1b[?25h";
+
+int run_watch(const Options& o) {
+    // The stop signals are blocked and awaited with a timeout, which is also the refresh
+    // sleep: no handler, no race, and the terminal is restored on the normal path.
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGHUP);
+    sigprocmask(SIG_BLOCK, &stop, nullptr);
+
+    const bool tty = !o.json && isatty(STDOUT_FILENO);
+    if (tty)
+        write_all(kHideCursor);
+    Previous prev;
+    int status = 0;
+    for (long frame = 0; o.count == 0 || frame < o.count; ++frame) {
+        const Scan scan = arena::stats::scan(o.dir);
+        const auto now = std::chrono::steady_clock::now();
+        std::vector<Row> rows = make_rows(scan, prev, now);
+        prev = remember(rows, now);
+        sort_rows(rows, *o.sort);
+        std::string out;
+        if (o.json) {
+            if (!scan.error.empty())
+                fprintf(stderr, "arena-stat: %s\n", scan.error.c_str());
+            out = json_text(rows, -1);
+        } else if (tty) {
+            // As many rows as fit under the header, keeping a line for "(N more)".
+            const auto [lines, columns] = terminal_size();
+            const size_t header =
+                4 + (skipped_text(scan).empty() ? 0 : 1) + (scan.error.empty() ? 0 : 1);
+            const size_t max_rows = lines > header + 2 ? lines - header - 1 : 1;
+            out = kClear + fit_width(render_table(scan, rows, *o.sort, o.dir, max_rows), columns);
+        } else {
+            out = (frame > 0 ? "\n" : "") + render_table(scan, rows, *o.sort, o.dir, 0);
+        }
+        if (!write_all(out)) {
+            status = 1;
+            break;
+        }
+        if (o.count != 0 && frame + 1 == o.count)
+            break;
+        const double whole = std::floor(o.interval);
+        timespec wait{static_cast<time_t>(whole), static_cast<long>((o.interval - whole) * 1e9)};
+        if (sigtimedwait(&stop, nullptr, &wait) > 0)
+            break;
+    }
+    if (tty)
+        write_all(std::string(kShowCursor) + "\n");
+    return status;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    const Options o = parse(argc, argv);
+    return o.watch ? run_watch(o) : run_once(o);
+}

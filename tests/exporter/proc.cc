@@ -1,0 +1,230 @@
+// SPDX-License-Identifier: MIT
+#include "proc.h"
+
+#include <doctest/doctest.h>
+
+#include <arpa/inet.h>
+#include <cerrno>
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <netinet/in.h>
+#include <sstream>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+namespace exptest {
+
+namespace {
+
+int decode(int status) {
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    if (WIFSIGNALED(status))
+        return 128 + WTERMSIG(status);
+    return -1;
+}
+
+double now_s() {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return double(ts.tv_sec) + double(ts.tv_nsec) / 1e9;
+}
+
+/// fork + execve with stdin/stdout/stderr from the given files; returns the pid or -1. The
+/// environment is built before the fork: the child only makes async-signal-safe calls.
+pid_t spawn(const std::vector<std::string>& argv, const std::vector<std::string>& env,
+            const std::string& in_path, const std::string& out_path, const std::string& err_path) {
+    std::vector<std::string> vars;
+    for (char** e = environ; *e != nullptr; ++e) {
+        const std::string kv = *e;
+        const std::string key = kv.substr(0, kv.find('=') + 1);
+        bool overridden = false;
+        for (const std::string& o : env)
+            overridden = overridden || o.rfind(key, 0) == 0;
+        if (!overridden)
+            vars.push_back(kv);
+    }
+    for (const std::string& o : env)
+        if (o.back() != '=') // "K=" unsets K
+            vars.push_back(o);
+    std::vector<char*> args, envp;
+    for (const std::string& a : argv)
+        args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    for (const std::string& v : vars)
+        envp.push_back(const_cast<char*>(v.c_str()));
+    envp.push_back(nullptr);
+    const char* in_file = in_path.empty() ? "/dev/null" : in_path.c_str();
+
+    const pid_t pid = fork();
+    if (pid != 0)
+        return pid;
+    const int in = open(in_file, O_RDONLY);
+    const int out = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    const int err = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (in < 0 || out < 0 || err < 0)
+        _exit(126);
+    dup2(in, 0);
+    dup2(out, 1);
+    dup2(err, 2);
+    // The program under test must see SIGTERM and SIGINT even if the test blocked them.
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    signal(SIGPIPE, SIG_DFL);
+    execve(args[0], args.data(), envp.data());
+    _exit(127);
+}
+
+} // namespace
+
+TempDir::TempDir(const std::string& tag) {
+    const char* base = getenv("TMPDIR");
+    std::string templ =
+        std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/arena-" + tag + "-XXXXXX";
+    std::vector<char> buf(templ.begin(), templ.end());
+    buf.push_back('\0');
+    REQUIRE_MESSAGE(mkdtemp(buf.data()) != nullptr, "mkdtemp: ", strerror(errno));
+    path_ = buf.data();
+}
+
+TempDir::~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+}
+
+RunResult run(const std::vector<std::string>& argv, const std::string& input,
+              const std::vector<std::string>& env, double timeout_s) {
+    TempDir tmp("run");
+    const std::string in_path = tmp / "stdin";
+    write_file(in_path, input);
+    RunResult r;
+    Child child(argv, env, tmp / "stdout", tmp / "stderr", in_path);
+    r.status = child.wait(timeout_s);
+    if (r.status < 0)
+        r.status = child.stop(SIGKILL);
+    r.out = child.out();
+    r.err = child.err();
+    return r;
+}
+
+Child::Child(const std::vector<std::string>& argv, const std::vector<std::string>& env,
+             const std::string& out_path, const std::string& err_path, const std::string& in_path)
+    : out_path_(out_path), err_path_(err_path) {
+    pid_ = spawn(argv, env, in_path, out_path, err_path);
+}
+
+Child::~Child() {
+    if (pid_ > 0 && status_ < 0)
+        stop(SIGTERM);
+}
+
+bool Child::running() {
+    if (pid_ <= 0 || status_ >= 0)
+        return false;
+    int status = 0;
+    const pid_t r = waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) {
+        status_ = decode(status);
+        return false;
+    }
+    return r == 0;
+}
+
+int Child::wait(double timeout_s) {
+    const double deadline = now_s() + timeout_s;
+    while (running()) {
+        if (now_s() > deadline)
+            return -1;
+        sleep_s(0.01);
+    }
+    return status_;
+}
+
+int Child::stop(int sig, double timeout_s) {
+    if (!running())
+        return status_;
+    kill(pid_, sig);
+    if (wait(timeout_s) >= 0)
+        return status_;
+    kill(pid_, SIGKILL);
+    int status = 0;
+    while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+    }
+    status_ = decode(status);
+    return status_;
+}
+
+std::string Child::out() const {
+    return read_file(out_path_);
+}
+
+std::string Child::err() const {
+    return read_file(err_path_);
+}
+
+int free_port() {
+    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = 0;
+    REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    socklen_t len = sizeof addr;
+    REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    close(fd);
+    return ntohs(addr.sin_port);
+}
+
+std::string required_env(const char* name) {
+    const char* v = getenv(name);
+    REQUIRE_MESSAGE((v != nullptr && *v != '\0'), std::string(name),
+                    " is not set (run through meson test)");
+    return v;
+}
+
+std::string read_file(const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    std::ostringstream s;
+    s << f.rdbuf();
+    return s.str();
+}
+
+bool write_file(const std::string& path, const std::string& text) {
+    std::ofstream f(path, std::ios::binary | std::ios::trunc);
+    f << text;
+    return static_cast<bool>(f);
+}
+
+std::string which(const std::string& name) {
+    const char* path = getenv("PATH");
+    std::string dirs = path != nullptr ? path : "/usr/bin:/bin";
+    size_t start = 0;
+    while (start <= dirs.size()) {
+        const size_t end = dirs.find(':', start);
+        const std::string dir = dirs.substr(start, end == std::string::npos ? end : end - start);
+        const std::string full = (dir.empty() ? "." : dir) + "/" + name;
+        if (access(full.c_str(), X_OK) == 0)
+            return full;
+        if (end == std::string::npos)
+            break;
+        start = end + 1;
+    }
+    return "";
+}
+
+void sleep_s(double seconds) {
+    const auto whole = static_cast<time_t>(seconds);
+    timespec ts{whole, static_cast<long>((seconds - double(whole)) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+} // namespace exptest

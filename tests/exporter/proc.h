@@ -1,0 +1,82 @@
+// SPDX-License-Identifier: MIT
+// Process and file helpers for the exporter and arena-stat tests: temporary directories that
+// clean up after themselves, running a program to completion with its output captured, and a
+// started process that is always killed and reaped when its guard goes out of scope.
+#pragma once
+
+#include <string>
+#include <sys/types.h>
+#include <vector>
+
+namespace exptest {
+
+/// A fresh directory under $TMPDIR (or /tmp), removed with its contents on destruction.
+class TempDir {
+public:
+    explicit TempDir(const std::string& tag);
+    ~TempDir();
+    const std::string& path() const { return path_; }
+    std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+
+private:
+    std::string path_;
+};
+
+struct RunResult {
+    int status = -1; // exit code, or 128 + signal, or -1 if it could not be started
+    std::string out;
+    std::string err;
+};
+
+/// Runs argv[0] (a path) with `input` as its stdin and `env` ("K=V") added to the environment;
+/// waits at most `timeout_s` seconds (then kills it: status 128 + SIGKILL).
+RunResult run(const std::vector<std::string>& argv, const std::string& input = "",
+              const std::vector<std::string>& env = {}, double timeout_s = 30);
+
+/// A started process. stdout and stderr go to files (read them with out() and err()). The
+/// destructor sends SIGTERM, waits up to 5 s, then SIGKILL, and always reaps it.
+class Child {
+public:
+    /// `env` entries ("K=V") are added to the environment; "K=" removes K. stdin is
+    /// `in_path`, or /dev/null.
+    Child(const std::vector<std::string>& argv, const std::vector<std::string>& env,
+          const std::string& out_path, const std::string& err_path,
+          const std::string& in_path = "");
+    ~Child();
+    pid_t pid() const { return pid_; }
+    bool started() const { return pid_ > 0; }
+    /// True while the process has not exited (reaps it if it has).
+    bool running();
+    /// Sends `sig` and waits up to `timeout_s` for the exit; then SIGKILL. Returns the status
+    /// as RunResult::status does.
+    int stop(int sig, double timeout_s = 5);
+    /// Waits up to `timeout_s` for a normal exit; returns the status or -1 on timeout.
+    int wait(double timeout_s);
+    std::string out() const;
+    std::string err() const;
+
+    Child(const Child&) = delete;
+    Child& operator=(const Child&) = delete;
+
+private:
+    pid_t pid_ = -1;
+    int status_ = -1;
+    std::string out_path_, err_path_;
+};
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+int free_port();
+
+/// The value of a variable the meson test entry sets; fails the test if it is missing.
+std::string required_env(const char* name);
+
+std::string read_file(const std::string& path);
+bool write_file(const std::string& path, const std::string& text);
+/// Full path of `name` on $PATH, or "".
+std::string which(const std::string& name);
+void sleep_s(double seconds);
+
+} // namespace exptest

@@ -1,0 +1,177 @@
+// SPDX-License-Identifier: MIT
+// arena-exporter as a server and as a command line: GET /metrics (content type, scrape-time
+// reads), GET / and 404s, stopping on SIGTERM and SIGINT, a clear exit 1 when the address is
+// taken, and exit 2 with a message for every bad flag.
+#include "fixture_pages.h"
+#include "proc.h"
+
+#include <doctest/doctest.h>
+#include <httplib.h>
+
+#include <arpa/inet.h>
+#include <csignal>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+namespace {
+
+using exptest::required_env;
+
+/// Starts arena-exporter on an ephemeral port and returns the port it reports.
+int start_exporter(exptest::Child& child) {
+    for (int i = 0; i < 500; ++i) {
+        const std::string err = child.err();
+        const size_t at = err.find("serving http://127.0.0.1:");
+        if (at != std::string::npos) {
+            const size_t start = at + std::string("serving http://127.0.0.1:").size();
+            return std::atoi(err.c_str() + start);
+        }
+        REQUIRE_MESSAGE(child.running(), "arena-exporter exited: ", err);
+        exptest::sleep_s(0.01);
+    }
+    FAIL("arena-exporter did not report its address: ", child.err());
+    return 0;
+}
+
+exptest::RunResult exporter(const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {required_env("ARENA_EXPORTER")};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return exptest::run(argv);
+}
+
+} // namespace
+
+TEST_SUITE_BEGIN("exporter");
+
+TEST_CASE("http: /metrics at scrape time, / and 404, graceful stop") {
+    exptest::TempDir dir("http");
+    exptest::TempDir logs("http-logs");
+    auto first = exptest::blank_page(3001, "first");
+    first->page().shards[1].events[ARENA_EV_malloc_calls] = 5;
+    first->write(dir.path(), true);
+
+    for (const int sig : {SIGTERM, SIGINT}) {
+        CAPTURE(sig);
+        exptest::Child child(
+            {required_env("ARENA_EXPORTER"), "--listen", "127.0.0.1:0", "--stats-dir", dir.path()},
+            {}, logs / ("out" + std::to_string(sig)), logs / ("err" + std::to_string(sig)));
+        const int port = start_exporter(child);
+        REQUIRE(port > 0);
+        httplib::Client client("127.0.0.1", port);
+        client.set_read_timeout(5, 0);
+
+        auto res = client.Get("/metrics");
+        REQUIRE(res);
+        CHECK(res->status == 200);
+        CHECK(res->get_header_value("Content-Type") == "text/plain; version=0.0.4; charset=utf-8");
+        CHECK(res->body.find("arena_calls_total{comm=\"first\",pid=\"3001\",api=\"malloc\"} 5\n") !=
+              std::string::npos);
+        CHECK(res->body.find("arena_exporter_pages_read 1\n") != std::string::npos);
+        CHECK(res->body.find("pid=\"3002\"") == std::string::npos);
+
+        // Nothing is cached: a page written now is in the next scrape.
+        auto second = exptest::blank_page(3002, "second");
+        second->write(dir.path(), true);
+        res = client.Get("/metrics");
+        REQUIRE(res);
+        CHECK(res->body.find("arena_live_bytes{comm=\"second\",pid=\"3002\"} 0\n") !=
+              std::string::npos);
+        CHECK(res->body.find("arena_exporter_pages_read 2\n") != std::string::npos);
+        second.reset(); // its lock is released: stale from now on
+        res = client.Get("/metrics");
+        REQUIRE(res);
+        CHECK(res->body.find("pid=\"3002\"") == std::string::npos);
+        CHECK(res->body.find("arena_exporter_stale_pages_removed_total 1\n") != std::string::npos);
+
+        res = client.Get("/");
+        REQUIRE(res);
+        CHECK(res->status == 200);
+        CHECK(res->get_header_value("Content-Type").rfind("text/html", 0) == 0);
+        CHECK(res->body.find("href=\"/metrics\"") != std::string::npos);
+
+        res = client.Get("/nope");
+        REQUIRE(res);
+        CHECK(res->status == 404);
+        res = client.Post("/metrics", "x", "text/plain");
+        REQUIRE(res);
+        CHECK(res->status == 405);
+        CHECK(res->get_header_value("Allow") == "GET, HEAD");
+        res = client.Head("/metrics");
+        REQUIRE(res);
+        CHECK(res->status == 200);
+
+        CHECK(child.stop(sig, 5) == 0);
+        CHECK(child.err().find("stopping") != std::string::npos);
+    }
+}
+
+TEST_CASE("http: an address in use is a clear error, exit 1") {
+    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    REQUIRE(listen(fd, 1) == 0);
+    socklen_t len = sizeof addr;
+    REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    const std::string listen_on = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+    const exptest::RunResult r = exporter({"--listen", listen_on, "--stats-dir", "/nonexistent"});
+    close(fd);
+    CHECK(r.status == 1);
+    CHECK(r.err.find("cannot listen on " + listen_on) != std::string::npos);
+}
+
+TEST_CASE("flags: usage errors exit 2 with a message; --help and --version exit 0") {
+    const std::vector<std::pair<std::vector<std::string>, std::string>> bad = {
+        {{"--bogus"}, "unknown argument '--bogus'"},
+        {{"--listen"}, "option '--listen' needs a value"},
+        {{"--listen", "9464"}, "invalid --listen '9464'"},
+        {{"--listen", "127.0.0.1:"}, "invalid --listen '127.0.0.1:'"},
+        {{"--listen", "127.0.0.1:65536"}, "invalid --listen '127.0.0.1:65536'"},
+        {{"--listen", "127.0.0.1:-1"}, "invalid --listen '127.0.0.1:-1'"},
+        {{"--listen", "::1:9464"}, "invalid --listen '::1:9464'"},
+        {{"--listen=localhost:http"}, "invalid --listen 'localhost:http'"},
+        {{"--group-by", "host"}, "invalid --group-by 'host'"},
+        {{"--group-by"}, "option '--group-by' needs a value"},
+        {{"--stats-dir", ""}, "--stats-dir needs a directory"},
+        {{"--once=yes"}, "option '--once' takes no value"},
+        {{"metrics"}, "unknown argument 'metrics'"},
+    };
+    for (const auto& entry : bad) {
+        const std::vector<std::string>& args = entry.first;
+        const std::string& message = entry.second;
+        CAPTURE(args.back());
+        const exptest::RunResult r = exporter(args);
+        CHECK(r.status == 2);
+        CHECK(r.out.empty());
+        CHECK(r.err.find(message) != std::string::npos);
+        CHECK(r.err.find("Try 'arena-exporter --help'") != std::string::npos);
+    }
+    const exptest::RunResult help = exporter({"--help"});
+    CHECK(help.status == 0);
+    CHECK(help.out.find("Usage: arena-exporter") == 0);
+    CHECK(help.out.find("--group-by pid|comm") != std::string::npos);
+    const exptest::RunResult version = exporter({"--version"});
+    CHECK(version.status == 0);
+    CHECK(version.out == "arena-exporter " + required_env("ARENA_VERSION") + "\n");
+}
+
+TEST_CASE("--once: a missing directory still prints valid metrics, with scrape_success 0") {
+    exptest::TempDir dir("once-missing");
+    const exptest::RunResult r = exporter({"--once", "--stats-dir", dir / "missing"});
+    CHECK(r.status == 0);
+    CHECK(r.out.find("arena_exporter_scrape_success 0\n") != std::string::npos);
+    CHECK(r.out.find("# TYPE arena_live_bytes gauge\n") != std::string::npos);
+    CHECK(r.err.find(dir / "missing") != std::string::npos);
+    // The default directory comes from $ARENA_STATS_DIR.
+    auto page = exptest::blank_page(3003, "envdir");
+    page->write(dir.path(), true);
+    const exptest::RunResult env = exptest::run({required_env("ARENA_EXPORTER"), "--once"}, "",
+                                                {"ARENA_STATS_DIR=" + dir.path()});
+    CHECK(env.status == 0);
+    CHECK(env.out.find("pid=\"3003\"") != std::string::npos);
+}
+
+TEST_SUITE_END();
