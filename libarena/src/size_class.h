@@ -81,11 +81,12 @@ constexpr std::array<uint8_t, 65> make_small_lookup();
 
 inline constexpr std::array<SizeClass, kNumClasses> kClasses = detail::make_classes();
 
-/// Blocks a heap's free cache keeps per class: 64 of small sizes, about 32 KiB of larger ones,
-/// at least 4.
+/// Blocks a heap's free cache keeps per class: about 64 KiB of each class, at most 256 and at
+/// least 4 blocks. Big enough to absorb a burst of frees that is reallocated right after (the
+/// batch phase of request handling); bounded so that a class cannot hoard memory.
 constexpr uint32_t cache_cap(unsigned cls) {
-    const uint32_t n = static_cast<uint32_t>(32 * KiB / kClasses[cls].size);
-    return n > 64 ? 64 : n < 4 ? 4 : n;
+    const uint32_t n = static_cast<uint32_t>(64 * KiB / kClasses[cls].size);
+    return n > 256 ? 256 : n < 4 ? 4 : n;
 }
 
 /// Class for n in (128, kSmallMax]: k = floor(log2(n - 1)), then one of four steps of 2^(k-2).
