@@ -475,16 +475,44 @@ void slab_gained_free(Heap* h, Slab* s) {
     stats::poll_control();
 }
 
-bool free_is_double(Heap* h, Slab* s, uintptr_t a, uint64_t idx, Api api) {
+namespace {
+/// count_free with the API known only at run time.
+void count_free_as(Heap* h, const Slab* s, Api api) {
+    switch (api) {
+    case Api::Free:
+        return count_free<Api::Free>(h, s);
+    case Api::Delete:
+        return count_free<Api::Delete>(h, s);
+    default:
+        return count_free<Api::Realloc>(h, s);
+    }
+}
+} // namespace
+
+void free_uncached(Heap* h, Slab* s, uint64_t idx, Api api) {
+    count_free_as(h, s, api);
+    free_to_slab(h, s, idx);
+}
+
+void free_suspect(Heap* h, Slab* s, uintptr_t a, uint64_t idx, Api api) {
     const unsigned wi = static_cast<unsigned>(idx >> 6);
     const uint64_t bit = uint64_t{1} << (idx & 63);
     if ((s->free_bits[wi].load(std::memory_order_relaxed) & bit) != 0 || // free in the bitmap
         cache_contains(h, s->cls, reinterpret_cast<void*>(a)) ||         // on the free cache
         (s->remote_bits[wi].load(std::memory_order_relaxed) & bit) != 0) { // freed remotely
         report_heap_error(HeapError::DoubleFree, reinterpret_cast<void*>(a), api_name(api));
-        return true;
+        return;
     }
-    return false; // the program's own data happened to equal the free key
+    // The program's own data happened to equal the free key: an ordinary free.
+    FreeCache& c = h->cache[s->cls];
+    if (c.count >= c.cap)
+        return free_uncached(h, s, idx, api);
+    auto* b = reinterpret_cast<CachedBlock*>(a);
+    b->next = c.head;
+    b->key = g_free_key;
+    c.head = b;
+    c.count++;
+    count_free_as(h, s, api);
 }
 
 void free_remote(Slab* s, uintptr_t a, Api api) {

@@ -100,9 +100,13 @@ ARENA_FAST_PATH void count_call(Api api) {
 /// The secret that marks a cached (free) block; random per process, never 0 (heap.cc).
 extern uint64_t g_free_key;
 
-/// The block at a was freed and is a slot of s: is it really still allocated? (It carries the
-/// free key, or its bitmap bit is set.) Reports a double free, or lets a coincidence through.
-ARENA_SLOW_PATH bool free_is_double(Heap* h, Slab* s, uintptr_t a, uint64_t idx, Api api);
+/// free_local of a block that looks free already (it carries the free key, or its bitmap bit
+/// is set): reports a double free, or, when the program's data just happened to equal the key,
+/// frees it as usual.
+ARENA_SLOW_PATH void free_suspect(Heap* h, Slab* s, uintptr_t a, uint64_t idx, Api api);
+
+/// free_local when the free cache of the class is full: counts, and frees into the bitmap.
+ARENA_SLOW_PATH void free_uncached(Heap* h, Slab* s, uint64_t idx, Api api);
 
 /// The slab's bitmap gained a free slot and it had none before, or has nothing allocated now:
 /// move it between the owner's lists.
@@ -118,6 +122,16 @@ ARENA_FAST_PATH void free_to_slab(Heap* h, Slab* s, uint64_t idx) {
     // m == 0: the slab had no free slot, so it may have to go back on the partial list.
     if (ARENA_UNLIKELY(--s->used == 0 || m == 0))
         slab_gained_free(h, s);
+}
+
+/// Bookkeeping of a free of slab s's class on behalf of A.
+template <Api A>
+ARENA_FAST_PATH void count_free(Heap* h, const Slab* s) {
+    h->live -= s->size;
+    StatShard* st = h->stats;
+    if constexpr (call_counter(A) != kCounterCount)
+        bump(st->events[call_counter(A)]);
+    bump(st->class_free[s->cls]);
 }
 
 /// Bookkeeping of an allocation of class cls on behalf of A.
@@ -175,7 +189,8 @@ ARENA_FAST_PATH int64_t slot_index(const Slab* s, uintptr_t a) {
 
 /// Free by the owning thread, counted as a call of A: onto the class's free cache, or into the
 /// slab bitmap when the cache is full. A block already free (its bitmap bit is set, or it carries
-/// the free key and is on the cache) is a double free.
+/// the free key and is on the cache) is a double free. The rare cases leave by tail calls, so
+/// that the common one needs no saved registers.
 template <Api A>
 ARENA_FAST_PATH void free_local(Heap* h, Slab* s, uintptr_t a) {
     const int64_t idx = slot_index(s, a);
@@ -184,24 +199,16 @@ ARENA_FAST_PATH void free_local(Heap* h, Slab* s, uintptr_t a) {
     auto* b = reinterpret_cast<CachedBlock*>(a);
     const uint64_t bit = uint64_t{1} << (idx & 63);
     if (ARENA_UNLIKELY((s->free_bits[idx >> 6].load(std::memory_order_relaxed) & bit) != 0 ||
-                       b->key == g_free_key) &&
-        free_is_double(h, s, a, static_cast<uint64_t>(idx), A))
-        return;
-    const unsigned cls = s->cls;
-    h->live -= kClasses[cls].size;
-    StatShard* st = h->stats;
-    if constexpr (call_counter(A) != kCounterCount)
-        bump(st->events[call_counter(A)]);
-    bump(st->class_free[cls]);
-    FreeCache& c = h->cache[cls];
-    if (ARENA_LIKELY(c.count < c.cap)) {
-        b->next = c.head;
-        b->key = g_free_key;
-        c.head = b;
-        c.count++;
-        return;
-    }
-    free_to_slab(h, s, static_cast<uint64_t>(idx));
+                       b->key == g_free_key))
+        return free_suspect(h, s, a, static_cast<uint64_t>(idx), A);
+    FreeCache& c = h->cache[s->cls];
+    if (ARENA_UNLIKELY(c.count >= c.cap))
+        return free_uncached(h, s, static_cast<uint64_t>(idx), A);
+    b->next = c.head;
+    b->key = g_free_key;
+    c.head = b;
+    c.count++;
+    count_free<A>(h, s);
 }
 
 } // namespace heap
