@@ -145,9 +145,14 @@ BlockInfo block_info(const void* p) {
             return bi;
         }
         const uint64_t bit = uint64_t{1} << (idx & 63);
-        const bool is_free = ((s->free_bits[idx >> 6].load(std::memory_order_relaxed) |
-                               s->remote_bits[idx >> 6].load(std::memory_order_relaxed)) &
-                              bit) != 0;
+        // Free: in the bitmap, freed remotely, or on this thread's free cache.
+        const Heap* h = t_heap;
+        const bool is_free =
+            ((s->free_bits[idx >> 6].load(std::memory_order_relaxed) |
+              s->remote_bits[idx >> 6].load(std::memory_order_relaxed)) &
+             bit) != 0 ||
+            (reinterpret_cast<const CachedBlock*>(a)->key == heap::g_free_key &&
+             h != &g_empty_heap && heap::cache_contains(h, s->cls, p));
         bi.kind = is_free ? BlockInfo::Freed : BlockInfo::Small;
         bi.usable = s->size;
         return bi;

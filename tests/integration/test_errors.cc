@@ -88,6 +88,15 @@ ARENA_TEST_CHILD(invalid_realloc) {
     return 0;
 }
 
+ARENA_TEST_CHILD(realloc_after_free) {
+    void* p = malloc(48); // freed onto the thread's free cache, then realloc'd
+    print_addr(p);
+    do_free(p);
+    void* r = do_realloc(p, 40);
+    printf("%s\n", r == nullptr ? "null" : "not-null");
+    return 0;
+}
+
 ARENA_TEST_CHILD(many_double_frees) {
     for (int i = 0; i < 10; ++i) {
         void* p = malloc(24);
@@ -166,6 +175,12 @@ TEST_CASE("free of a pointer inside a block") {
 TEST_CASE("realloc of a bad pointer is reported and returns NULL") {
     expect_reported("invalid_realloc", "invalid free");
     const testing::ChildResult r = testing::run_child("invalid_realloc");
+    CHECK(r.out.find("null") != std::string::npos);
+}
+
+TEST_CASE("realloc of a freed block is a double free, even while it sits in the free cache") {
+    expect_reported("realloc_after_free", "double free");
+    const testing::ChildResult r = testing::run_child("realloc_after_free");
     CHECK(r.out.find("null") != std::string::npos);
 }
 
