@@ -20,10 +20,19 @@ bool CommandSpec::takes_branch() const {
     return false;
 }
 
+std::optional<std::string> CommandSpec::coalesce_error() const {
+    if (method != "GET") {
+        return "only GET routes may share runs (" + method + " " + route +
+               " changes state: every request must run the command itself)";
+    }
+    return std::nullopt;
+}
+
 std::vector<CommandSpec> default_commands() {
-    // name, method, route, argv, timeout, output cap, workdir, concurrency, enabled
+    // name, method, route, argv, timeout, output cap, workdir, concurrency, enabled, coalesce.
+    // Only the read-only reports coalesce by default; /deploy_branch is a GET route but deploys.
     return {
-        {"health", "GET", "/health", {"uptime"}, 10s, kSmallOutput, "", 8, true},
+        {"health", "GET", "/health", {"uptime"}, 10s, kSmallOutput, "", 8, true, true},
         {"logs",
          "GET",
          "/logs",
@@ -32,8 +41,9 @@ std::vector<CommandSpec> default_commands() {
          kLargeOutput,
          "",
          2,
+         true,
          true},
-        {"reboot", "POST", "/reboot", {"reboot"}, 60s, kSmallOutput, "", 1, true},
+        {"reboot", "POST", "/reboot", {"reboot"}, 60s, kSmallOutput, "", 1, true, false},
         // `git pull` stops option parsing at "--", but it forwards the refspec to `git fetch`
         // without one (git 2.39: `git pull origin -- --upload-pack=CMD` runs CMD). So "--" is
         // kept for pull's own parser, and branch_error() (no leading '-') is the real guard.
@@ -45,7 +55,8 @@ std::vector<CommandSpec> default_commands() {
          kLargeOutput,
          "",
          1,
-         true},
+         true,
+         false},
         // Scripts get the branch as $1; it can never start with '-' (branch_error).
         {"deploy_branch",
          "GET",
@@ -55,7 +66,8 @@ std::vector<CommandSpec> default_commands() {
          kLargeOutput,
          "",
          1,
-         true},
+         true,
+         false},
         {"teardown_branch",
          "DELETE",
          "/teardown_branch",
@@ -64,7 +76,8 @@ std::vector<CommandSpec> default_commands() {
          kLargeOutput,
          "",
          1,
-         true},
+         true,
+         false},
     };
 }
 

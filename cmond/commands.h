@@ -5,6 +5,11 @@
 // An argv element may contain the placeholder "{branch}", replaced by the request's validated
 // `branch` query value (default "main"); only routes whose argv uses it accept that parameter.
 // Programs run without a shell (see runner.h); argv[0] without a '/' is looked up in PATH.
+//
+// Coalescing (`coalesce`, GET routes only; see coalescer.h): a request that arrives while the
+// command is running with the same argv waits for the next run, which starts when the current
+// one ends, and shares its output with every request that waited for it. No answer ever comes
+// from a process that started before its request arrived.
 #pragma once
 
 #include <chrono>
@@ -26,11 +31,16 @@ struct CommandSpec {
     Millis timeout;                // then SIGTERM to the process group, SIGKILL after kill_grace
     std::size_t output_cap;        // bytes of stdout+stderr kept; the rest is read and dropped
     std::string workdir;           // working directory; empty means Config::workdir
-    unsigned concurrency;          // runs at once; one more gets 429
+    unsigned concurrency;          // requests in progress at once; one more gets 429
     bool enabled;                  // false: the route answers 403
+    bool coalesce;                 // share runs between requests (GET routes only)
 
     /// True when some argv element contains "{branch}".
     bool takes_branch() const;
+
+    /// Why `coalesce` cannot be true for this command, or nullopt when it can: a request that
+    /// changes state (any method but GET) must run the command itself.
+    std::optional<std::string> coalesce_error() const;
 };
 
 inline constexpr std::string_view kBranchPlaceholder = "{branch}";

@@ -2,6 +2,7 @@
 // The option tables and the two parsers (flags, config file) that share them; see config.h.
 #include "config.h"
 
+#include <arena/stats_page.h>
 #include <nlohmann/json.hpp>
 
 #include <arpa/inet.h>
@@ -131,6 +132,19 @@ const std::array kOptions = {
         "workdir", "DIR", "working directory of commands that do not set their own",
         [](Config& c, std::string_view k, std::string_view v) { c.workdir = path_value(k, v); },
         [](const Config&) { return std::string("the directory cmond starts in"); }},
+    OptionDef{"command_ld_preload", "LIBS",
+              "LD_PRELOAD of the commands (e.g. the path of libarena.so to run them on the "
+              "arena allocator); cmond never passes its own LD_PRELOAD on",
+              [](Config& c, std::string_view k, std::string_view v) {
+                  c.command_ld_preload = path_value(k, v);
+              },
+              [](const Config&) { return std::string("(none)"); }},
+    OptionDef{
+        "stats_dir", "DIR", "directory of the libarena stats pages that /arena and /metrics read",
+        [](Config& c, std::string_view k, std::string_view v) { c.stats_dir = path_value(k, v); },
+        [](const Config&) {
+            return std::string("$ARENA_STATS_DIR, else " ARENA_STATS_DEFAULT_DIR);
+        }},
     OptionDef{"threads", "N", "HTTP worker threads (1..1024)",
               [](Config& c, std::string_view k, std::string_view v) {
                   c.threads = static_cast<unsigned>(parse_integer(k, v, 1, 1024));
@@ -232,7 +246,9 @@ const std::array kCommandKeys = {
                   [](CommandSpec& s, std::string_view k, std::string_view v) {
                       s.workdir = path_value(k, v);
                   }},
-    CommandKeyDef{"concurrency", "N", "runs at once (1..1024); one more gets 429",
+    CommandKeyDef{"concurrency", "N",
+                  "requests in progress at once (1..1024), each running the command or "
+                  "waiting for a shared run; one more gets 429",
                   [](CommandSpec& s, std::string_view k, std::string_view v) {
                       s.concurrency = static_cast<unsigned>(parse_integer(k, v, 1, 1024));
                   }},
@@ -240,7 +256,28 @@ const std::array kCommandKeys = {
                   [](CommandSpec& s, std::string_view k, std::string_view v) {
                       s.enabled = parse_bool(k, v);
                   }},
+    CommandKeyDef{"coalesce", "BOOL",
+                  "GET routes only: a request arriving while the command runs waits for the "
+                  "next run and shares its output with the other requests waiting for it",
+                  [](CommandSpec& s, std::string_view k, std::string_view v) {
+                      const bool on = parse_bool(k, v);
+                      if (on) {
+                          if (auto err = s.coalesce_error()) {
+                              fail(k, *err);
+                          }
+                      }
+                      s.coalesce = on;
+                  }},
 };
+
+std::string command_key_list() {
+    std::string out;
+    for (const auto& k : kCommandKeys) {
+        out += out.empty() ? "" : ", ";
+        out += k.key;
+    }
+    return out;
+}
 
 std::string known_commands(const Config& config) {
     std::string out;
@@ -420,8 +457,8 @@ void set_command_option(Config& config, std::string_view name, std::string_view 
             return;
         }
     }
-    throw ConfigError(where + ": " + std::string(key) +
-                      ": unknown key (argv, timeout, output_cap, workdir, concurrency, enabled)");
+    throw ConfigError(where + ": " + std::string(key) + ": unknown key (" + command_key_list() +
+                      ")");
 }
 
 void apply_config_text(Config& config, std::string_view text, const std::string& origin) {
@@ -674,12 +711,15 @@ std::string help_text() {
         out << left
             << wrap(c.name + ": " + show_argv(c.argv) + ", timeout " + show_duration(c.timeout) +
                         ", output_cap " + show_size(c.output_cap) + ", concurrency " +
-                        std::to_string(c.concurrency),
+                        std::to_string(c.concurrency) + (c.coalesce ? ", coalesce" : ""),
                     26, 28)
             << "\n";
     }
     out << "  POST /restart             restart cmond itself (restart_mode)\n"
-           "  GET  /metrics             Prometheus text format\n"
+           "  GET  /metrics             Prometheus text format (cmond_* and arena_* families)\n"
+           "  GET  /arena               processes with a stats page in stats_dir\n"
+           "  GET  /arena/PID           one process's allocator counters\n"
+           "  POST /arena/PID/trim      ask that process's allocator to trim\n"
            "\nExit status: 0 after a clean shutdown, 1 on a runtime failure (cannot bind), "
            "2 on a\nconfiguration error (bad option, key file, TLS files), restart_exit_code "
            "after POST /restart\nwith restart_mode = exit.\n";

@@ -7,7 +7,7 @@
 //   # comment (whole lines only, since values such as argv may contain '#')
 //   key = value                 global options, the same keys as the flags (--key-file = key_file)
 //   [command NAME]              then per-command keys: argv, timeout, output_cap, workdir,
-//   argv = ["git", "pull"]      concurrency, enabled; argv is a JSON array of strings
+//   argv = ["git", "pull"]      concurrency, enabled, coalesce; argv is a JSON array of strings
 // Values are taken literally after trimming spaces; durations need a unit (500ms, 30s, 5m, 1h);
 // sizes are bytes with an optional KiB/MiB suffix. A key given twice in one section is an error.
 // Precedence: defaults < config file < flags (the file named by --config is read first).
@@ -15,6 +15,7 @@
 
 #include "commands.h"
 #include "log.h"
+#include "stats_reader.h"
 
 #include <stdexcept>
 #include <string>
@@ -34,7 +35,9 @@ struct Config {
     std::string key_file = "client_secret.key";
     std::string tls_cert; // both or neither
     std::string tls_key;
-    std::string workdir = "."; // made absolute by finalize()
+    std::string workdir = ".";                           // made absolute by finalize()
+    std::string stats_dir = arena::stats::default_dir(); // read by /arena and /metrics
+    std::string command_ld_preload; // LD_PRELOAD of commands; empty: none (never cmond's own)
     unsigned threads = 16;
     Millis http_timeout{10'000};
     Millis shutdown_timeout{10'000};

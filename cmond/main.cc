@@ -48,9 +48,7 @@ Next serve(const cmond::Config& config, bool check_only, const sigset_t& stop_si
     }
     std::optional<Server> server;
     try {
-        // The allocator's stats reader plugs in here (see arena_source.h); until it exists,
-        // there is no source, hence no /arena routes and no arena_* metrics.
-        server.emplace(config, std::move(*key), nullptr);
+        server.emplace(config, std::move(*key));
     } catch (const ConfigError& e) {
         log::error(std::string("config error: ") + e.what());
         status = kExitConfig;

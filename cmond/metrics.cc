@@ -38,13 +38,20 @@ Metrics::Metrics()
                             .Register(*registry_)),
       command_runs_(prometheus::BuildCounter()
                         .Name("cmond_command_runs_total")
-                        .Help("Commands run, by command and result (ok, failed, timeout, "
-                              "killed, signaled, spawn_failed).")
+                        .Help("Command processes run (one per run, however many requests "
+                              "shared it), by command and result (ok, failed, timeout, killed, "
+                              "signaled, spawn_failed).")
                         .Register(*registry_)),
       command_duration_(prometheus::BuildHistogram()
                             .Name("cmond_command_duration_seconds")
                             .Help("Wall time of command runs, from spawn to reaping.")
                             .Register(*registry_)),
+      command_coalesced_(prometheus::BuildCounter()
+                             .Name("cmond_command_coalesced_requests_total")
+                             .Help("Command requests answered with the output of a run they "
+                                   "shared with other requests, not counting the one request "
+                                   "per run that executed it.")
+                             .Register(*registry_)),
       command_rejections_(prometheus::BuildCounter()
                               .Name("cmond_command_rejections_total")
                               .Help("Command requests refused before running, by command and "
@@ -52,7 +59,11 @@ Metrics::Metrics()
                               .Register(*registry_)),
       commands_running_(prometheus::BuildGauge()
                             .Name("cmond_commands_running")
-                            .Help("Commands running now.")
+                            .Help("Command processes running now.")
+                            .Register(*registry_)),
+      commands_waiting_(prometheus::BuildGauge()
+                            .Name("cmond_command_waiting_requests")
+                            .Help("Requests waiting for the next run of a coalescing command.")
                             .Register(*registry_)),
       auth_failures_(prometheus::BuildCounter()
                          .Name("cmond_auth_failures_total")
@@ -104,6 +115,10 @@ void Metrics::command_run(std::string_view command, std::string_view result, dou
     command_duration_.Add({{"command", str(command)}}, kCommandBuckets).Observe(seconds);
 }
 
+void Metrics::command_coalesced(std::string_view command) {
+    command_coalesced_.Add({{"command", str(command)}}).Increment();
+}
+
 void Metrics::command_rejected(std::string_view command, std::string_view reason) {
     command_rejections_.Add({{"command", str(command)}, {"reason", str(reason)}}).Increment();
 }
@@ -114,6 +129,10 @@ void Metrics::command_started(std::string_view command) {
 
 void Metrics::command_finished(std::string_view command) {
     commands_running_.Add({{"command", str(command)}}).Decrement();
+}
+
+void Metrics::set_waiting(std::string_view command, std::size_t n) {
+    commands_waiting_.Add({{"command", str(command)}}).Set(static_cast<double>(n));
 }
 
 void Metrics::auth_failure(std::string_view reason) {

@@ -2,7 +2,7 @@
 // cmond's own Prometheus metrics (cmond_* families) and the text rendering of /metrics.
 // Label values are bounded: routes are the route table's patterns (or "unmatched"), commands the
 // command table's names, results and reasons small fixed sets. Extra collectables (the allocator
-// stats of every process, see arena_source.h) are appended to the same exposition.
+// stats of every process: exporter::ArenaCollector) are appended to the same exposition.
 // All methods are thread-safe.
 #pragma once
 
@@ -33,6 +33,11 @@ public:
     /// spawn_failed.
     void command_run(std::string_view command, std::string_view result, double seconds);
 
+    /// A command request answered with the result of a run that another request's thread
+    /// executed (cmond_command_coalesced_requests_total{command}). Runs plus these are the
+    /// requests that got a command result.
+    void command_coalesced(std::string_view command);
+
     /// A command request refused before running: reason busy, bad_request, disabled or
     /// shutting_down (cmond_command_rejections_total).
     void command_rejected(std::string_view command, std::string_view reason);
@@ -40,6 +45,10 @@ public:
     /// Commands running now, per command (cmond_commands_running).
     void command_started(std::string_view command);
     void command_finished(std::string_view command);
+
+    /// Requests waiting for a shared run to start, per coalescing command
+    /// (cmond_command_waiting_requests), set before each render.
+    void set_waiting(std::string_view command, std::size_t n);
 
     /// A failed authentication (cmond_auth_failures_total{reason}).
     void auth_failure(std::string_view reason);
@@ -65,8 +74,10 @@ private:
     prometheus::Family<prometheus::Histogram>& request_duration_;
     prometheus::Family<prometheus::Counter>& command_runs_;
     prometheus::Family<prometheus::Histogram>& command_duration_;
+    prometheus::Family<prometheus::Counter>& command_coalesced_;
     prometheus::Family<prometheus::Counter>& command_rejections_;
     prometheus::Family<prometheus::Gauge>& commands_running_;
+    prometheus::Family<prometheus::Gauge>& commands_waiting_;
     prometheus::Family<prometheus::Counter>& auth_failures_;
     prometheus::Counter& rate_limited_requests_;
     prometheus::Counter& rate_limited_clients_total_;

@@ -27,6 +27,8 @@ std::string_view reason_phrase(int code) {
     switch (code) {
     case 200:
         return "OK";
+    case 202:
+        return "Accepted";
     case 400:
         return "Bad Request";
     case 401:
@@ -39,6 +41,8 @@ std::string_view reason_phrase(int code) {
         return "Method Not Allowed";
     case 408:
         return "Request Timeout";
+    case 409:
+        return "Conflict";
     case 413:
         return "Payload Too Large";
     case 414:

@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <spawn.h>
+#include <string_view>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -56,6 +57,24 @@ struct SpawnAttr {
     SpawnAttr() { posix_spawnattr_init(&a); }
     ~SpawnAttr() { posix_spawnattr_destroy(&a); }
 };
+
+// The command's environment: cmond's without LD_PRELOAD, plus `ld_preload` when not empty.
+// The pointers refer into `environ` and `storage`, which must outlive the spawn.
+std::vector<char*> child_environment(const std::string& ld_preload, std::string& storage) {
+    static constexpr std::string_view kPreload = "LD_PRELOAD=";
+    std::vector<char*> env;
+    for (char** e = environ; *e != nullptr; ++e) {
+        if (std::string_view(*e).substr(0, kPreload.size()) != kPreload) {
+            env.push_back(*e);
+        }
+    }
+    if (!ld_preload.empty()) {
+        storage = std::string(kPreload) + ld_preload;
+        env.push_back(storage.data());
+    }
+    env.push_back(nullptr);
+    return env;
+}
 
 // Poll timeout in ms until `t`, rounded up, at least 0.
 int ms_until(Clock::time_point t, Clock::time_point now) {
@@ -193,11 +212,14 @@ RunResult Runner::run(const RunSpec& spec) {
     }
     argv.push_back(nullptr);
 
+    std::string preload_entry;
+    const std::vector<char*> envp = child_environment(spec.ld_preload, preload_entry);
+
     pid_t pid = -1;
     const bool search_path = spec.argv.front().find('/') == std::string::npos;
-    const int err = search_path
-                        ? ::posix_spawnp(&pid, argv[0], &actions.a, &attr.a, argv.data(), environ)
-                        : ::posix_spawn(&pid, argv[0], &actions.a, &attr.a, argv.data(), environ);
+    const int err =
+        search_path ? ::posix_spawnp(&pid, argv[0], &actions.a, &attr.a, argv.data(), envp.data())
+                    : ::posix_spawn(&pid, argv[0], &actions.a, &attr.a, argv.data(), envp.data());
     write_end.reset(); // our copy: EOF arrives when every process holding it is gone
     if (err != 0) {
         result.error = "cannot start '" + spec.argv.front() + "'" +

@@ -7,6 +7,11 @@
 // child has exited, remaining output is drained for at most kLinger, and then whatever is left
 // of its process group is killed: a command's processes never outlive it (long-lived services
 // must be started through systemd-run or similar). Every child is reaped.
+//
+// Environment: cmond's own, except LD_PRELOAD. cmond may be started preloaded (arena-run, a
+// launcher's LD_PRELOAD=libarena.so), and a preload meant for the daemon must not follow into
+// git, journalctl or deploy scripts; a command gets an LD_PRELOAD only from RunSpec::ld_preload
+// (the `command_ld_preload` option).
 #pragma once
 
 #include <chrono>
@@ -25,6 +30,7 @@ struct RunSpec {
     std::chrono::milliseconds timeout;    // from spawn to SIGTERM
     std::chrono::milliseconds kill_grace; // from SIGTERM to SIGKILL
     std::size_t output_cap;               // bytes kept; the rest is read and dropped
+    std::string ld_preload = {};          // the command's LD_PRELOAD; empty: none
 };
 
 struct RunResult {

@@ -11,8 +11,8 @@
 // one worker thread from pre-routing to logging).
 #include "server.h"
 
-#include "arena_collector.h"
 #include "arena_routes.h"
+#include "collector.h"
 #include "log.h"
 #include "response.h"
 
@@ -51,6 +51,7 @@ struct RequestContext {
     std::string note; // e.g. "auth=wrong"
     int exit_code = -1;
     double command_ms = -1;
+    unsigned shared_by = 1; // requests that got the same command run
 };
 thread_local RequestContext t_ctx;
 
@@ -148,6 +149,14 @@ bool check_params(const httplib::Request& req, httplib::Response& res, const cha
     return true;
 }
 
+// The <pid> of a path matched by "/arena/([^/]+)..." (handlers may run before httplib has
+// filled Request::matches; see the pre-routing handler).
+std::string pid_segment(const std::string& path) {
+    constexpr std::string_view kPrefix = "/arena/";
+    const std::string rest = path.substr(std::min(path.size(), kPrefix.size()));
+    return rest.substr(0, rest.find('/'));
+}
+
 // A 400 or 413 for a request whose body framing is unacceptable, or nullopt.
 std::optional<ApiReply> framing_error(const httplib::Request& req) {
     const std::size_t lengths = req.get_header_value_count("Content-Length");
@@ -172,8 +181,8 @@ std::optional<ApiReply> framing_error(const httplib::Request& req) {
 
 // ---- Construction ----
 
-Server::Server(const Config& config, Key key, std::shared_ptr<ArenaSource> arena)
-    : config_(config), key_(std::move(key)), arena_(std::move(arena)),
+Server::Server(const Config& config, Key key)
+    : config_(config), key_(std::move(key)),
       limiter_(config.auth_max_failures, config.auth_failure_window, config.auth_block_time) {
     if (config_.tls()) {
         std::string problem;
@@ -202,17 +211,18 @@ Server::Server(const Config& config, Key key, std::shared_ptr<ArenaSource> arena
     } else {
         http_ = std::make_unique<httplib::Server>();
     }
-    if (arena_) {
-        metrics_.add_collectable(std::make_shared<ArenaCollector>(arena_));
-    }
+    // The same arena_* families as arena-exporter; the collector's own families get cmond's
+    // prefix (cmond_arena_scrape_duration_seconds, ...) so the two programs never collide.
+    metrics_.add_collectable(std::make_shared<exporter::ArenaCollector>(
+        config_.stats_dir, exporter::GroupBy::Pid, "cmond_arena"));
     unsigned busy_max = 0;
     for (const auto& spec : config_.commands) {
         busy_max += spec.enabled ? spec.concurrency : 0;
     }
     if (busy_max >= config_.threads) {
-        log::warning("threads = " + std::to_string(config_.threads) + " but commands may run " +
+        log::warning("threads = " + std::to_string(config_.threads) + " but commands may take " +
                      std::to_string(busy_max) +
-                     " at once: when they do, /metrics and 429 "
+                     " requests at once: when they do, /metrics and 429 "
                      "answers wait for a free thread (raise threads above the sum of the "
                      "commands' concurrency)");
     }
@@ -275,23 +285,20 @@ void Server::build_routes() {
               [this](const Req& req, Res& res) { handle_restart(req, res); });
     add_route("GET", "/metrics", "/metrics", "",
               [this](const Req& req, Res& res) { handle_metrics(req, res); });
-    if (!arena_) {
-        return; // no stats reader: no /arena routes at all (see arena_source.h)
-    }
     add_route("GET", "/arena", "/arena", "", [this](const Req& req, Res& res) {
         if (check_params(req, res, nullptr)) {
-            send(res, arena_list_reply(*arena_));
+            send(res, arena_list_reply(config_.stats_dir));
         }
     });
     add_route("GET", R"(/arena/([^/]+))", "/arena/:pid", "", [this](const Req& req, Res& res) {
         if (check_params(req, res, nullptr)) {
-            send(res, arena_get_reply(*arena_, req.matches[1].str()));
+            send(res, arena_get_reply(config_.stats_dir, pid_segment(req.path)));
         }
     });
     add_route("POST", R"(/arena/([^/]+)/trim)", "/arena/:pid/trim", "",
               [this](const Req& req, Res& res) {
                   if (check_params(req, res, nullptr)) {
-                      send(res, arena_trim_reply(*arena_, req.matches[1].str()));
+                      send(res, arena_trim_reply(config_.stats_dir, pid_segment(req.path)));
                   }
               });
 }
@@ -374,7 +381,14 @@ void Server::install_handlers() {
 
         if (match != nullptr) {
             t_ctx.command = match->command;
-            return HandlerResponse::Unhandled; // httplib dispatches to match->handler
+            if (!req.has_header("Content-Length") && !req.has_header("Transfer-Encoding")) {
+                // No body (RFC 9112 6.3: its length is zero). Answer here: httplib would read
+                // the body of a POST or PUT without framing until the client closes, and
+                // `curl -X POST URL` would wait for the read timeout.
+                match->handler(req, res);
+                return HandlerResponse::Handled;
+            }
+            return HandlerResponse::Unhandled; // httplib reads the body, then dispatches
         }
         if (allow.empty()) {
             send(res, error_reply(404, "Not Found"));
@@ -449,29 +463,57 @@ void Server::handle_command(CommandSlot& slot, const httplib::Request& req,
         send(res, error_reply(503, "cmond is shutting down"));
         return;
     }
-    unsigned running = slot.running.load();
+    unsigned in_progress = slot.in_progress.load();
     do {
-        if (running >= spec.concurrency) {
+        if (in_progress >= spec.concurrency) {
             metrics_.command_rejected(spec.name, "busy");
             send(res, error_reply(429, "Command '" + spec.name + "' is busy (" +
-                                           std::to_string(running) + " running, limit " +
+                                           std::to_string(in_progress) + " in progress, limit " +
                                            std::to_string(spec.concurrency) + "); retry later"));
             res.set_header("Retry-After", "1");
             return;
         }
-    } while (!slot.running.compare_exchange_weak(running, running + 1));
+    } while (!slot.in_progress.compare_exchange_weak(in_progress, in_progress + 1));
+    struct Admitted {
+        std::atomic<unsigned>& count;
+        ~Admitted() { count.fetch_sub(1); }
+    } admitted{slot.in_progress};
 
-    metrics_.command_started(spec.name);
-    const RunResult r = runner_.run({expand_argv(spec, branch), spec.workdir, spec.timeout,
-                                     config_.kill_grace, spec.output_cap});
-    slot.running.fetch_sub(1);
-    metrics_.command_finished(spec.name);
+    // One process per call: metrics and the error log count runs, not requests.
+    const std::vector<std::string> argv = expand_argv(spec, branch);
+    const auto execute = [&]() -> RunResult {
+        metrics_.command_started(spec.name);
+        RunResult r = runner_.run({argv, spec.workdir, spec.timeout, config_.kill_grace,
+                                   spec.output_cap, config_.command_ld_preload});
+        metrics_.command_finished(spec.name);
+        metrics_.command_run(spec.name, result_label(r),
+                             std::chrono::duration<double>(r.duration).count());
+        if (r.outcome == RunResult::Outcome::SpawnFailed) {
+            log::error("command " + spec.name + ": " + log::sanitize(r.error));
+        }
+        return r;
+    };
+    Coalescer::Outcome got;
+    if (spec.coalesce) {
+        std::string key;
+        for (const auto& a : argv) {
+            key.append(a).push_back('\0'); // arguments never contain NUL (argv_template_error)
+        }
+        got = slot.coalescer.run(key, execute);
+        if (!got.ran_here) {
+            metrics_.command_coalesced(spec.name);
+        }
+    } else {
+        got.result = execute();
+        got.ran_here = true;
+    }
+    const RunResult& r = got.result;
 
     const double seconds = std::chrono::duration<double>(r.duration).count();
     const double ms = std::round(seconds * 1e6) / 1e3;
-    metrics_.command_run(spec.name, result_label(r), seconds);
     t_ctx.exit_code = r.exit_code;
     t_ctx.command_ms = ms;
+    t_ctx.shared_by = got.shared_by;
 
     ApiReply reply;
     reply.data = r.output;
@@ -496,13 +538,13 @@ void Server::handle_command(CommandSlot& slot, const httplib::Request& req,
         reply.code = runner_.stopping() ? 503 : 500;
         reply.message = "Command could not be started";
         reply.data = r.error;
-        log::error("command " + spec.name + ": " + log::sanitize(r.error));
         break;
     }
     reply.extra["exit_code"] = r.exit_code;
     reply.extra["duration_ms"] = ms;
     reply.extra["timed_out"] = r.outcome == RunResult::Outcome::TimedOut;
     reply.extra["truncated"] = r.truncated;
+    reply.extra["shared_by"] = got.shared_by;
     send(res, reply);
 }
 
@@ -531,6 +573,11 @@ void Server::handle_metrics(const httplib::Request& req, httplib::Response& res)
         return;
     }
     metrics_.set_blocked_clients(limiter_.blocked_count(Clock::now()));
+    for (const CommandSlot& slot : slots_) {
+        if (slot.spec->coalesce) {
+            metrics_.set_waiting(slot.spec->name, slot.coalescer.waiting());
+        }
+    }
     res.set_content(metrics_.render(), "text/plain; version=0.0.4; charset=utf-8");
 }
 
@@ -562,6 +609,9 @@ void Server::finish_request(const httplib::Request& req, const httplib::Response
         char cmd_ms[32];
         std::snprintf(cmd_ms, sizeof cmd_ms, "%.3f", ctx.command_ms);
         line += " exit_code=" + std::to_string(ctx.exit_code) + " command_ms=" + cmd_ms;
+        if (ctx.shared_by > 1) {
+            line += " shared_by=" + std::to_string(ctx.shared_by);
+        }
     }
     if (!ctx.note.empty()) {
         line += " " + ctx.note;

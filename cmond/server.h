@@ -1,14 +1,16 @@
 // SPDX-License-Identifier: MIT
 // The HTTP side of cmond: cpp-httplib wiring, the route table, per-request auth, 404/405 with
 // Allow, JSON errors for everything the library rejects, the access log and the request
-// metrics, command routes with their concurrency limits, /restart, /metrics and (when an
-// ArenaSource is given) /arena. Lifecycle: bind(), then run() until request_stop() or
+// metrics, command routes with their concurrency limits and shared runs (coalescer.h),
+// /restart, /metrics (cmond_* and, through exporter::ArenaCollector, arena_* families) and the
+// /arena routes over the stats pages in config.stats_dir (arena_routes.h).
+// Lifecycle: bind(), then run() until request_stop() or
 // POST /restart; run() returns once in-flight requests are done, killing running commands at
 // the shutdown deadline.
 #pragma once
 
-#include "arena_source.h"
 #include "auth.h"
+#include "coalescer.h"
 #include "config.h"
 #include "metrics.h"
 #include "runner.h"
@@ -48,9 +50,8 @@ enum class RunOutcome {
 class Server {
 public:
     /// Builds the routes. With TLS configured, loads the certificate and key now and throws
-    /// ConfigError when they are unusable. `arena` may be null (no /arena routes, no arena_*
-    /// metrics).
-    Server(const Config& config, Key key, std::shared_ptr<ArenaSource> arena = nullptr);
+    /// ConfigError when they are unusable.
+    Server(const Config& config, Key key);
     ~Server();
     Server(const Server&) = delete;
     Server& operator=(const Server&) = delete;
@@ -82,7 +83,8 @@ private:
     };
     struct CommandSlot {
         const CommandSpec* spec;
-        std::atomic<unsigned> running{0};
+        std::atomic<unsigned> in_progress{0}; // requests admitted: running or waiting for a run
+        Coalescer coalescer;                  // used when spec->coalesce
     };
 
     void add_route(std::string method, std::string pattern, std::string label, std::string command,
@@ -98,7 +100,6 @@ private:
 
     const Config config_;
     const Key key_;
-    std::shared_ptr<ArenaSource> arena_;
     Metrics metrics_;
     Runner runner_;
     FailureLimiter limiter_;

@@ -12,13 +12,17 @@
 #include <fcntl.h>
 #include <fstream>
 #include <ftw.h>
+#include <grp.h>
 #include <poll.h>
+#include <pwd.h>
 #include <random>
 #include <sstream>
 #include <stdexcept>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+extern char** environ;
 
 namespace cmond_test {
 
@@ -32,38 +36,87 @@ std::string cmond_bin() {
     return bin;
 }
 
-// fork + exec of cmond with stdout to a pipe and stderr to a file; returns the pid.
-pid_t spawn(const std::vector<std::string>& args, const std::string& cwd, int& out_read,
-            const std::string& err_path) {
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) {
+// This process's environment with `extra` ("K=V") added, replacing entries of the same name.
+std::vector<std::string> merged_environment(const std::vector<std::string>& extra) {
+    std::vector<std::string> env;
+    for (char** e = environ; *e != nullptr; ++e) {
+        const std::string entry(*e);
+        const std::string name = entry.substr(0, entry.find('=') + 1);
+        bool replaced = false;
+        for (const auto& x : extra) {
+            replaced = replaced || x.rfind(name, 0) == 0;
+        }
+        if (!replaced) {
+            env.push_back(entry);
+        }
+    }
+    env.insert(env.end(), extra.begin(), extra.end());
+    return env;
+}
+
+std::vector<char*> pointers(std::vector<std::string>& strings) {
+    std::vector<char*> out;
+    for (auto& s : strings) {
+        out.push_back(s.data());
+    }
+    out.push_back(nullptr);
+    return out;
+}
+
+// fork + exec of `argv` with stdout to a pipe (and stdin from one when in_write is not null),
+// stderr to a file; returns the pid. Only async-signal-safe calls happen in the child.
+pid_t spawn_program(std::vector<std::string> args, const std::string& cwd, const Launch& launch,
+                    int& out_read, int* in_write, const std::string& err_path) {
+    int out[2];
+    int in[2] = {-1, -1};
+    if (::pipe2(out, O_CLOEXEC) != 0 || (in_write != nullptr && ::pipe2(in, O_CLOEXEC) != 0)) {
         throw std::runtime_error("pipe2 failed");
     }
-    const std::string bin = cmond_bin();
-    std::vector<char*> argv;
-    argv.push_back(const_cast<char*>(bin.c_str()));
-    for (const auto& a : args) {
-        argv.push_back(const_cast<char*>(a.c_str()));
-    }
-    argv.push_back(nullptr);
+    std::vector<std::string> env = merged_environment(launch.env);
+    std::vector<char*> argv = pointers(args);
+    std::vector<char*> envp = pointers(env);
     const pid_t pid = ::fork();
     if (pid == 0) {
         const int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0644);
-        if (err < 0 || ::dup2(fds[1], 1) < 0 || ::dup2(err, 2) < 0 || ::chdir(cwd.c_str()) != 0) {
+        const int stdin_fd = in[0] >= 0 ? in[0] : ::open("/dev/null", O_RDONLY);
+        if (err < 0 || stdin_fd < 0 || ::dup2(stdin_fd, 0) < 0 || ::dup2(out[1], 1) < 0 ||
+            ::dup2(err, 2) < 0 || (!cwd.empty() && ::chdir(cwd.c_str()) != 0)) {
             ::_exit(126);
         }
-        ::execv(argv[0], argv.data());
-        static const char kMsg[] = "test helper: execv of CMOND_BIN failed\n";
+        if (launch.run_as &&
+            (::setgroups(0, nullptr) != 0 || ::setgid(launch.run_as->second) != 0 ||
+             ::setuid(launch.run_as->first) != 0)) {
+            ::_exit(125);
+        }
+        ::execve(argv[0], argv.data(), envp.data());
+        static const char kMsg[] = "test helper: execve failed\n";
         [[maybe_unused]] auto n = ::write(2, kMsg, sizeof kMsg - 1);
         ::_exit(127);
     }
-    ::close(fds[1]);
+    ::close(out[1]);
+    if (in[0] >= 0) {
+        ::close(in[0]);
+    }
     if (pid < 0) {
-        ::close(fds[0]);
+        ::close(out[0]);
+        if (in[1] >= 0) {
+            ::close(in[1]);
+        }
         throw std::runtime_error("fork failed");
     }
-    out_read = fds[0];
+    out_read = out[0];
+    if (in_write != nullptr) {
+        *in_write = in[1];
+    }
     return pid;
+}
+
+// cmond with `args`; see Daemon.
+pid_t spawn(const std::vector<std::string>& args, const std::string& cwd, int& out_read,
+            const std::string& err_path, const Launch& launch = {}) {
+    std::vector<std::string> argv = {cmond_bin()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return spawn_program(argv, cwd, launch, out_read, nullptr, err_path);
 }
 
 int decode_status(int status) {
@@ -103,6 +156,34 @@ std::string random_key_hex() {
         s += kHex[rd() % 16];
     }
     return s;
+}
+
+std::string required_env(const char* name) {
+    const char* v = std::getenv(name);
+    if (v == nullptr || *v == '\0') {
+        throw std::runtime_error(std::string(name) + " is not set (run through meson test)");
+    }
+    return v;
+}
+
+std::pair<uid_t, gid_t> nobody() {
+    if (const passwd* pw = ::getpwnam("nobody")) {
+        return {pw->pw_uid, pw->pw_gid};
+    }
+    return {65534, 65534};
+}
+
+bool chown_tree(const std::string& path, uid_t uid, gid_t gid) {
+    static uid_t s_uid;
+    static gid_t s_gid;
+    s_uid = uid;
+    s_gid = gid;
+    return ::nftw(
+               path.c_str(),
+               [](const char* p, const struct stat*, int, struct FTW*) {
+                   return ::lchown(p, s_uid, s_gid);
+               },
+               16, FTW_PHYS) == 0;
 }
 
 std::string read_file(const std::string& path) {
@@ -167,13 +248,13 @@ Exit run_cmond(const std::vector<std::string>& args, const std::string& cwd,
     return result;
 }
 
-Daemon::Daemon(const TempDir& dir, std::vector<std::string> args) {
+Daemon::Daemon(const TempDir& dir, std::vector<std::string> args, const Launch& launch) {
     err_path_ = dir.file("cmond.stderr");
     args.push_back("--port");
     args.push_back("0");
     args.push_back("--syslog");
     args.push_back("false");
-    pid_ = spawn(args, dir.path(), out_fd_, err_path_);
+    pid_ = spawn(args, dir.path(), out_fd_, err_path_, launch);
     wait_listening(std::chrono::seconds(10));
 }
 
@@ -245,6 +326,65 @@ std::optional<int> Daemon::wait_exit(std::chrono::milliseconds limit) {
         reaped_ = true;
         return decode_status(status);
     }
+    return std::nullopt;
+}
+
+Process::Process(const std::vector<std::string>& argv, const std::vector<std::string>& env,
+                 const std::string& err_path) {
+    pid_ = spawn_program(argv, "", Launch{env, std::nullopt}, out_, &in_, err_path);
+}
+
+Process::~Process() {
+    if (!reaped_) {
+        finish(std::chrono::seconds(5));
+    }
+    if (out_ >= 0) {
+        ::close(out_);
+    }
+}
+
+std::string Process::read_line(std::chrono::milliseconds limit) {
+    const auto end = std::chrono::steady_clock::now() + limit;
+    for (;;) {
+        const auto nl = buffered_.find('\n');
+        if (nl != std::string::npos) {
+            std::string line = buffered_.substr(0, nl);
+            buffered_.erase(0, nl + 1);
+            return line;
+        }
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            end - std::chrono::steady_clock::now());
+        if (left.count() <= 0) {
+            return "";
+        }
+        pollfd p{out_, POLLIN, 0};
+        if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) {
+            continue;
+        }
+        char buf[1024];
+        const ssize_t n = ::read(out_, buf, sizeof buf);
+        if (n <= 0) {
+            return "";
+        }
+        buffered_.append(buf, static_cast<std::size_t>(n));
+    }
+}
+
+std::optional<int> Process::finish(std::chrono::milliseconds limit) {
+    if (reaped_) {
+        return std::nullopt;
+    }
+    if (in_ >= 0) {
+        ::close(in_);
+        in_ = -1;
+    }
+    int status = 0;
+    reaped_ = true;
+    if (eventually([&] { return ::waitpid(pid_, &status, WNOHANG) == pid_; }, limit)) {
+        return decode_status(status);
+    }
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, &status, 0);
     return std::nullopt;
 }
 

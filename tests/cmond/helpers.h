@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
-// Test helpers for cmond: a self-deleting temporary directory, and Daemon, which runs the real
+// Test helpers for cmond: a self-deleting temporary directory; Daemon, which runs the real
 // cmond binary (CMOND_BIN) as a child on a port it picks itself (--port 0, read back from the
 // "cmond: listening on URL" line on its stdout) and always kills and reaps it when it goes out
-// of scope.
+// of scope; and Process, any other program run alongside a test (a preloaded workload).
 #pragma once
 
 #include <chrono>
@@ -33,6 +33,15 @@ private:
 /// A random 64-hex-digit key.
 std::string random_key_hex();
 
+/// The value of a required environment variable (set by meson); throws when it is missing.
+std::string required_env(const char* name);
+
+/// The uid and gid of the user "nobody" (65534 when it has no passwd entry).
+std::pair<uid_t, gid_t> nobody();
+
+/// chown -R of `path` (no symlinks followed). Returns false on any failure.
+bool chown_tree(const std::string& path, uid_t uid, gid_t gid);
+
 /// Reads a whole file ("" when it cannot).
 std::string read_file(const std::string& path);
 
@@ -54,11 +63,18 @@ struct Exit {
 Exit run_cmond(const std::vector<std::string>& args, const std::string& cwd,
                std::chrono::milliseconds limit = std::chrono::seconds(10));
 
+/// How to start a child: environment entries ("K=V") added to (or replacing those of) this
+/// process's environment, and optionally another user to run as (needs root).
+struct Launch {
+    std::vector<std::string> env;
+    std::optional<std::pair<uid_t, gid_t>> run_as;
+};
+
 class Daemon {
 public:
     /// Starts cmond with `args` + --port 0 --syslog false in `dir`, and waits for its listening
     /// line. On failure, `started()` is false and `err()` tells why.
-    Daemon(const TempDir& dir, std::vector<std::string> args);
+    Daemon(const TempDir& dir, std::vector<std::string> args, const Launch& launch = {});
     ~Daemon();
     Daemon(const Daemon&) = delete;
     Daemon& operator=(const Daemon&) = delete;
@@ -86,6 +102,32 @@ private:
     std::string err_path_;
     int port_ = 0;
     std::string url_;
+    bool reaped_ = false;
+};
+
+/// A program running alongside a test, with a pipe to its stdin and one from its stdout (its
+/// stderr goes to a file). The destructor closes its stdin, waits up to 5 s, then kills and
+/// reaps it.
+class Process {
+public:
+    Process(const std::vector<std::string>& argv, const std::vector<std::string>& env,
+            const std::string& err_path);
+    ~Process();
+    Process(const Process&) = delete;
+    Process& operator=(const Process&) = delete;
+
+    pid_t pid() const { return pid_; }
+    /// The next line of its stdout without the newline; "" at EOF or after `limit`.
+    std::string read_line(std::chrono::milliseconds limit = std::chrono::seconds(10));
+    /// Closes its stdin and waits for it to exit; returns the exit status (128+signal), or
+    /// nullopt when it did not exit within `limit` (then it is killed).
+    std::optional<int> finish(std::chrono::milliseconds limit = std::chrono::seconds(10));
+
+private:
+    pid_t pid_ = -1;
+    int in_ = -1;
+    int out_ = -1;
+    std::string buffered_;
     bool reaped_ = false;
 };
 

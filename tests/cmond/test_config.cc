@@ -115,6 +115,13 @@ concurrency = 3
 
 [command reboot]
 enabled = no
+coalesce = false
+
+[command logs]
+coalesce = off
+
+[command deploy_branch]
+coalesce = yes
 )",
                           "test.conf");
         CHECK(c.bind == "::1");
@@ -130,6 +137,26 @@ enabled = no
         CHECK(health->route == "/health"); // route and method cannot be changed
         CHECK_FALSE(find_command(c.commands, "reboot")->enabled);
         CHECK(find_command(c.commands, "logs")->enabled);
+        CHECK(health->coalesce); // the default for the read-only GET routes
+        CHECK_FALSE(find_command(c.commands, "logs")->coalesce);
+        CHECK(find_command(c.commands, "deploy_branch")->coalesce);
+        CHECK_FALSE(find_command(c.commands, "reboot")->coalesce);
+    }
+
+    TEST_CASE("defaults: only /health and /logs coalesce; stats_dir follows ARENA_STATS_DIR") {
+        const Config c;
+        for (const auto& spec : c.commands) {
+            CAPTURE(spec.name);
+            CHECK(spec.coalesce == (spec.name == "health" || spec.name == "logs"));
+            CHECK(spec.coalesce_error().has_value() == (spec.method != "GET"));
+        }
+        CHECK(c.stats_dir == arena::stats::default_dir());
+        CHECK(c.command_ld_preload.empty());
+        Config set;
+        apply_config_text(
+            set, "stats_dir = /srv/pages\ncommand_ld_preload = /usr/lib/libarena.so\n", "t.conf");
+        CHECK(set.stats_dir == "/srv/pages");
+        CHECK(set.command_ld_preload == "/usr/lib/libarena.so");
     }
 
     TEST_CASE("config file: every mistake names the file, line and key") {
@@ -161,6 +188,17 @@ enabled = no
             {"key_file =", "key_file: must not be empty"},
             {"threads = 0", "threads: '0' is out of range"},
             {"shutdown_timeout = 30", "shutdown_timeout: '30' is not a duration"},
+            {"stats_dir =", "stats_dir: must not be empty"},
+            {"command_ld_preload =", "command_ld_preload: must not be empty"},
+            {"[command reboot]\ncoalesce = true",
+             "t.conf:2: command reboot: coalesce: only GET routes may share runs (POST /reboot "
+             "changes state: every request must run the command itself)"},
+            {"[command sync_upstream]\ncoalesce = 1", "command sync_upstream: coalesce: only GET"},
+            {"[command teardown_branch]\ncoalesce = on",
+             "command teardown_branch: coalesce: only GET"},
+            {"[command health]\ncoalesce = sometimes", "coalesce: 'sometimes' is not a boolean"},
+            {"[command health]\ncolour = 1",
+             "unknown key (argv, timeout, output_cap, workdir, concurrency, enabled, coalesce)"},
         };
         for (const auto& tc : cases) {
             CAPTURE(tc.text);
@@ -244,6 +282,8 @@ enabled = no
         CHECK(example.auth_block_time == defaults.auth_block_time);
         CHECK(example.syslog == defaults.syslog);
         CHECK(example.log_level == defaults.log_level);
+        CHECK(example.stats_dir == defaults.stats_dir);
+        CHECK(example.command_ld_preload == defaults.command_ld_preload);
         REQUIRE(example.commands.size() == defaults.commands.size());
         for (std::size_t i = 0; i < defaults.commands.size(); ++i) {
             const auto& e = example.commands[i];
@@ -254,6 +294,7 @@ enabled = no
             CHECK(e.output_cap == d.output_cap);
             CHECK(e.concurrency == d.concurrency);
             CHECK(e.enabled == d.enabled);
+            CHECK(e.coalesce == d.coalesce);
         }
     }
 
@@ -283,13 +324,15 @@ enabled = no
                                  "--auth-block-time",
                                  "--syslog",
                                  "--log-level",
+                                 "--stats-dir",
+                                 "--command-ld-preload",
                                  "--command",
                                  "--check-config"}) {
             CAPTURE(flag);
             CHECK(help.find(flag) != std::string::npos);
         }
         for (const char* key :
-             {"argv", "timeout", "output_cap", "workdir", "concurrency", "enabled"}) {
+             {"argv", "timeout", "output_cap", "workdir", "concurrency", "enabled", "coalesce"}) {
             CHECK(help.find(std::string("      ") + key) != std::string::npos);
         }
         for (const auto& c : default_commands()) {
@@ -304,7 +347,8 @@ enabled = no
                                         "restart_exit_code = 3\nauth_max_failures = 2\n"
                                         "auth_failure_window = 1s\nauth_block_time = 1s\n"
                                         "syslog = false\nlog_level = debug\ntls_cert = c\n"
-                                        "tls_key = k\n",
+                                        "tls_key = k\nstats_dir = /s\n"
+                                        "command_ld_preload = /l.so\n",
                                         "all.conf"));
     }
 

@@ -2,128 +2,17 @@
 // cmond over real HTTP: the real binary (CMOND_BIN) on a port it picks at run time, a stand-in
 // command table (never the real reboot), and httplib clients. Every daemon is killed and reaped
 // when its test case ends (Daemon's destructor).
-#include "helpers.h"
+#include "http_env.h"
 
-#include <doctest/doctest.h>
-#include <httplib.h>
-#include <nlohmann/json.hpp>
-
-#include <arpa/inet.h>
 #include <atomic>
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
-#include <netinet/in.h>
 #include <optional>
-#include <sys/socket.h>
 #include <thread>
-#include <unistd.h>
 
-using cmond_test::Daemon;
-using cmond_test::TempDir;
-using nlohmann::json;
+using namespace cmond_test;
 using namespace std::chrono_literals;
-
-namespace {
-
-// A temp dir with a 0600 key, stand-in scripts and a config file with a harmless command table.
-struct Env {
-    TempDir dir;
-    std::string key = cmond_test::random_key_hex();
-
-    Env() {
-        dir.write("client_secret.key", key + "\n", 0600);
-        // deploy.sh logs every branch it receives, so tests can prove refused values never ran.
-        dir.write("deploy.sh", "#!/bin/sh\necho \"$1\" >> deploy.log\necho \"deploy $1\"\n", 0755);
-        dir.write("teardown.sh", "#!/bin/sh\necho \"teardown $1\"\nexit 3\n", 0755);
-        dir.write("cmond.conf", R"(# stand-in command table for the tests
-key_file = client_secret.key
-auth_max_failures = 1000
-shutdown_timeout = 5s
-kill_grace = 200ms
-log_level = info
-
-[command health]
-argv = ["/bin/echo", "healthy"]
-[command logs]
-argv = ["/bin/sh", "-c", "echo log line; echo err line >&2"]
-[command reboot]
-argv = ["/bin/echo", "reboot stand-in"]
-[command sync_upstream]
-argv = ["/bin/echo", "pull", "origin", "--", "{branch}"]
-[command deploy_branch]
-argv = ["./deploy.sh", "{branch}"]
-[command teardown_branch]
-argv = ["./teardown.sh", "{branch}"]
-)");
-    }
-
-    std::vector<std::string> args(std::vector<std::string> extra = {}) const {
-        std::vector<std::string> a = {"--config", dir.file("cmond.conf")};
-        a.insert(a.end(), extra.begin(), extra.end());
-        return a;
-    }
-
-    httplib::Headers auth() const { return {{"access_token", key}}; }
-};
-
-httplib::Client client(const Daemon& d) {
-    httplib::Client cli("127.0.0.1", d.port());
-    cli.set_connection_timeout(5, 0);
-    cli.set_read_timeout(30, 0);
-    return cli;
-}
-
-json body_of(const httplib::Result& r) {
-    REQUIRE(r);
-    return json::parse(r->body);
-}
-
-// Sends raw bytes and returns everything the server answers before closing (or 2 s of quiet).
-std::string raw_request(int port, const std::string& bytes) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-        ::close(fd);
-        return "";
-    }
-    ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
-    timeval tv{2, 0};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    std::string out;
-    char buf[4096];
-    ssize_t n;
-    while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) {
-        out.append(buf, static_cast<std::size_t>(n));
-    }
-    ::close(fd);
-    return out;
-}
-
-std::string metrics_text(const Daemon& d, const Env& env) {
-    auto cli = client(d);
-    auto r = cli.Get("/metrics", env.auth());
-    REQUIRE(r);
-    REQUIRE(r->status == 200);
-    return r->body;
-}
-
-// Value of the sample line starting with `series ` in an exposition, or -1.
-double sample(const std::string& text, const std::string& series) {
-    const auto pos = text.find("\n" + series + " ");
-    if (pos == std::string::npos) {
-        return -1;
-    }
-    return std::stod(text.substr(pos + series.size() + 2));
-}
-
-constexpr const char* kAuthError =
-    R"({"status":"error","code":401,"message":"Authentication Error","data":null})";
-
-} // namespace
 
 TEST_SUITE("http") {
 
@@ -201,6 +90,9 @@ TEST_SUITE("http") {
             {"/deploy_branch", "GET"},
             {"/teardown_branch", "DELETE"},
             {"/metrics", "GET"},
+            {"/arena", "GET"},
+            {"/arena/1", "GET"},
+            {"/arena/1/trim", "POST"},
         };
         for (const auto& route : routes) {
             const std::string& path = route.first;     // not structured bindings: CAPTURE's lambda
@@ -230,8 +122,8 @@ TEST_SUITE("http") {
                 }
             }
         }
-        for (const char* path : {"/", "/nope", "/health/", "/HEALTH", "/health/x", "/arena",
-                                 "/arena/1", "/metrics.txt"}) {
+        for (const char* path : {"/", "/nope", "/health/", "/HEALTH", "/health/x", "/arenas",
+                                 "/arena/", "/arena/1/x", "/arena//trim", "/metrics.txt"}) {
             CAPTURE(path);
             auto r = cli.Get(path, env.auth());
             REQUIRE(r);
@@ -536,7 +428,7 @@ TEST_SUITE("http") {
                     ++ok;
                 } else if (r && r->status == 429 && r->get_header_value("Retry-After") == "1" &&
                            json::parse(r->body)["message"] ==
-                               "Command 'health' is busy (1 running, limit 1); retry later") {
+                               "Command 'health' is busy (1 in progress, limit 1); retry later") {
                     ++busy;
                 } else {
                     ++other;
@@ -662,7 +554,7 @@ TEST_SUITE("http") {
             {"--config", conf, "--threads", "4", "--check-config", "--syslog", "false"},
             dir.path());
         CHECK(few_threads.status == 0);
-        CHECK(few_threads.err.find("threads = 4 but commands may run 14 at once") !=
+        CHECK(few_threads.err.find("threads = 4 but commands may take 14 requests at once") !=
               std::string::npos);
 
         auto help = cmond_test::run_cmond({"--help"}, dir.path());

@@ -34,6 +34,8 @@ TEST_SUITE("metrics") {
         m.request("/health", 200, 0.01);
         m.command_run("health", "ok", 0.003);
         m.command_rejected("health", "busy");
+        m.command_coalesced("health");
+        m.set_waiting("health", 2);
         m.command_started("health");
         m.command_finished("health");
         m.auth_failure("wrong");
@@ -48,6 +50,8 @@ TEST_SUITE("metrics") {
             "cmond_command_runs_total",
             "cmond_command_duration_seconds",
             "cmond_command_rejections_total",
+            "cmond_command_coalesced_requests_total",
+            "cmond_command_waiting_requests",
             "cmond_commands_running",
             "cmond_auth_failures_total",
             "cmond_rate_limited_requests_total",
@@ -76,6 +80,10 @@ TEST_SUITE("metrics") {
         CHECK(text.find(R"(cmond_auth_failures_total{reason="missing"} 0)") != std::string::npos);
         CHECK(text.find("cmond_rate_limited_clients 1") != std::string::npos);
         CHECK(text.find(R"(cmond_commands_running{command="health"} 0)") != std::string::npos);
+        CHECK(text.find(R"(cmond_command_coalesced_requests_total{command="health"} 1)") !=
+              std::string::npos);
+        CHECK(text.find(R"(cmond_command_waiting_requests{command="health"} 2)") !=
+              std::string::npos);
     }
 
     TEST_CASE("extra collectables are appended to the exposition") {

@@ -187,6 +187,27 @@ TEST_SUITE("runner") {
         CHECK(s == p);
     }
 
+    TEST_CASE("environment: inherited, except LD_PRELOAD, which comes only from the spec") {
+        // As when cmond is started preloaded (arena-run, LD_PRELOAD=libarena.so).
+        REQUIRE(::setenv("LD_PRELOAD", "/nonexistent/cmond-test-preload.so", 1) == 0);
+        REQUIRE(::setenv("CMOND_TEST_MARK", "kept", 1) == 0);
+        Runner r;
+        const std::string script = "echo \"[${LD_PRELOAD-unset}] [$CMOND_TEST_MARK]\"";
+        auto plain = r.run(sh(script));
+        CHECK(plain.ok());
+        CHECK(plain.output == "[unset] [kept]\n");
+
+        RunSpec spec = sh(script);
+        spec.ld_preload = "/nonexistent/configured.so";
+        auto configured = r.run(spec);
+        CHECK(configured.ok());
+        // ld.so complains that it cannot load it, then the shell runs and shows the value.
+        CHECK(configured.output.find("[/nonexistent/configured.so] [kept]\n") != std::string::npos);
+        CHECK(configured.output.find("cmond-test-preload") == std::string::npos);
+        ::unsetenv("LD_PRELOAD");
+        ::unsetenv("CMOND_TEST_MARK");
+    }
+
     TEST_CASE("kill_all ends running commands as Killed; stop_accepting refuses new ones") {
         Runner r;
         RunResult res;
