@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# Installs the Debian packages a task needs, only those that are missing.
+#
+#   scripts/deps.sh build|test|demo|bench
+#
+# Runs apt-get as root, or through sudo when available. Prints what it installs.
+set -euo pipefail
+
+build=(g++ meson ninja-build pkg-config doctest-dev libssl-dev libcpp-httplib-dev
+       prometheus-cpp-dev nlohmann-json3-dev)
+# What the test suites run: real programs for the preload suite, promtool, the allocator peers
+# and load tools for the benchmark smoke tests.
+test=("${build[@]}" python3 git perl sqlite3 cmake curl coreutils findutils tar xz-utils gzip
+      gawk procps prometheus libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 wrk webhook)
+demo=("${build[@]}" python3 git curl)
+bench=("${test[@]}" gnuplot-nox hyperfine)
+
+case "${1:-}" in
+    build) want=("${build[@]}") ;;
+    test) want=("${test[@]}") ;;
+    demo) want=("${demo[@]}") ;;
+    bench) want=("${bench[@]}") ;;
+    *) echo "usage: $0 build|test|demo|bench" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${want[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$p")
+    fi
+done
+# node: the preload suite uses it; any node on PATH will do (Debian's nodejs package otherwise).
+if [ "$1" = test ] && ! command -v node >/dev/null 2>&1; then
+    missing+=(nodejs)
+fi
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -eq 0 ]; then
+    as_root=()
+elif command -v sudo >/dev/null 2>&1; then
+    as_root=(sudo)
+else
+    echo "deps: missing packages: ${missing[*]}; run as root or install sudo" >&2
+    exit 1
+fi
+echo "deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+if ! "${as_root[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"; then
+    "${as_root[@]}" apt-get update -q
+    "${as_root[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
