@@ -95,14 +95,59 @@ std::string openssl_errors() {
     return out.empty() ? "unknown OpenSSL error" : out;
 }
 
-std::string regex_escape(const std::string& s) {
+// The segments of a path: "/arena/1/trim" -> {"arena", "1", "trim"}; "/" -> {""}.
+std::vector<std::string_view> segments(std::string_view path) {
+    std::vector<std::string_view> out;
+    std::size_t start = path.empty() || path.front() != '/' ? 0 : 1;
+    for (;;) {
+        const std::size_t slash = path.find('/', start);
+        out.push_back(path.substr(start, slash == std::string_view::npos ? slash : slash - start));
+        if (slash == std::string_view::npos) {
+            return out;
+        }
+        start = slash + 1;
+    }
+}
+
+// True when `path` matches a route pattern: literal segments equal, ":name" segments non-empty.
+bool path_matches(std::string_view pattern, std::string_view path) {
+    if (pattern.find(':') == std::string_view::npos) {
+        return pattern == path; // the common case: a literal route
+    }
+    if (path.empty() || path.front() != '/') {
+        return false;
+    }
+    const auto want = segments(pattern);
+    const auto have = segments(path);
+    if (want.size() != have.size()) {
+        return false;
+    }
+    for (std::size_t i = 0; i < want.size(); ++i) {
+        const bool param = !want[i].empty() && want[i].front() == ':';
+        if (param ? have[i].empty() : want[i] != have[i]) {
+            return false;
+        }
+    }
+    return true;
+}
+
+// The route pattern as httplib's (ECMAScript) path regex: literals escaped, ":name" segments as
+// "([^/]+)".
+std::string http_regex(const std::string& pattern) {
     static const std::string kSpecial = R"(\^$.|?*+()[]{})";
     std::string out;
-    for (const char c : s) {
-        if (kSpecial.find(c) != std::string::npos) {
-            out += '\\';
+    for (const std::string_view seg : segments(pattern)) {
+        out += '/';
+        if (!seg.empty() && seg.front() == ':') {
+            out += "([^/]+)";
+            continue;
         }
-        out += c;
+        for (const char c : seg) {
+            if (kSpecial.find(c) != std::string::npos) {
+                out += '\\';
+            }
+            out += c;
+        }
     }
     return out;
 }
@@ -149,7 +194,7 @@ bool check_params(const httplib::Request& req, httplib::Response& res, const cha
     return true;
 }
 
-// The <pid> of a path matched by "/arena/([^/]+)..." (handlers may run before httplib has
+// The <pid> of a path matched by "/arena/:pid..." (handlers may run before httplib has
 // filled Request::matches; see the pre-routing handler).
 std::string pid_segment(const std::string& path) {
     constexpr std::string_view kPrefix = "/arena/";
@@ -244,20 +289,14 @@ Server::~Server() {
     }
 }
 
-void Server::add_route(std::string method, std::string pattern, std::string label,
-                       std::string command, Handler handler) {
+void Server::add_route(std::string method, std::string pattern, std::string command,
+                       Handler handler) {
     Route route;
     route.method = std::move(method);
-    // A pattern with a group is a regex ("/arena/([^/]+)"); anything else is a literal path.
-    route.is_regex = pattern.find('(') != std::string::npos;
     route.pattern = std::move(pattern);
-    route.label = std::move(label);
     route.command = std::move(command);
     route.handler = std::move(handler);
-    if (route.is_regex) {
-        route.regex = std::regex(route.pattern);
-    }
-    const std::string http_pattern = route.is_regex ? route.pattern : regex_escape(route.pattern);
+    const std::string http_pattern = http_regex(route.pattern);
     if (route.method == "GET") {
         http_->Get(http_pattern, route.handler);
     } else if (route.method == "POST") {
@@ -278,29 +317,28 @@ void Server::build_routes() {
     for (const auto& spec : config_.commands) {
         CommandSlot& slot = slots_.emplace_back();
         slot.spec = &spec;
-        add_route(spec.method, spec.route, spec.route, spec.name,
+        add_route(spec.method, spec.route, spec.name,
                   [this, &slot](const Req& req, Res& res) { handle_command(slot, req, res); });
     }
-    add_route("POST", "/restart", "/restart", "restart",
+    add_route("POST", "/restart", "restart",
               [this](const Req& req, Res& res) { handle_restart(req, res); });
-    add_route("GET", "/metrics", "/metrics", "",
+    add_route("GET", "/metrics", "",
               [this](const Req& req, Res& res) { handle_metrics(req, res); });
-    add_route("GET", "/arena", "/arena", "", [this](const Req& req, Res& res) {
+    add_route("GET", "/arena", "", [this](const Req& req, Res& res) {
         if (check_params(req, res, nullptr)) {
             send(res, arena_list_reply(config_.stats_dir));
         }
     });
-    add_route("GET", R"(/arena/([^/]+))", "/arena/:pid", "", [this](const Req& req, Res& res) {
+    add_route("GET", "/arena/:pid", "", [this](const Req& req, Res& res) {
         if (check_params(req, res, nullptr)) {
             send(res, arena_get_reply(config_.stats_dir, pid_segment(req.path)));
         }
     });
-    add_route("POST", R"(/arena/([^/]+)/trim)", "/arena/:pid/trim", "",
-              [this](const Req& req, Res& res) {
-                  if (check_params(req, res, nullptr)) {
-                      send(res, arena_trim_reply(config_.stats_dir, pid_segment(req.path)));
-                  }
-              });
+    add_route("POST", "/arena/:pid/trim", "", [this](const Req& req, Res& res) {
+        if (check_params(req, res, nullptr)) {
+            send(res, arena_trim_reply(config_.stats_dir, pid_segment(req.path)));
+        }
+    });
 }
 
 void Server::install_handlers() {
@@ -333,12 +371,10 @@ void Server::install_handlers() {
         const Route* match = nullptr;
         std::string allow;
         for (const auto& route : routes_) {
-            const bool path_matches = route.is_regex ? std::regex_match(req.path, route.regex)
-                                                     : route.pattern == req.path;
-            if (!path_matches) {
+            if (!path_matches(route.pattern, req.path)) {
                 continue;
             }
-            t_ctx.route = route.label;
+            t_ctx.route = route.pattern;
             if (route.method == req.method) {
                 match = &route;
                 break;

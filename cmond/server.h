@@ -21,7 +21,6 @@
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <regex>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -74,10 +73,8 @@ private:
     using Handler = std::function<void(const httplib::Request&, httplib::Response&)>;
     struct Route {
         std::string method;
-        std::string pattern; // a literal path, or an ECMAScript regex when is_regex
-        bool is_regex = false;
-        std::regex regex;
-        std::string label;   // metrics and log label: the pattern in readable form
+        std::string pattern; // the path; a ":name" segment matches any one non-empty segment.
+                             // Also the metrics and log label ("/arena/:pid/trim").
         std::string command; // command name for logs; empty for builtin routes
         Handler handler;
     };
@@ -87,8 +84,7 @@ private:
         Coalescer coalescer;                  // used when spec->coalesce
     };
 
-    void add_route(std::string method, std::string pattern, std::string label, std::string command,
-                   Handler handler);
+    void add_route(std::string method, std::string pattern, std::string command, Handler handler);
     void build_routes();
     void install_handlers();
     void handle_command(CommandSlot& slot, const httplib::Request& req, httplib::Response& res);

@@ -130,6 +130,14 @@ TEST_SUITE("http") {
             CHECK(r->status == 404);
             CHECK(r->body == R"({"status":"error","code":404,"message":"Not Found","data":null})");
         }
+        // Request targets that only look like a route.
+        for (const char* target : {"health", "//health", "/arena/1/", "arena/1"}) {
+            CAPTURE(target);
+            const std::string out = raw_request(
+                d.port(), std::string("GET ") + target + " HTTP/1.1\r\nHost: x\r\n" +
+                              "access_token: " + env.key + "\r\nConnection: close\r\n\r\n");
+            CHECK(out.rfind("HTTP/1.1 404", 0) == 0);
+        }
         // A method httplib does not know at all, and a broken request line: JSON 400.
         const std::string foo =
             raw_request(d.port(), "FOO /health HTTP/1.1\r\nHost: x\r\naccess_token: " + env.key +
@@ -419,7 +427,7 @@ TEST_SUITE("http") {
         std::atomic<int> ok{0};
         std::atomic<int> busy{0};
         std::atomic<int> other{0};
-        std::vector<std::thread> threads;
+        std::vector<std::jthread> threads;
         for (int i = 0; i < 4; ++i) {
             threads.emplace_back([&] {
                 auto cli = client(d);
@@ -623,7 +631,7 @@ TEST_SUITE("http") {
                  R"(health.argv=["/bin/sh", "-c", "touch started; sleep 0.5; echo finished"])"}));
         REQUIRE_MESSAGE(d.started(), d.err());
         std::optional<httplib::Result> r;
-        std::thread t([&] { r.emplace(client(d).Get("/health", env.auth())); });
+        std::jthread t([&] { r.emplace(client(d).Get("/health", env.auth())); });
         // SIGTERM once the command runs (the marker file), while it sleeps.
         REQUIRE(cmond_test::eventually(
             [&] { return std::filesystem::exists(env.dir.file("started")); }));
@@ -643,7 +651,7 @@ TEST_SUITE("http") {
                            "--shutdown-timeout", "500ms"}));
         REQUIRE_MESSAGE(d.started(), d.err());
         std::optional<httplib::Result> r;
-        std::thread t([&] { r.emplace(client(d).Get("/health", env.auth())); });
+        std::jthread t([&] { r.emplace(client(d).Get("/health", env.auth())); });
         REQUIRE(cmond_test::eventually(
             [&] { return !cmond_test::read_file(env.dir.file("leader.pid")).empty(); }));
         const pid_t leader =
