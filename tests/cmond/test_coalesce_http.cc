@@ -36,7 +36,8 @@ double waiting(const Daemon& d, const Env& env, const std::string& command = "he
                   "cmond_command_waiting_requests{command=\"" + command + "\"}");
 }
 
-// A GET on its own thread and connection; the answer is read after join().
+// A GET on its own thread and connection; the answer is read after join(). Threads are always
+// joined before the Daemon goes (declared after it), so a failing check never leaks a daemon.
 struct Request {
     std::optional<httplib::Result> result;
     std::thread thread;
@@ -138,7 +139,7 @@ TEST_SUITE("coalesce-http") {
             constexpr int kRequests = 12;
             std::vector<long long> sent(kRequests);
             std::vector<std::optional<httplib::Result>> results(kRequests);
-            std::vector<std::thread> threads;
+            std::vector<std::jthread> threads; // joined even when a check throws
             for (int i = 0; i < kRequests; ++i) {
                 threads.emplace_back([&, i] {
                     std::this_thread::sleep_for(std::chrono::milliseconds(50 * i));
@@ -200,10 +201,10 @@ TEST_SUITE("coalesce-http") {
         REQUIRE_MESSAGE(d.started(), d.err());
         const auto t0 = std::chrono::steady_clock::now();
         std::optional<httplib::Result> first;
-        std::thread ta([&] { first.emplace(client(d).Get("/health", env.auth())); });
+        std::jthread ta([&] { first.emplace(client(d).Get("/health", env.auth())); });
         REQUIRE(eventually([&] { return started_runs(env) == 1; }));
         std::vector<std::optional<httplib::Result>> later(2);
-        std::vector<std::thread> ts;
+        std::vector<std::jthread> ts;
         for (auto& r : later) {
             ts.emplace_back([&] { r.emplace(client(d).Get("/health", env.auth())); });
         }
