@@ -158,13 +158,17 @@ void Metrics::add_collectable(std::shared_ptr<prometheus::Collectable> collectab
 
 std::string Metrics::render() const {
     auto families = registry_->Collect();
+    std::vector<std::shared_ptr<prometheus::Collectable>> extra;
     {
         std::lock_guard lock(extra_mutex_);
-        for (const auto& c : extra_) {
-            auto more = c->Collect();
-            families.insert(families.end(), std::make_move_iterator(more.begin()),
-                            std::make_move_iterator(more.end()));
-        }
+        extra = extra_;
+    }
+    // Outside the lock: collectables are thread-safe, and concurrent scrapes must not queue
+    // behind one another's stats-page reads.
+    for (const auto& c : extra) {
+        auto more = c->Collect();
+        families.insert(families.end(), std::make_move_iterator(more.begin()),
+                        std::make_move_iterator(more.end()));
     }
     return prometheus::TextSerializer().Serialize(families);
 }
