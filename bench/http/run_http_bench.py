@@ -2,11 +2,13 @@
 # SPDX-License-Identifier: MIT
 """HTTP load figures for cmond, side by side with Debian's webhook, in one run.
 
-Starts cmond (a throwaway key, the real `uptime` behind GET /health) and webhook with a hook
-running the same `uptime`, both on 127.0.0.1, then runs wrk against
-  - cmond  GET /health   (spawns uptime per request)
-  - webhook GET /hooks/health (spawns uptime per request)
-  - cmond  GET /metrics  (no process)
+Starts two cmonds (a throwaway key, the real `uptime` behind GET /health; one with coalescing
+on, its default for /health, one with `coalesce = false`) and webhook with a hook running the
+same `uptime`, all on 127.0.0.1, then runs wrk against
+  - cmond  GET /health, coalesce on  (requests that arrive during a run share the next run)
+  - cmond  GET /health, coalesce off (one uptime per request)
+  - webhook GET /hooks/health        (one uptime per request)
+  - cmond  GET /metrics              (no process; includes the arena_* families)
 interleaved for several rounds, so that background load on the machine hits all alike, plus
 (optionally) spawn_ceiling: posix_spawn of uptime in a loop with no HTTP at all, the ceiling of
 any daemon that runs a program per request. Every wrk run must see only 2xx answers.
@@ -55,29 +57,36 @@ def wait_http(url, headers, limit=10.0):
     raise RuntimeError(f"{url} did not answer 200 within {limit} s")
 
 
-def start_cmond(cmond, tmp):
+def start_cmond(cmond, tmp, coalesce):
+    """cmond with the real uptime behind /health; its stats page (it runs on libarena) and the
+    pages its /metrics reads are in tmp/stats, not the machine's /dev/shm/arena."""
+    name = "coalesce-on" if coalesce else "coalesce-off"
+    home = os.path.join(tmp, name)
+    os.makedirs(home)
     key = secrets.token_hex(32)
-    key_path = os.path.join(tmp, "client_secret.key")
+    key_path = os.path.join(home, "client_secret.key")
     with open(key_path, "w") as f:
         f.write(key + "\n")
     os.chmod(key_path, 0o600)
-    conf = os.path.join(tmp, "cmond.conf")
+    conf = os.path.join(home, "cmond.conf")
     with open(conf, "w") as f:
         # The real command; concurrency above wrk's connection count so that no request is
-        # refused with 429 (the default limit for health is 8), and threads above the sum of
-        # all commands' limits.
+        # refused with 429 (the default limit for health is 8; waiting requests count too),
+        # and threads above the sum of all commands' limits.
         f.write("key_file = client_secret.key\nsyslog = false\n"
                 f"threads = {CONNECTIONS + 14}\n"
-                f"[command health]\nargv = [\"uptime\"]\nconcurrency = {CONNECTIONS + 2}\n")
-    err = open(os.path.join(tmp, "cmond.stderr"), "w")
-    proc = subprocess.Popen([cmond, "--config", conf, "--port", "0"], cwd=tmp,
+                f"[command health]\nargv = [\"uptime\"]\nconcurrency = {CONNECTIONS + 2}\n"
+                f"coalesce = {'true' if coalesce else 'false'}\n")
+    err_path = os.path.join(home, "cmond.stderr")
+    err = open(err_path, "w")
+    env = dict(os.environ, ARENA_STATS_DIR=os.path.join(tmp, "stats"))
+    proc = subprocess.Popen([cmond, "--config", conf, "--port", "0"], cwd=home, env=env,
                             stdout=subprocess.PIPE, stderr=err, text=True)
     line = proc.stdout.readline()
     m = re.match(r"cmond: listening on (http://127\.0\.0\.1:(\d+))", line)
     if not m:
         proc.kill()
-        raise RuntimeError("cmond did not start: " + line +
-                           open(os.path.join(tmp, "cmond.stderr")).read())
+        raise RuntimeError("cmond did not start: " + line + open(err_path).read())
     base = m.group(1)
     headers = {"access_token": key}
     body = wait_http(base + "/health", headers)
@@ -131,6 +140,15 @@ def run_wrk(url, seconds, headers=None):
     return rps, p99
 
 
+def metric(base, key, series):
+    """The value of one sample of cmond's /metrics."""
+    req = urllib.request.Request(base + "/metrics", headers={"access_token": key})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        text = resp.read().decode()
+    m = re.search("^" + re.escape(series) + r" (\S+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
 def run_ceiling(binary, seconds):
     out = subprocess.run([binary, "4", str(seconds), "uptime"], capture_output=True, text=True,
                          check=True).stdout
@@ -153,41 +171,59 @@ def main():
             print(f"{tool} is not installed: skipping (apt-get install wrk webhook procps)")
             return 77
 
-    rows = {"cmond GET /health": [], "webhook GET /hooks/health": [], "cmond GET /metrics": [],
-            "posix_spawn(uptime) loop, no HTTP": []}
+    on, off = "cmond GET /health, coalesce on", "cmond GET /health, coalesce off"
+    hook, scrape, spawn = ("webhook GET /hooks/health", "cmond GET /metrics",
+                           "posix_spawn(uptime) loop, no HTTP")
+    rows = {on: [], off: [], hook: [], scrape: [], spawn: []}
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="cmond-bench-") as tmp:
-        cmond, cmond_url, key = start_cmond(args.cmond, tmp)
-        webhook, webhook_url = None, None
+        daemons = []
         try:
+            cmond_on, on_url, on_key = start_cmond(args.cmond, tmp, True)
+            daemons.append(cmond_on)
+            cmond_off, off_url, off_key = start_cmond(args.cmond, tmp, False)
+            daemons.append(cmond_off)
             webhook, webhook_url = start_webhook(tmp)
-            auth = {"access_token": key}
-            # Warm both up (page cache, thread pools) before measuring.
-            run_wrk(cmond_url + "/health", 1, auth)
+            daemons.append(webhook)
+            on_auth, off_auth = {"access_token": on_key}, {"access_token": off_key}
+            # Warm everything up (page cache, thread pools) before measuring.
+            run_wrk(on_url + "/health", 1, on_auth)
+            run_wrk(off_url + "/health", 1, off_auth)
             run_wrk(webhook_url + "/hooks/health", 1)
+            requests_series = 'cmond_http_requests_total{code="200",route="/health"}'
+            runs_series = 'cmond_command_runs_total{command="health",result="ok"}'
+            requests0 = metric(on_url, on_key, requests_series)
+            runs0 = metric(on_url, on_key, runs_series)
             for r in range(args.rounds):
-                rows["cmond GET /health"].append(run_wrk(cmond_url + "/health", args.duration, auth))
-                rows["webhook GET /hooks/health"].append(
-                    run_wrk(webhook_url + "/hooks/health", args.duration))
-                rows["cmond GET /metrics"].append(
-                    run_wrk(cmond_url + "/metrics", args.duration, auth))
+                rows[on].append(run_wrk(on_url + "/health", args.duration, on_auth))
+                rows[off].append(run_wrk(off_url + "/health", args.duration, off_auth))
+                rows[hook].append(run_wrk(webhook_url + "/hooks/health", args.duration))
+                rows[scrape].append(run_wrk(on_url + "/metrics", args.duration, on_auth))
                 if args.spawn_ceiling:
-                    rows["posix_spawn(uptime) loop, no HTTP"].append(
-                        (run_ceiling(args.spawn_ceiling, args.duration), None))
+                    rows[spawn].append((run_ceiling(args.spawn_ceiling, args.duration), None))
                 print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+            shared_requests = metric(on_url, on_key, requests_series) - requests0
+            shared_runs = metric(on_url, on_key, runs_series) - runs0
+            # What one scrape spends reading the stats pages (the arena_* families).
+            scrape_ms = statistics.median(
+                metric(on_url, on_key, "cmond_arena_scrape_duration_seconds") * 1e3
+                for _ in range(21))
+            pages = metric(on_url, on_key, "cmond_arena_pages_read")
         finally:
-            for proc in (cmond, webhook):
-                if proc is not None:
-                    proc.terminate()
-                    try:
-                        proc.wait(timeout=10)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                        proc.wait()
-        if cmond.returncode != 0:
-            raise RuntimeError(f"cmond exited with {cmond.returncode} after SIGTERM")
+            for proc in daemons:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        for proc in (cmond_on, cmond_off):
+            if proc.returncode != 0:
+                raise RuntimeError(f"cmond exited with {proc.returncode} after SIGTERM")
 
+    load_after = os.getloadavg()[0]
     median_rps = {k: statistics.median(x[0] for x in v) for k, v in rows.items() if v}
-    webhook_rps = median_rps["webhook GET /hooks/health"]
+    webhook_rps = median_rps[hook]
     lines = [
         "| target | req/s (median) | req/s per round | p99 ms (median) | vs webhook |",
         "|---|---:|---|---:|---:|",
@@ -198,21 +234,27 @@ def main():
         per_round = ", ".join(f"{x[0]:.0f}" for x in results)
         p99s = [x[1] for x in results if x[1] is not None]
         p99 = f"{statistics.median(p99s):.2f}" if p99s else "–"
-        ratio = f"{median_rps[name] / webhook_rps:.2f}x" if "/metrics" not in name else "–"
+        ratio = f"{median_rps[name] / webhook_rps:.2f}x" if name != scrape else "–"
         lines.append(f"| {name} | {median_rps[name]:.0f} | {per_round} | {p99} | {ratio} |")
     table = "\n".join(lines)
-    notes = ""
-    ceiling = median_rps.get("posix_spawn(uptime) loop, no HTTP")
-    cmond_rps = median_rps["cmond GET /health"]
+    per_run = shared_requests / shared_runs if shared_runs else 0
+    notes = [f"With coalescing, {shared_requests:.0f} requests to /health were answered by "
+             f"{shared_runs:.0f} runs of uptime ({per_run:.1f} requests per run), every one "
+             "from a run that started after the request arrived."]
+    notes.append(f"Each /metrics scrape reads {pages:.0f} stats pages (both cmonds run on "
+                 f"libarena) through the shared reader: {scrape_ms:.2f} ms of every scrape "
+                 "(median of cmond_arena_scrape_duration_seconds).")
+    ceiling = median_rps.get(spawn)
     if ceiling:
-        notes = (f"cmond's /health reaches {cmond_rps / ceiling:.0%} of the spawn ceiling, "
-                 f"webhook {webhook_rps / ceiling:.0%}. Twice webhook would be "
-                 f"{2 * webhook_rps:.0f} req/s, "
-                 + ("above" if 2 * webhook_rps > ceiling else "below")
-                 + f" the ceiling of {ceiling:.0f} spawns/s measured in the same run.")
+        notes.append(
+            f"Without coalescing, cmond's /health reaches {median_rps[off] / ceiling:.0%} of the "
+            f"spawn ceiling, webhook {webhook_rps / ceiling:.0%}. Twice webhook is "
+            f"{2 * webhook_rps:.0f} req/s, "
+            + ("above" if 2 * webhook_rps > ceiling else "below")
+            + f" the ceiling of {ceiling:.0f} spawns/s measured in the same run.")
+    notes = "\n\n".join(notes)
     print(table)
-    if notes:
-        print(notes)
+    print(notes)
 
     if args.out and not args.smoke:
         uname = platform.uname()
@@ -220,16 +262,21 @@ def main():
 
 Generated by `bench/http/run_http_bench.py` (`meson test -C build --benchmark http_load`) on
 {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')},
-{os.cpu_count()} CPUs, Linux {uname.release}.
+{os.cpu_count()} CPUs, Linux {uname.release}; 1-minute load average {load_before:.2f} before the
+run and {load_after:.2f} after it (other work on the machine moves single rounds).
 
 Each row: `wrk -t{THREADS} -c{CONNECTIONS} -d{args.duration}s --latency` on 127.0.0.1,
-{args.rounds} rounds interleaved (cmond /health, webhook, cmond /metrics, spawn loop), so
-background load hits every target alike. Both daemons run the real `uptime` per request;
-webhook (Debian's package) with `include-command-output-in-response`, cmond with its default
-access log to a file and `concurrency = {CONNECTIONS + 2}` for health (above wrk's
-{CONNECTIONS} connections; the default of 8 would answer some requests 429). Every run saw only 2xx answers.
-The last row is no daemon at all: 4 threads running `posix_spawn(uptime)` back to back, the
-ceiling of anything that runs a program per request on this machine.
+{args.rounds} rounds interleaved (cmond /health with coalescing on, the same with it off,
+webhook, cmond /metrics, spawn loop), so background load hits every target alike. Every
+request is answered from a run of the real `uptime` that started after the request arrived:
+webhook (Debian's package, with `include-command-output-in-response`) and cmond with
+`coalesce = false` start one per request; cmond with coalescing (its default for /health)
+lets the requests that arrive while `uptime` runs share the next run (see cmond/README.md,
+"Shared runs"). Both cmonds run on libarena, log every request to a file and have
+`concurrency = {CONNECTIONS + 2}` for health (above wrk's {CONNECTIONS} connections; the
+default of 8 would answer some requests 429). Every run saw only 2xx answers. The last row is
+no daemon at all: 4 threads running `posix_spawn(uptime)` back to back, the ceiling of anything
+that runs a program per request on this machine.
 
 {table}
 
