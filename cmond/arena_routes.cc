@@ -217,14 +217,28 @@ ApiReply arena_trim_reply(const std::string& stats_dir, std::string_view pid_tex
         return error_reply(403,
                            "Not allowed to write the control area of " + pid_word(*pid) + owner);
     }
-    const std::string err = st::request_trim(stats_dir, *pid);
-    if (!err.empty()) {
+    const st::ControlResult result = st::request_trim(stats_dir, *pid);
+    if (!result.ok()) {
         // The page changed between the checks above and the request (the process exited, ...).
-        const int code = err.rfind("no stats page", 0) == 0       ? 404
-                         : err.rfind("permission denied", 0) == 0 ? 403
-                         : err.find("stale") != std::string::npos ? 409
-                                                                  : 500;
-        return error_reply(code, "Trim of " + pid_word(*pid) + " failed: " + err);
+        int code = 500;
+        switch (result.error) {
+        case st::ControlError::NoPage:
+            code = 404;
+            break;
+        case st::ControlError::Permission:
+            code = 403;
+            break;
+        case st::ControlError::Stale:
+            code = 409;
+            break;
+        case st::ControlError::Invalid:
+            code = 400;
+            break;
+        case st::ControlError::None:
+        case st::ControlError::Io:
+            break;
+        }
+        return error_reply(code, "Trim of " + pid_word(*pid) + " failed: " + result.detail);
     }
     ApiReply r;
     r.code = 202;

@@ -81,12 +81,27 @@ std::optional<Process> read_page(const std::string& path, Skip* why = nullptr);
 /// being created and are ignored; anything else is skipped as Foreign.
 Scan scan(const std::string& dir, const ScanOptions& options = {});
 
-/// Asks the process `pid` to trim (malloc_trim(0)) on its next allocator slow path. Returns ""
-/// on success, else why not ("no stats page for pid 42", "permission denied", ...).
-std::string request_trim(const std::string& dir, int pid);
+/// Why a control request was not made.
+enum class ControlError {
+    None,       // done
+    Invalid,    // a bad argument (pid, delay out of range)
+    NoPage,     // no stats page for the pid
+    Permission, // the page belongs to another user
+    Stale,      // the page's process is gone
+    Io,         // anything else (not a valid page, mapping failed)
+};
 
-/// Asks the process `pid` to use a new purge delay (-1 .. 3600000 ms). Returns "" or why not.
-std::string request_purge_delay(const std::string& dir, int pid, int64_t ms);
+struct ControlResult {
+    ControlError error = ControlError::None;
+    std::string detail; // a sentence for people, empty on success
+    bool ok() const { return error == ControlError::None; }
+};
+
+/// Asks the process `pid` to trim (malloc_trim(0)) on its next allocator slow path.
+ControlResult request_trim(const std::string& dir, int pid);
+
+/// Asks the process `pid` to use a new purge delay (-1 .. 3600000 ms).
+ControlResult request_purge_delay(const std::string& dir, int pid, int64_t ms);
 
 /// $ARENA_STATS_DIR, or the default directory.
 std::string default_dir();

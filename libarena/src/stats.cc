@@ -117,6 +117,8 @@ void fill_header(arena_stats_page* p) {
     }
     p->nclasses = kNumClasses;
     p->nshards = ARENA_STATS_SHARDS;
+    size_t used = size_t{heap::created()} + 1; // shard 0 and one per heap (kept across fork)
+    p->shards_used = static_cast<uint32_t>(used < ARENA_STATS_SHARDS ? used : ARENA_STATS_SHARDS);
     p->nevents = ARENA_EV_COUNT;
     p->page_size = static_cast<uint32_t>(kPageSize);
     for (unsigned c = 0; c < kNumClasses; ++c)
@@ -235,6 +237,9 @@ StatShard& shared_shard() {
 StatShard* heap_shard(uint32_t id) {
     if (g_page == nullptr || id >= ARENA_STATS_SHARDS)
         return nullptr;
+    // Heaps are made one at a time (under the heaps lock), in id order.
+    if (id + 1 > __atomic_load_n(&g_page->shards_used, __ATOMIC_RELAXED))
+        __atomic_store_n(&g_page->shards_used, id + 1, __ATOMIC_RELEASE);
     return shard(id);
 }
 

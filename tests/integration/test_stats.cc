@@ -308,7 +308,7 @@ TEST_CASE("control area: a trim request lowers resident bytes; the purge delay c
     }));
     const auto before = st::read_page(path);
     REQUIRE(before);
-    CHECK(st::request_trim(st::default_dir(), pid).empty());
+    CHECK(st::request_trim(st::default_dir(), pid).ok());
     REQUIRE(eventually([&] {
         const auto p = st::read_page(path);
         return p && p->control.trims_served == p->control.trim_requests &&
@@ -322,14 +322,17 @@ TEST_CASE("control area: a trim request lowers resident bytes; the purge delay c
     }));
     CHECK(st::read_page(path)->global.purged_bytes >= (150u << 20));
 
-    CHECK(st::request_purge_delay(st::default_dir(), pid, 250).empty());
+    CHECK(st::request_purge_delay(st::default_dir(), pid, 250).ok());
     CHECK(eventually([&] {
         const auto p = st::read_page(path);
         return p && p->global.purge_delay_ms == 250;
     }));
-    CHECK(st::request_purge_delay(st::default_dir(), pid, -5).find("between") !=
-          std::string::npos);
-    CHECK(st::request_trim(st::default_dir(), 3999999).find("no stats page") == 0);
+    const st::ControlResult bad_delay = st::request_purge_delay(st::default_dir(), pid, -5);
+    CHECK(bad_delay.error == st::ControlError::Invalid);
+    CHECK(bad_delay.detail.find("between") != std::string::npos);
+    const st::ControlResult no_page = st::request_trim(st::default_dir(), 3999999);
+    CHECK(no_page.error == st::ControlError::NoPage);
+    CHECK(no_page.detail.find("no stats page") == 0);
     CHECK(child.wait() == 0);
 }
 

@@ -24,6 +24,7 @@ FakePage::FakePage(int pid) : page_(new arena_stats_page{}) {
     strcpy(p.cmdline, "fake --workload");
     p.nclasses = 4;
     p.nshards = ARENA_STATS_SHARDS;
+    p.shards_used = ARENA_STATS_SHARDS; // tests set counters in any shard
     p.nevents = ARENA_EV_COUNT;
     p.page_size = 4096;
     const uint32_t sizes[] = {16, 32, 48, 64};

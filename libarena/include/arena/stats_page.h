@@ -131,7 +131,9 @@ struct arena_stats_page {
     uint32_t nevents;                       /* ARENA_EV_COUNT of the writer */
     uint32_t page_size;                     /* the allocator's page (large blocks are runs) */
     uint32_t class_size[ARENA_STATS_MAX_CLASSES]; /* slot size of each class, bytes */
-    uint8_t pad0[48];
+    uint32_t shards_used;                   /* shards [0, shards_used) may be nonzero (readers
+                                               need not read the others); only grows */
+    uint8_t pad0[44];
     struct arena_stats_control control;     /* 64-byte aligned */
     struct arena_stats_global global;       /* 64-byte aligned */
     uint8_t pad1[128];
@@ -166,6 +168,7 @@ ARENA_STATS_STATIC_ASSERT(ARENA_STATS_OFFSET(comm) == 48, "comm");
 ARENA_STATS_STATIC_ASSERT(ARENA_STATS_OFFSET(cmdline) == 64, "cmdline");
 ARENA_STATS_STATIC_ASSERT(ARENA_STATS_OFFSET(nclasses) == 320, "nclasses");
 ARENA_STATS_STATIC_ASSERT(ARENA_STATS_OFFSET(class_size) == 336, "class_size");
+ARENA_STATS_STATIC_ASSERT(ARENA_STATS_OFFSET(shards_used) == 528, "shards_used");
 ARENA_STATS_STATIC_ASSERT(ARENA_STATS_OFFSET(control) == 576, "control");
 ARENA_STATS_STATIC_ASSERT(ARENA_STATS_OFFSET(global) == 640, "global");
 ARENA_STATS_STATIC_ASSERT(ARENA_STATS_OFFSET(shards) == 1024, "shards");
