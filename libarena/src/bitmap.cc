@@ -67,6 +67,20 @@ size_t find_set(const uint64_t* w, size_t from, size_t limit) {
     }
 }
 
+size_t find_set_before(const uint64_t* w, size_t before) {
+    if (before == 0)
+        return npos;
+    size_t wi = (before - 1) >> 6;
+    uint64_t m = w[wi] & (~uint64_t{0} >> (63 - ((before - 1) & 63)));
+    for (;;) {
+        if (m != 0)
+            return wi * 64 + 63 - static_cast<size_t>(__builtin_clzll(m));
+        if (wi == 0)
+            return npos;
+        m = w[--wi];
+    }
+}
+
 size_t find_clear(const uint64_t* w, size_t from, size_t limit) {
     if (from >= limit)
         return limit;
@@ -84,22 +98,78 @@ size_t find_clear(const uint64_t* w, size_t from, size_t limit) {
     }
 }
 
+namespace {
+
+/// Bits b of the word at bit offset `base` where (base + b + phase) is a multiple of align.
+uint64_t aligned_starts(size_t base, size_t align, size_t phase) {
+    if (align == 1)
+        return ~uint64_t{0};
+    const size_t amask = align - 1;
+    const size_t first = (align - ((base + phase) & amask)) & amask; // first aligned bit
+    if (first >= 64)
+        return 0;
+    if (align >= 64)
+        return uint64_t{1} << first;
+    uint64_t pattern = 0; // one bit every `align` bits
+    for (size_t b = 0; b < 64; b += align)
+        pattern |= uint64_t{1} << b;
+    return pattern << first;
+}
+
+/// Bits p of f where f has n set bits in a row from p up (within the word), n <= 64:
+/// log2(n) shift-and steps (the seed design's "bit smearing", without its word boundary).
+uint64_t run_starts(uint64_t f, size_t n) {
+    size_t len = 1;
+    while (len < n && f != 0) {
+        const size_t step = len < n - len ? len : n - len;
+        f &= f >> step;
+        len += step;
+    }
+    return f;
+}
+
+} // namespace
+
 size_t find_clear_run(const uint64_t* w, size_t limit, size_t from, size_t n, size_t align,
                       size_t phase) {
-    if (n == 0 || n > limit)
+    if (n == 0 || n > limit || from >= limit)
         return npos;
     const size_t amask = align - 1;
-    size_t pos = from;
-    while (pos + n <= limit) {
-        size_t s = find_clear(w, pos, limit);
-        // Round the candidate up so that (s + phase) is a multiple of align.
-        s = ((s + phase + amask) & ~amask) - phase;
-        if (s + n > limit || s < pos)
-            return npos;
-        const size_t used = find_set(w, s, s + n);
-        if (used == s + n)
-            return s;
-        pos = used + 1; // the run [s, used) was too short; continue after the used bit
+    auto align_up = [&](size_t s) { return ((s + phase + amask) & ~amask) - phase; };
+    const size_t nwords = words_for(limit);
+    // Free runs are found a word at a time, never a bit at a time: a run that continues from
+    // earlier words (run_start), runs inside the word (run_starts), and a run that reaches the
+    // top of the word and may continue into the next. O(words * log n), however fragmented.
+    size_t run_start = npos;
+    for (size_t wi = from >> 6; wi < nwords; ++wi) {
+        uint64_t f = ~w[wi]; // 1 = free
+        if (wi == from >> 6)
+            f &= ~uint64_t{0} << (from & 63);
+        if (wi == nwords - 1 && (limit & 63) != 0)
+            f &= (uint64_t{1} << (limit & 63)) - 1;
+        const size_t base = wi * 64;
+        if (f == ~uint64_t{0}) {
+            if (run_start == npos)
+                run_start = base;
+            const size_t s = align_up(run_start);
+            if (s + n <= base + 64)
+                return s;
+            continue;
+        }
+        if (run_start != npos) { // the run from earlier words ends in this word's low bits
+            const size_t low = static_cast<size_t>(__builtin_ctzll(~f));
+            const size_t s = align_up(run_start);
+            if (s + n <= base + low)
+                return s;
+            run_start = npos;
+        }
+        if (n < 64 && f != 0) { // (a run of 64 inside one word is the full word, done above)
+            const uint64_t starts = run_starts(f, n) & aligned_starts(base, align, phase);
+            if (starts != 0)
+                return base + static_cast<size_t>(__builtin_ctzll(starts));
+        }
+        if (f >> 63) // free bits at the top of the word start a run into the next one
+            run_start = base + 64 - static_cast<size_t>(__builtin_clzll(~f));
     }
     return npos;
 }
@@ -112,7 +182,9 @@ void RunMap::init(void* meta, size_t nunits, uintptr_t base, unsigned unit_shift
     dirty_ = used_ + words;
     young_ = dirty_ + words;
     nunits_ = nunits;
-    hint_ = 0;
+    for (size_t& h : hints_)
+        h = 0;
+    levels_ = 64u - static_cast<unsigned>(__builtin_clzll(nunits | 1));
     top_ = 0;
     used_units_ = 0;
     dirty_units_ = 0;
@@ -123,11 +195,21 @@ void RunMap::init(void* meta, size_t nunits, uintptr_t base, unsigned unit_shift
         used_[words - 1] |= ~uint64_t{0} << (nunits & 63);
 }
 
-size_t RunMap::find(size_t n, size_t align_units) const {
+size_t RunMap::find(size_t n, size_t align_units) {
     if (align_units == 0)
         align_units = 1;
     const size_t phase = static_cast<size_t>(base_ >> shift_) & (align_units - 1);
-    return bits::find_clear_run(used_, nunits_, hint_, n, align_units, phase);
+    const unsigned k = 63u - static_cast<unsigned>(__builtin_clzll(n)); // 2^k <= n < 2^(k+1)
+    const size_t s = bits::find_clear_run(used_, nunits_, hints_[k], n, align_units, phase);
+    if (align_units == 1) {
+        // Nothing of n units or more starts below s (or anywhere, when s is npos): so nothing of
+        // 2^(k+1) or more does either, nor 2^k when n is a power of two.
+        const size_t floor = s == bits::npos ? nunits_ : s;
+        for (unsigned j = (n & (n - 1)) == 0 ? k : k + 1; j < levels_; ++j)
+            if (hints_[j] < floor)
+                hints_[j] = floor;
+    }
+    return s;
 }
 
 bool RunMap::claim(size_t first, size_t n) {
@@ -141,8 +223,8 @@ bool RunMap::claim(size_t first, size_t n) {
     used_units_ += n;
     if (first + n > top_)
         top_ = first + n;
-    if (first == hint_)
-        hint_ = bits::find_clear(used_, first + n, nunits_);
+    if (first == hints_[0])
+        hints_[0] = bits::find_clear(used_, first + n, nunits_);
     return dirty == 0;
 }
 
@@ -152,8 +234,12 @@ void RunMap::release(size_t first, size_t n) {
     bits::set_range(young_, first, n);
     used_units_ -= n;
     dirty_units_ += n;
-    if (first < hint_)
-        hint_ = first;
+    // The released run may join a free run below it: hints go down to where that one starts.
+    const size_t below = bits::find_set_before(used_, first);
+    const size_t start = below == bits::npos ? 0 : below + 1;
+    for (unsigned j = 0; j < levels_; ++j)
+        if (hints_[j] > start)
+            hints_[j] = start;
 }
 
 bool RunMap::range_free(size_t first, size_t n) const {

@@ -41,6 +41,8 @@ void clear_range(uint64_t* w, size_t first, size_t n);
 size_t count(const uint64_t* w, size_t first, size_t n);
 /// First set bit in [from, limit), or `limit`.
 size_t find_set(const uint64_t* w, size_t from, size_t limit);
+/// Last set bit below `before`, or npos.
+size_t find_set_before(const uint64_t* w, size_t before);
 /// First clear bit in [from, limit), or `limit`.
 size_t find_clear(const uint64_t* w, size_t from, size_t limit);
 /// Lowest s >= from with [s, s+n) clear, s+n <= limit and (s + phase) % align == 0 (align is a
@@ -101,7 +103,7 @@ public:
 
     /// First free run of n units whose address is aligned to `align_units` units (power of two).
     /// Returns bits::npos when there is none.
-    size_t find(size_t n, size_t align_units) const;
+    size_t find(size_t n, size_t align_units);
 
     /// Marks [first, first+n) used. Returns true when every unit was clean, i.e. reads as zero
     /// (never written since it was reserved or purged).
@@ -139,7 +141,13 @@ private:
     uint64_t* dirty_ = nullptr;
     uint64_t* young_ = nullptr;
     size_t nunits_ = 0;
-    size_t hint_ = 0;  // no free unit below this
+    // hints_[k]: no free run of 2^k or more units starts below this. A search for n units starts
+    // at the hint of n's power of two, so that the fragmented low end of the map (holes left
+    // by small blocks) is not scanned again for every large block. Hints move up as searches
+    // find nothing below, and down to the start of the merged run as runs are released.
+    static constexpr unsigned kHintLevels = 64;
+    size_t hints_[kHintLevels] = {};
+    unsigned levels_ = 0; // hints in use: runs are at most nunits_ long
     size_t top_ = 0;   // no unit at or above this was ever used
     size_t used_units_ = 0;
     size_t dirty_units_ = 0;

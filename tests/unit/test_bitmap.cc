@@ -128,14 +128,29 @@ TEST_CASE("random operations agree with the model") {
                 b.clear(first, n);
             else if (testing::next_random(rng) % 2 == 0)
                 b.set(first, n);
-            const size_t want = 1 + testing::next_random(rng) % (nbits < 200 ? nbits : 200);
-            const size_t align = size_t{1} << (testing::next_random(rng) % 5);
+            const size_t want = 1 + testing::next_random(rng) % (nbits < 300 ? nbits : 300);
+            const size_t align = size_t{1} << (testing::next_random(rng) % 9); // 1 .. 256
             const size_t phase = testing::next_random(rng) % align;
             const size_t from = testing::next_random(rng) % nbits;
             REQUIRE(bits::find_clear_run(b.words.data(), nbits, from, want, align, phase) ==
                     model_find(b.model, from, want, align, phase));
         }
         b.check();
+    }
+}
+
+TEST_CASE("runs are found in heavily fragmented maps (every other bit used)") {
+    for (size_t nbits : {64u, 130u, 1024u}) {
+        Bitmap b(nbits);
+        for (size_t i = 0; i < nbits; i += 2)
+            b.set(i, 1);
+        CHECK(bits::find_clear_run(b.words.data(), nbits, 0, 1, 1, 0) == 1);
+        CHECK(bits::find_clear_run(b.words.data(), nbits, 0, 2, 1, 0) == bits::npos);
+        b.clear(nbits - 4, 4); // a run of 5 at the end: the last free odd bit and these
+        CHECK(bits::find_clear_run(b.words.data(), nbits, 0, 5, 1, 0) == nbits - 5);
+        const size_t aligned4 = (nbits - 4) % 4 == 0 ? nbits - 4 : bits::npos; // 130: none
+        CHECK(bits::find_clear_run(b.words.data(), nbits, 0, 4, 4, 0) == aligned4);
+        CHECK(bits::find_clear_run(b.words.data(), nbits, 0, 6, 1, 0) == bits::npos);
     }
 }
 
@@ -220,6 +235,36 @@ TEST_CASE("units past the end are never handed out; exhaustion returns npos") {
     CHECK(m.runs.range_free(30, 5));
     CHECK_FALSE(m.runs.range_free(29, 2));
     CHECK_FALSE(m.runs.range_free(68, 5));
+}
+
+TEST_CASE("find stays first-fit through its hints under random claims and releases") {
+    MappedRunMap m(2000);
+    std::vector<bool> model(2000, false);
+    std::vector<std::pair<size_t, size_t>> live;
+    uint64_t rng = 99;
+    for (int op = 0; op < 3000; ++op) {
+        if (!live.empty() && testing::next_random(rng) % 3 == 0) {
+            const size_t k = testing::next_random(rng) % live.size();
+            const auto [first, n] = live[k];
+            m.runs.release(first, n);
+            for (size_t i = first; i < first + n; ++i)
+                model[i] = false;
+            live[k] = live.back();
+            live.pop_back();
+            continue;
+        }
+        const size_t n = 1 + (testing::next_random(rng) % 4 == 0 ? testing::next_random(rng) % 200
+                                                                   : testing::next_random(rng) % 8);
+        const size_t want = model_find(model, 0, n, 1, 0);
+        const size_t got = m.runs.find(n, 1);
+        REQUIRE(got == want);
+        if (got == bits::npos)
+            continue;
+        m.runs.claim(got, n);
+        for (size_t i = got; i < got + n; ++i)
+            model[i] = true;
+        live.emplace_back(got, n);
+    }
 }
 
 TEST_CASE("aligned finds are aligned in address space") {
