@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 # Installs the Debian packages a task needs, only those that are missing.
 #
-#   scripts/deps.sh build|test|demo|bench
+#   scripts/deps.sh build|test|demo|bench|container
 #
 # Runs apt-get as root, or through sudo when available. Prints what it installs.
 set -euo pipefail
@@ -13,7 +13,11 @@ build=(g++ meson ninja-build pkg-config doctest-dev libssl-dev libcpp-httplib-de
 # and load tools for the benchmark smoke tests.
 test=("${build[@]}" python3 git perl sqlite3 cmake curl coreutils findutils tar xz-utils gzip
       gawk procps prometheus libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 wrk webhook)
-demo=("${build[@]}" python3 git curl)
+# The demo: openssl makes the key, procps has the uptime that cmond's /health runs.
+demo=("${build[@]}" curl openssl procps)
+# The container suite: podman (runc as its runtime), debootstrap for the base image, ip, curl and
+# openssl for the checks, prometheus and promtool to run and check the configuration in docker/.
+container=(podman runc debootstrap iproute2 curl openssl prometheus)
 bench=("${test[@]}" gnuplot-nox hyperfine)
 
 case "${1:-}" in
@@ -21,7 +25,8 @@ case "${1:-}" in
     test) want=("${test[@]}") ;;
     demo) want=("${demo[@]}") ;;
     bench) want=("${bench[@]}") ;;
-    *) echo "usage: $0 build|test|demo|bench" >&2; exit 2 ;;
+    container) want=("${container[@]}") ;;
+    *) echo "usage: $0 build|test|demo|bench|container" >&2; exit 2 ;;
 esac
 
 missing=()

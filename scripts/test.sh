@@ -5,5 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh test
+scripts/deps.sh container # podman for the container suite (it skips, saying why, without)
 scripts/build.sh
 exec meson test -C build --print-errorlogs "$@"
