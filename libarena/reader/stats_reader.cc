@@ -197,6 +197,10 @@ Process snapshot(const arena_stats_page& p, const std::string& path) {
             if (e != ARENA_EV_large_frees && e != ARENA_EV_large_free_bytes)
                 out.events[e] += load(s.events[e]);
     }
+    // The writer raises the peak on its allocation slow paths only; what is live now is a
+    // lower bound of the peak too.
+    if (out.global.peak_live_bytes < out.live_bytes())
+        out.global.peak_live_bytes = out.live_bytes();
     return out;
 }
 

@@ -53,7 +53,8 @@ struct Process {
     uint32_t page_size = 0;
     std::array<uint64_t, ARENA_EV_COUNT> events{}; // summed over all shards
     std::vector<SizeClass> classes;
-    arena_stats_global global{};   // consistent copy (seqlock)
+    arena_stats_global global{};   // consistent copy (seqlock); peak_live_bytes is at least
+                                   // live_bytes()
     arena_stats_control control{}; // as last written
 
     uint64_t event(arena_stats_event e) const { return events[e]; }
