@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
-// bench_alloc — small-object malloc/free throughput, one workload per process.
+// bench_alloc — the allocator suite: one workload per process, chosen from the table at the
+// end (small objects, a power-law size mix, cross-thread frees, realloc growth, a larson-like
+// server, large blocks, thread churn).
 //
-// The measured loops call nothing but plain malloc/free, so the allocator under test is
+// The measured loops call nothing but plain malloc/realloc/free, so the allocator under test is
 // whatever the dynamic linker binds: glibc when run bare, or jemalloc, mimalloc, tcmalloc or
 // libarena when one is LD_PRELOADed. run_bench.py runs the same binary under each of them.
 //
@@ -29,6 +31,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cinttypes>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -155,18 +158,21 @@ class SpscRing;
 
 /// State shared by all workers of one run.
 struct Shared {
+    unsigned threads;
     uint64_t ops_per_thread;
     SpinBarrier start; // all workers have done their setup; measured loops begin
     SpinBarrier stop;  // all workers have left their measured loops; teardown begins
-    SpscRing* rings;   // xthread only: rings[t] carries blocks from thread t to its peer
+    SpscRing* rings;   // xthread: rings[t] carries blocks from thread t to its peer;
+                       // xthread-mp: rings[t] from producer t (t >= 1) to the consumer (0)
 
-    Shared(unsigned threads, uint64_t ops)
-        : ops_per_thread(ops), start(threads), stop(threads), rings(nullptr) {}
+    Shared(unsigned n, uint64_t ops)
+        : threads(n), ops_per_thread(ops), start(n), stop(n), rings(nullptr) {}
 };
 
 /// What each worker reports back. allocs == frees is checked for every workload, so the
 /// benchmark's own bookkeeping can't leak or double-count without the run failing.
 struct Tally {
+    uint64_t ops = 0; // measured operations (what ops/s counts; see each workload)
     uint64_t allocs = 0;
     uint64_t frees = 0;
     uint64_t checksum = 0;
@@ -224,6 +230,7 @@ Tally run_small(Worker& w) {
     }
     w.end_measured();
 
+    t.ops = w.shared.ops_per_thread;
     t.allocs += w.shared.ops_per_thread;
     t.frees += w.shared.ops_per_thread;
     for (size_t i = 0; i < kSlots; ++i) {
@@ -272,7 +279,7 @@ Tally run_small_batch(Worker& w) {
     }
     w.end_measured();
 
-    t.allocs = t.frees = w.shared.ops_per_thread;
+    t.ops = t.allocs = t.frees = w.shared.ops_per_thread;
     return t;
 }
 
@@ -465,6 +472,427 @@ Tally run_xthread(Worker& w) {
                      w.id, inbox.received, w.shared.ops_per_thread);
         std::abort();
     }
+    t.ops = w.shared.ops_per_thread;
+    return t;
+}
+
+// ---- Workload: xthread-mp ----
+//
+// Many producers, one consumer: thread 0 only frees, threads 1..N-1 only allocate, each into
+// its own SPSC ring to thread 0. Every free is remote, and the consumer frees into N-1
+// different owners' memory in an interleaved order. ops = allocations (the consumer's tally
+// counts none). With more threads than CPUs nothing is pinned and waiting threads yield.
+
+Tally run_xthread_mp(Worker& w) {
+    Tally t;
+    const unsigned n = w.shared.threads;
+    if (w.id != 0) {
+        SpscRing& out = w.shared.rings[w.id];
+        w.begin_measured();
+        for (uint64_t i = 0; i < w.shared.ops_per_thread; ++i) {
+            const uint32_t size = pick_size(w.rng.next());
+            auto* p = static_cast<unsigned char*>(std::malloc(size));
+            if (p == nullptr) {
+                out_of_memory(size);
+            }
+            const uint64_t c = cookie(w.id, i);
+            std::memcpy(p, &c, sizeof c);
+            p[size - 1] = p[7];
+            unsigned spins = 0;
+            while (!out.try_push(Item{p, size})) {
+                out.publish();
+                backoff(spins);
+            }
+            if ((i + 1) % kBurst == 0) {
+                out.publish();
+            }
+        }
+        out.close();
+        w.end_measured();
+        t.ops = t.allocs = w.shared.ops_per_thread;
+        return t;
+    }
+
+    std::vector<Inbox> inboxes;
+    std::vector<bool> done(n, false);
+    for (unsigned p = 1; p < n; ++p) {
+        inboxes.push_back(Inbox{w.shared.rings[p], p, t});
+    }
+    w.begin_measured();
+    unsigned open = n - 1;
+    unsigned spins = 0;
+    while (open > 0) {
+        bool any = false;
+        for (unsigned p = 1; p < n; ++p) {
+            Inbox& in = inboxes[p - 1];
+            if (done[p]) {
+                continue;
+            }
+            if (in.free_all()) {
+                any = true;
+            } else if (in.ring.closed() && !in.free_one()) {
+                done[p] = true;
+                --open;
+            }
+        }
+        if (any) {
+            spins = 0;
+        } else {
+            backoff(spins);
+        }
+    }
+    w.end_measured();
+    for (const Inbox& in : inboxes) {
+        if (in.received != w.shared.ops_per_thread) {
+            std::fprintf(stderr,
+                         "bench_alloc: xthread-mp: consumer freed %" PRIu64 " of %" PRIu64
+                         " blocks from producer %u\n",
+                         in.received, w.shared.ops_per_thread, in.peer);
+            std::abort();
+        }
+    }
+    return t;
+}
+
+// ---- Slot arrays (powerlaw, larson, large) ----
+
+/// A working set of tagged blocks: slot i holds ptr[i] of size[i] bytes tagged tag[i].
+struct Slots {
+    std::vector<unsigned char*> ptr;
+    std::vector<uint32_t> size;
+    std::vector<uint8_t> tag;
+
+    explicit Slots(size_t n) : ptr(n), size(n), tag(n) {}
+    size_t count() const { return ptr.size(); }
+
+    void fill(size_t i, uint32_t bytes, uint8_t t, Tally& tally) {
+        size[i] = bytes;
+        tag[i] = t;
+        ptr[i] = alloc_tagged(bytes, t);
+        ++tally.allocs;
+    }
+    void release(const char* workload, size_t i, Tally& tally) {
+        tally.checksum += free_tagged(workload, ptr[i], size[i], tag[i]);
+        ++tally.frees;
+    }
+    void release_all(const char* workload, Tally& tally) {
+        for (size_t i = 0; i < count(); ++i) {
+            release(workload, i, tally);
+        }
+    }
+};
+
+// ---- Workload: powerlaw ----
+//
+// Random replacement in a working set of kPowerSlots blocks whose sizes follow a power law
+// over 8 B .. 1 MiB: P(size > s) = (8 / s)^0.6. So 71% of requests are at most 64 B, 88% at
+// most 256 B, 97.6% at most 4 KiB, 0.7% above 32 KiB and 0.09% hit the 1 MiB cap (mean about
+// 2 KiB, so ~4 MiB live per thread). Small objects dominate the count and rare big ones the
+// bytes, as in most programs; the big ones cross every allocator's small/large boundary and
+// glibc's mmap threshold. Sizes come from a 65,536-entry inverse-CDF table built before the
+// measured loop, so drawing one costs the same load for every allocator.
+
+constexpr size_t kPowerSlots = 2'000;
+constexpr size_t kPowerTable = 65'536;
+constexpr double kPowerAlpha = 0.6;
+constexpr double kPowerMin = 8;
+constexpr double kPowerMax = 1 << 20;
+
+std::vector<uint32_t> powerlaw_table() {
+    std::vector<uint32_t> t(kPowerTable);
+    for (size_t i = 0; i < kPowerTable; ++i) {
+        const double u = (static_cast<double>(i) + 0.5) / kPowerTable; // P(size > s) = u
+        const double s = kPowerMin * std::pow(u, -1.0 / kPowerAlpha);
+        t[i] = static_cast<uint32_t>(std::min(s, kPowerMax));
+    }
+    return t;
+}
+
+Tally run_powerlaw(Worker& w) {
+    Tally t;
+    const std::vector<uint32_t> table = powerlaw_table();
+    auto pick = [&](uint64_t r) { return table[(r >> 16) & (kPowerTable - 1)]; };
+    Slots s(kPowerSlots);
+    for (size_t i = 0; i < s.count(); ++i) {
+        const uint64_t r = w.rng.next();
+        s.fill(i, pick(r), tag_for(r), t);
+    }
+
+    w.begin_measured();
+    for (uint64_t op = 0; op < w.shared.ops_per_thread; ++op) {
+        const size_t i = below(w.rng.next(), kPowerSlots);
+        s.release("powerlaw", i, t);
+        const uint64_t r = w.rng.next();
+        s.fill(i, pick(r), tag_for(r), t);
+    }
+    w.end_measured();
+
+    t.ops = w.shared.ops_per_thread;
+    s.release_all("powerlaw", t);
+    return t;
+}
+
+// ---- Workload: realloc ----
+//
+// kReallocBufs buffers per thread grow by realloc, the way strings and vectors do: each op
+// picks a buffer and either appends 1-64 bytes (string-like) or grows it by half (vector-like),
+// 50/50. A buffer starts at 16 bytes with a target drawn log-uniformly from 1 KiB to 1 MiB;
+// once it reaches the target it is freed and started again. So the sizes sweep through every
+// small class and well into large blocks, where growing in place (or mremap) beats a copy.
+// Each buffer keeps a cookie in its first 8 bytes and a tag in its last byte, checked before
+// every realloc: a realloc that loses data aborts the run. ops = realloc calls (plus the rare
+// free + malloc of a restart).
+
+constexpr size_t kReallocBufs = 64;
+
+struct Growing {
+    unsigned char* p;
+    uint32_t size;
+    uint32_t target;
+    uint64_t cookie;
+    uint8_t tag;
+};
+
+void growing_start(Growing& g, uint64_t r, Tally& t) {
+    const double u = static_cast<double>(r >> 11) * 0x1p-53;
+    g.target = static_cast<uint32_t>(1024.0 * std::exp2(10.0 * u)); // 1 KiB .. 1 MiB
+    g.size = 16;
+    g.cookie = r;
+    g.tag = tag_for(r);
+    g.p = static_cast<unsigned char*>(std::malloc(g.size));
+    if (g.p == nullptr) {
+        out_of_memory(g.size);
+    }
+    std::memcpy(g.p, &g.cookie, sizeof g.cookie);
+    g.p[g.size - 1] = g.tag;
+    ++t.allocs;
+}
+
+void growing_check(const Growing& g) {
+    uint64_t c;
+    std::memcpy(&c, g.p, sizeof c);
+    if (c != g.cookie || g.p[g.size - 1] != g.tag) {
+        corrupted("realloc", g.p, g.size);
+    }
+}
+
+Tally run_realloc(Worker& w) {
+    Tally t;
+    std::vector<Growing> bufs(kReallocBufs);
+    for (Growing& g : bufs) {
+        growing_start(g, w.rng.next(), t);
+    }
+
+    w.begin_measured();
+    for (uint64_t op = 0; op < w.shared.ops_per_thread; ++op) {
+        const uint64_t r = w.rng.next();
+        Growing& g = bufs[below(r, kReallocBufs)];
+        growing_check(g);
+        if (g.size >= g.target) {
+            t.checksum += g.size;
+            std::free(g.p);
+            ++t.frees;
+            growing_start(g, w.rng.next(), t);
+            continue;
+        }
+        const uint32_t grown =
+            (r & 1) != 0 ? g.size + 1 + static_cast<uint32_t>(r >> 1) % 64 : g.size + g.size / 2;
+        auto* q = static_cast<unsigned char*>(std::realloc(g.p, grown));
+        if (q == nullptr) {
+            out_of_memory(grown);
+        }
+        g.p = q;
+        // The old last byte must have moved with the data; then tag the new last byte.
+        if (q[g.size - 1] != g.tag) {
+            corrupted("realloc", q, g.size);
+        }
+        g.size = grown;
+        g.tag = static_cast<uint8_t>(r >> 56);
+        q[grown - 1] = g.tag;
+        t.checksum += grown;
+    }
+    w.end_measured();
+
+    t.ops = w.shared.ops_per_thread;
+    for (Growing& g : bufs) {
+        growing_check(g);
+        t.checksum += g.size;
+        std::free(g.p);
+        ++t.frees;
+    }
+    return t;
+}
+
+// ---- Workload: larson ----
+//
+// After Larson & Krishnan's server benchmark (as in mimalloc-bench's larson): each thread owns
+// kLarsonSlots blocks of 8-1000 bytes and replaces random ones; every kLarsonGeneration ops it
+// hands its whole slot array to a new thread and exits. So blocks are routinely freed by a
+// thread other than the one that allocated them, after that thread is gone, and thread
+// start/exit is part of the server's steady state. --threads is the number of concurrent
+// lineages. ops = replacements; thread creation is inside the measured time, as in larson.
+
+constexpr size_t kLarsonSlots = 5'000;
+constexpr uint64_t kLarsonGeneration = 50'000;
+
+inline uint32_t larson_size(uint64_t r) {
+    return 8 + static_cast<uint32_t>(below(r, 993)); // 8..1000
+}
+
+Tally run_larson(Worker& w) {
+    Tally t;
+    Slots s(kLarsonSlots);
+    for (size_t i = 0; i < s.count(); ++i) {
+        const uint64_t r = w.rng.next();
+        s.fill(i, larson_size(r), tag_for(r), t);
+    }
+
+    w.begin_measured();
+    for (uint64_t left = w.shared.ops_per_thread; left > 0;) {
+        const uint64_t n = std::min(left, kLarsonGeneration);
+        // A new thread takes over the slots (and the random stream); its affinity is
+        // inherited from this (possibly pinned) thread.
+        std::thread generation([&s, &t, &w, n] {
+            for (uint64_t op = 0; op < n; ++op) {
+                const size_t i = below(w.rng.next(), kLarsonSlots);
+                s.release("larson", i, t);
+                const uint64_t r = w.rng.next();
+                s.fill(i, larson_size(r), tag_for(r), t);
+            }
+        });
+        generation.join();
+        left -= n;
+    }
+    w.end_measured();
+
+    t.ops = w.shared.ops_per_thread;
+    s.release_all("larson", t);
+    return t;
+}
+
+// ---- Workload: large ----
+//
+// Random replacement among kLargeSlots blocks of 1-32 MiB (log-uniform, so ~9 MiB on average
+// and ~36 MiB live per thread), writing one byte in every 4 KiB page of each new block, as a
+// program filling a buffer would. This is mostly a test of what an allocator does with freed
+// big blocks: keep them resident for reuse (fast, more RSS), or return them to the kernel and
+// pay page faults on the next touch. ops = replacements.
+
+constexpr size_t kLargeSlots = 4;
+constexpr size_t kTouchStride = 4096;
+
+inline uint32_t large_size(uint64_t r) {
+    const double u = static_cast<double>(r >> 11) * 0x1p-53;
+    return static_cast<uint32_t>(static_cast<double>(1 << 20) * std::exp2(5.0 * u));
+}
+
+inline void touch_pages(unsigned char* p, uint32_t size, uint8_t v) {
+    for (uint32_t off = 8; off < size; off += kTouchStride) {
+        p[off] = v;
+    }
+}
+
+Tally run_large(Worker& w) {
+    Tally t;
+    Slots s(kLargeSlots);
+    for (size_t i = 0; i < s.count(); ++i) {
+        const uint64_t r = w.rng.next();
+        s.fill(i, large_size(r), tag_for(r), t);
+        touch_pages(s.ptr[i], s.size[i], 1);
+    }
+
+    w.begin_measured();
+    for (uint64_t op = 0; op < w.shared.ops_per_thread; ++op) {
+        const size_t i = below(w.rng.next(), kLargeSlots);
+        s.release("large", i, t);
+        const uint64_t r = w.rng.next();
+        const uint32_t size = large_size(r);
+        auto* p = static_cast<unsigned char*>(std::malloc(size));
+        if (p == nullptr) {
+            out_of_memory(size);
+        }
+        touch_pages(p, size, static_cast<uint8_t>(op));
+        p[0] = tag_for(r);
+        p[size - 1] = static_cast<uint8_t>(~tag_for(r));
+        s.ptr[i] = p;
+        s.size[i] = size;
+        s.tag[i] = tag_for(r);
+        ++t.allocs;
+    }
+    w.end_measured();
+
+    t.ops = w.shared.ops_per_thread;
+    s.release_all("large", t);
+    return t;
+}
+
+// ---- Workload: churn ----
+//
+// Short-lived threads, one after another in each of --threads lineages: each thread frees the
+// blocks its predecessor handed over (the predecessor has exited by then), mallocs
+// kChurnBlocks blocks (mostly 8-256 B, one in 16 of 257 B-4 KiB), frees every other one
+// itself, hands the rest to its successor and exits. This is what thread pools that grow and
+// shrink, and per-request threads, do to an allocator: a thread's first malloc (heap set-up),
+// its exit (heap teardown or abandonment) and frees into a dead thread's memory all happen
+// every few thousand operations. ops = blocks allocated (kChurnBlocks per thread).
+
+constexpr uint32_t kChurnBlocks = 2'000;
+
+struct Block {
+    unsigned char* p;
+    uint32_t size;
+    uint8_t tag;
+};
+
+inline uint32_t churn_size(uint64_t r) {
+    if ((r & 15) == 0) {
+        return 257 + static_cast<uint32_t>(below(r, 4096 - 256));
+    }
+    return pick_size(r);
+}
+
+Tally run_churn(Worker& w) {
+    Tally t;
+    const uint64_t generations = std::max<uint64_t>(w.shared.ops_per_thread / kChurnBlocks, 1);
+    // Both arrays are sized before the measured loop, so the benchmark's own bookkeeping never
+    // allocates inside it.
+    std::vector<Block> handed;
+    handed.reserve(kChurnBlocks);
+    std::vector<Block> mine(kChurnBlocks);
+
+    w.begin_measured();
+    for (uint64_t g = 0; g < generations; ++g) {
+        std::thread generation([&] {
+            for (const Block& b : handed) {
+                t.checksum += free_tagged("churn", b.p, b.size, b.tag);
+                ++t.frees;
+            }
+            handed.clear();
+            for (Block& b : mine) {
+                const uint64_t r = w.rng.next();
+                b.size = churn_size(r);
+                b.tag = tag_for(r);
+                b.p = alloc_tagged(b.size, b.tag);
+                ++t.allocs;
+            }
+            for (uint32_t i = 0; i < kChurnBlocks; ++i) {
+                if (i % 2 == 0) {
+                    t.checksum += free_tagged("churn", mine[i].p, mine[i].size, mine[i].tag);
+                    ++t.frees;
+                } else {
+                    handed.push_back(mine[i]);
+                }
+            }
+        });
+        generation.join();
+    }
+    w.end_measured();
+
+    t.ops = generations * kChurnBlocks;
+    for (const Block& b : handed) {
+        t.checksum += free_tagged("churn", b.p, b.size, b.tag);
+        ++t.frees;
+    }
     return t;
 }
 
@@ -474,18 +902,33 @@ struct Workload {
     std::string_view name;
     Tally (*run)(Worker&);
     unsigned default_threads;
-    uint64_t default_ops; // per thread; --smoke divides by 100. Sized for ~0.3-1.5 s on glibc.
+    uint64_t default_ops; // per thread; --smoke divides by 100. Sized so that the fastest
+                          // allocator takes at least ~0.3 s here (shorter runs are all noise)
+    unsigned min_threads; // xthread-mp needs a consumer and a producer
     bool paired;          // threads must come in pairs (xthread)
+    bool rings;           // needs one SpscRing per thread
     std::string_view what;
 };
 
 constexpr Workload kWorkloads[] = {
-    {"small", run_small, 1, 20'000'000, false,
+    {"small", run_small, 1, 30'000'000, 1, false, false,
      "random replacement in a 10,000-block working set, sizes 8-256 B"},
-    {"small-batch", run_small_batch, 1, 20'000'000, false,
+    {"small-batch", run_small_batch, 1, 30'000'000, 1, false, false,
      "malloc 1,000 blocks then free them all, FIFO and LIFO batches alternating"},
-    {"xthread", run_xthread, 2, 1'000'000, true,
+    {"xthread", run_xthread, 2, 10'000'000, 2, true, true,
      "paired threads pass every block through an SPSC ring; all frees are remote"},
+    {"xthread-mp", run_xthread_mp, 4, 6'000'000, 2, false, true,
+     "N-1 producer threads malloc, one consumer frees everything (ops/thread per producer)"},
+    {"powerlaw", run_powerlaw, 1, 30'000'000, 1, false, false,
+     "random replacement in a 2,000-block working set, power-law sizes 8 B-1 MiB"},
+    {"realloc", run_realloc, 1, 3'000'000, 1, false, false,
+     "64 buffers grown by realloc (append or x1.5) from 16 B to 1 KiB-1 MiB, then restarted"},
+    {"larson", run_larson, 2, 30'000'000, 1, false, false,
+     "5,000 slots of 8-1000 B per lineage; a new thread takes the slots every 50,000 ops"},
+    {"large", run_large, 1, 1'500, 1, false, false,
+     "random replacement among 4 blocks of 1-32 MiB, one write per 4 KiB page"},
+    {"churn", run_churn, 2, 8'000'000, 1, false, false,
+     "short-lived threads malloc 2,000 blocks, free half, hand half to the next thread"},
 };
 
 const Workload* find_workload(std::string_view name) {
@@ -657,6 +1100,11 @@ int main(int argc, char** argv) {
     if (ops == 0) {
         ops = smoke ? std::max<uint64_t>(workload->default_ops / 100, 1) : workload->default_ops;
     }
+    if (threads < workload->min_threads) {
+        std::fprintf(stderr, "bench_alloc: %s needs at least %u threads\n", workload->name.data(),
+                     workload->min_threads);
+        return 2;
+    }
     if (workload->paired && threads % 2 != 0) {
         std::fprintf(stderr, "bench_alloc: %s needs an even number of threads\n",
                      workload->name.data());
@@ -665,7 +1113,7 @@ int main(int argc, char** argv) {
 
     Shared shared(threads, ops);
     std::unique_ptr<SpscRing[]> rings;
-    if (workload->paired) {
+    if (workload->rings) {
         rings = std::make_unique<SpscRing[]>(threads);
         shared.rings = rings.get();
     }
@@ -702,6 +1150,7 @@ int main(int argc, char** argv) {
     Clock::time_point t0 = reports[0].begin;
     Clock::time_point t1 = reports[0].end;
     for (const Report& r : reports) {
+        total.ops += r.tally.ops;
         total.allocs += r.tally.allocs;
         total.frees += r.tally.frees;
         total.checksum += r.tally.checksum;
@@ -716,7 +1165,7 @@ int main(int argc, char** argv) {
     }
 
     const double seconds = std::chrono::duration<double>(t1 - t0).count();
-    const uint64_t total_ops = ops * threads;
+    const uint64_t total_ops = total.ops;
     std::printf("{\"workload\": \"%s\", \"threads\": %u, \"ops\": %" PRIu64
                 ", \"ops_per_thread\": %" PRIu64 ", \"seconds\": %.6f, \"ops_per_sec\": %.1f"
                 ", \"peak_rss_kib\": %" PRIu64 ", \"checksum\": \"%016" PRIx64

@@ -18,7 +18,7 @@ demo=("${build[@]}" curl openssl procps)
 # The container suite: podman (runc as its runtime), debootstrap for the base image, ip, curl and
 # openssl for the checks, prometheus and promtool to run and check the configuration in docker/.
 container=(podman runc debootstrap iproute2 curl openssl prometheus)
-bench=("${test[@]}" gnuplot-nox hyperfine)
+bench=("${test[@]}" gnuplot-nox hyperfine valgrind)
 
 case "${1:-}" in
     build) want=("${build[@]}") ;;
