@@ -199,6 +199,9 @@ size_t RunMap::find(size_t n, size_t align_units) {
     if (align_units == 0)
         align_units = 1;
     const size_t phase = static_cast<size_t>(base_ >> shift_) & (align_units - 1);
+    if (recent_n_ >= n && ((recent_first_ + phase) & (align_units - 1)) == 0 &&
+        bits::find_set(used_, recent_first_, recent_first_ + n) == recent_first_ + n)
+        return recent_first_;
     const unsigned k = 63u - static_cast<unsigned>(__builtin_clzll(n)); // 2^k <= n < 2^(k+1)
     const size_t s = bits::find_clear_run(used_, nunits_, hints_[k], n, align_units, phase);
     if (align_units == 1) {
@@ -225,6 +228,15 @@ bool RunMap::claim(size_t first, size_t n) {
         top_ = first + n;
     if (first == hints_[0])
         hints_[0] = bits::find_clear(used_, first + n, nunits_);
+    // No free run starts inside a used range: hints that point into it move past it.
+    for (unsigned j = 1; j < levels_; ++j)
+        if (hints_[j] >= first && hints_[j] < first + n)
+            hints_[j] = first + n;
+    if (first <= recent_first_ && recent_first_ < first + n) { // took the front of the recent run
+        const size_t end = recent_first_ + recent_n_;
+        recent_first_ = first + n;
+        recent_n_ = end > recent_first_ ? end - recent_first_ : 0;
+    }
     return dirty == 0;
 }
 
@@ -234,6 +246,8 @@ void RunMap::release(size_t first, size_t n) {
     bits::set_range(young_, first, n);
     used_units_ -= n;
     dirty_units_ += n;
+    recent_first_ = first;
+    recent_n_ = n;
     // The released run may join a free run below it: hints go down to where that one starts.
     const size_t below = bits::find_set_before(used_, first);
     const size_t start = below == bits::npos ? 0 : below + 1;

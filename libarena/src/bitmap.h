@@ -101,8 +101,8 @@ public:
     /// `base`, which is aligned to the unit.
     void init(void* meta, size_t nunits, uintptr_t base, unsigned unit_shift);
 
-    /// First free run of n units whose address is aligned to `align_units` units (power of two).
-    /// Returns bits::npos when there is none.
+    /// A free run of n units whose address is aligned to `align_units` units (power of two):
+    /// the run released last if it fits, else the first one. bits::npos when there is none.
     size_t find(size_t n, size_t align_units);
 
     /// Marks [first, first+n) used. Returns true when every unit was clean, i.e. reads as zero
@@ -148,6 +148,11 @@ private:
     static constexpr unsigned kHintLevels = 64;
     size_t hints_[kHintLevels] = {};
     unsigned levels_ = 0; // hints in use: runs are at most nunits_ long
+    // The run released last (or what is left of it): a request it fits takes it at once,
+    // without a search. Freeing a block and allocating one of the same size is the common
+    // case for large blocks, and the memory reused this way is still resident.
+    size_t recent_first_ = 0;
+    size_t recent_n_ = 0;
     size_t top_ = 0;   // no unit at or above this was ever used
     size_t used_units_ = 0;
     size_t dirty_units_ = 0;

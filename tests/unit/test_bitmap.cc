@@ -237,10 +237,11 @@ TEST_CASE("units past the end are never handed out; exhaustion returns npos") {
     CHECK_FALSE(m.runs.range_free(68, 5));
 }
 
-TEST_CASE("find stays first-fit through its hints under random claims and releases") {
+TEST_CASE("find takes the run released last if it fits, else the first fit, through its hints") {
     MappedRunMap m(2000);
     std::vector<bool> model(2000, false);
     std::vector<std::pair<size_t, size_t>> live;
+    size_t recent_first = 0, recent_n = 0; // the model of the recent-run shortcut
     uint64_t rng = 99;
     for (int op = 0; op < 3000; ++op) {
         if (!live.empty() && testing::next_random(rng) % 3 == 0) {
@@ -249,13 +250,18 @@ TEST_CASE("find stays first-fit through its hints under random claims and releas
             m.runs.release(first, n);
             for (size_t i = first; i < first + n; ++i)
                 model[i] = false;
+            recent_first = first;
+            recent_n = n;
             live[k] = live.back();
             live.pop_back();
             continue;
         }
         const size_t n = 1 + (testing::next_random(rng) % 4 == 0 ? testing::next_random(rng) % 200
                                                                    : testing::next_random(rng) % 8);
-        const size_t want = model_find(model, 0, n, 1, 0);
+        bool recent_fits = recent_n >= n;
+        for (size_t i = recent_first; recent_fits && i < recent_first + n; ++i)
+            recent_fits = !model[i];
+        const size_t want = recent_fits ? recent_first : model_find(model, 0, n, 1, 0);
         const size_t got = m.runs.find(n, 1);
         REQUIRE(got == want);
         if (got == bits::npos)
@@ -263,6 +269,11 @@ TEST_CASE("find stays first-fit through its hints under random claims and releas
         m.runs.claim(got, n);
         for (size_t i = got; i < got + n; ++i)
             model[i] = true;
+        if (got <= recent_first && recent_first < got + n) {
+            const size_t end = recent_first + recent_n;
+            recent_first = got + n;
+            recent_n = end > recent_first ? end - recent_first : 0;
+        }
         live.emplace_back(got, n);
     }
 }
