@@ -15,6 +15,8 @@
 #   --out DIR        where callgrind.out.* goes (default: a new directory in /tmp)
 #   --sim            also simulate caches and branches (--cache-sim=yes --branch-sim=yes)
 #   --lines FILE     also list the hot lines of source FILE (e.g. libarena/src/heap.h)
+#   --only FUNC      count only inside functions matching FUNC (callgrind --toggle-collect),
+#                    e.g. '*run_once*' for the seed benchmark's measured loop without its setup
 #
 # Example: bench/profile.sh --build-dir /tmp/build-prof libarena bench_alloc small --ops 200000
 set -euo pipefail
@@ -23,7 +25,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
 build="$root/build-bench"
 out=""
-sim=()
+vg_args=()
 lines=()
 libdir=/usr/lib/x86_64-linux-gnu
 
@@ -36,7 +38,8 @@ while [ $# -gt 0 ]; do
     case "$1" in
     --build-dir) build=${2:?}; shift 2 ;;
     --out) out=${2:?}; shift 2 ;;
-    --sim) sim=(--cache-sim=yes --branch-sim=yes); shift ;;
+    --sim) vg_args+=(--cache-sim=yes --branch-sim=yes); shift ;;
+    --only) vg_args+=("--toggle-collect=${2:?}"); shift 2 ;;
     --lines) lines+=("$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"); shift 2 ;;
     -h | --help) usage 0 ;;
     -*) echo "profile.sh: unknown option '$1'" >&2; usage 2 >&2 ;;
@@ -66,7 +69,7 @@ name="$alloc.$program"
 case "${1:-}" in '' | -*) ;; *) name="$name.$1" ;; esac
 file="$out/callgrind.out.$name"
 
-"${env_args[@]}" valgrind --tool=callgrind --callgrind-out-file="$file" "${sim[@]}" \
+"${env_args[@]}" valgrind --tool=callgrind --callgrind-out-file="$file" "${vg_args[@]}" \
     "$exe" "$@" >"$out/$name.stdout" 2>"$out/$name.stderr" || {
     echo "profile.sh: the run failed; see $out/$name.stderr" >&2
     exit 1

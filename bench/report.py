@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 """Summary and plots of a benchmark run: reads suite.json, seed.json (and http.md) from a
 results directory, writes summary.md and the PNG plots there, and optionally refreshes the
-results section of bench/README.md.
+results sections of bench/README.md and the top-level README.md.
 
 summary.md is what the top-level README shows: libarena against every peer per workload, the
 seed benchmark, the stats-page cost, and the plots, with the machine and date. Plots are drawn
@@ -333,7 +333,11 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--results", required=True, help="directory with suite.json and seed.json")
     p.add_argument(
-        "--readme", help="also rewrite the results section of this README (bench/README.md)"
+        "--readme",
+        action="append",
+        default=[],
+        help="also rewrite the results section of this README (repeatable: bench/README.md, "
+        "README.md); links are made relative to the README's directory",
     )
     p.add_argument(
         "--require",
@@ -352,8 +356,9 @@ def main(argv: list[str]) -> int:
     text = summary(suite, seed, args.results, "bench/results/")
     with open(os.path.join(args.results, "summary.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(text) + "\n")
-    if args.readme:
-        update_readme(args.readme, summary(suite, seed, args.results, "results/"))
+    for readme in args.readme:
+        prefix = os.path.relpath(args.results, os.path.dirname(os.path.abspath(readme))) + "/"
+        update_readme(readme, summary(suite, seed, args.results, prefix))
     print("\n".join(text))
     if args.require:
         if shutil.which("gnuplot") is None:

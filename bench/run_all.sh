@@ -5,7 +5,7 @@
 # (http/run_http_bench.py), then writes the summary and the plots (report.py).
 #
 #   bench/run_all.sh                     full run into bench/results/ (about 8 min here),
-#                                        and refreshes the results section of bench/README.md
+#                                        and refreshes the results sections of bench/README.md and README.md
 #   bench/run_all.sh --smoke             tiny sizes, one round, into a temporary directory
 #
 # Options:
@@ -132,7 +132,7 @@ fi
 say "summary and plots (report.py)"
 report_args=(--results "$out" --require)
 if [ "$smoke" = 0 ] && [ "$out" = "$here/results" ]; then
-    report_args+=(--readme "$here/README.md")
+    report_args+=(--readme "$here/README.md" --readme "$(dirname "$here")/README.md")
 fi
 python3 "$here/report.py" "${report_args[@]}"
 
