@@ -88,6 +88,11 @@ void* large::alloc(size_t n, size_t align, bool zero, Api api) {
     void* p = reinterpret_cast<void*>(run.addr);
     if (zero && !run.clean)
         memset(p, 0, n);
+    else if (!run.clean)
+        // The pages may have held a slab, whose freed slots keep the free key: clear its place
+        // at the block's start, so that a realloc of this block into a size class
+        // (realloc_move) never copies the key into a live small block (types.h, "free key").
+        static_cast<CachedBlock*>(p)->key = 0;
     heap::count_call(api);
     heap::count(k_large_allocs);
     heap::count(k_large_alloc_bytes, npages << kPageShift);
@@ -145,14 +150,13 @@ BlockInfo block_info(const void* p) {
             return bi;
         }
         const uint64_t bit = uint64_t{1} << (idx & 63);
-        // Free: in the bitmap, freed remotely, or on this thread's free cache.
-        const Heap* h = t_heap;
+        // Free: in the bitmap, freed remotely, or carrying the free key (on a free cache, or
+        // freed remotely and not collected yet; types.h, "free key").
         const bool is_free =
             ((s->free_bits[idx >> 6].load(std::memory_order_relaxed) |
               s->remote_bits[idx >> 6].load(std::memory_order_relaxed)) &
              bit) != 0 ||
-            (reinterpret_cast<const CachedBlock*>(a)->key == heap::g_free_key &&
-             h != &g_empty_heap && heap::cache_contains(h, s->cls, p));
+            reinterpret_cast<const CachedBlock*>(a)->key == heap::g_free_key;
         bi.kind = is_free ? BlockInfo::Freed : BlockInfo::Small;
         bi.usable = s->size;
         return bi;

@@ -4,8 +4,9 @@
 //
 // ---- Remote frees ---------------------------------------------------------------------------
 // A thread freeing into a slab it does not own:
-//   1. checks the slot is allocated (owner bitmap) and sets its bit in remote_bits with
-//      fetch_or; a bit already set there means a double free;
+//   1. checks the slot is allocated (owner bitmap) and does not carry the free key (a double
+//      free: types.h, "free key"), writes the key into the block, and sets the slot's bit in
+//      remote_bits with fetch_or; a bit already set there means a double free too;
 //   2. if `queued` was 0, sets it to 1 and pushes the slab on the owner heap's remote stack.
 // The owner pops the whole stack at once (exchange with null), and for each slab first sets
 // `queued` to 0, then exchanges each remote word with 0 and ORs it into free_bits. With
@@ -159,7 +160,6 @@ Slab* slab_new(Heap* h, unsigned cls) {
     }
     s->next_remote = nullptr;
     s->queued.store(0, std::memory_order_relaxed);
-    s->suspect.store(0, std::memory_order_relaxed);
     s->heap.store(h, std::memory_order_release);
     for (size_t i = 0; i < run.npages; ++i)
         run.region->pagemap[run.first + i].store(reinterpret_cast<uintptr_t>(s),
@@ -238,31 +238,13 @@ ARENA_COLD void report_remote_double_frees(Slab* s, unsigned wi, uint64_t dbl) {
     }
 }
 
-/// Blocks of r (word wi of s) that are on h's free cache: a remote free of a block the owner
-/// had already freed. Reported, and dropped from r (they stay cached).
-ARENA_COLD uint64_t drop_cached(const Heap* h, Slab* s, unsigned wi, uint64_t r) {
-    for (uint64_t m = r; m != 0; m &= m - 1) {
-        const unsigned bit = static_cast<unsigned>(__builtin_ctzll(m));
-        const uintptr_t a = s->base + (uintptr_t{wi} * 64 + bit) * s->size;
-        if (cache_contains(h, s->cls, reinterpret_cast<void*>(a))) {
-            report_heap_error(HeapError::DoubleFree, reinterpret_cast<void*>(a), "free");
-            r &= ~(uint64_t{1} << bit);
-        }
-    }
-    return r;
-}
-
 /// Folds a slab's remote frees into its bitmap. Returns the slots freed.
-uint32_t collect_slab(const Heap* h, Slab* s) {
+uint32_t collect_slab(Slab* s) {
     uint32_t freed = 0;
     for (unsigned wi = 0; wi < s->nwords; ++wi) {
         if (s->remote_bits[wi].load(std::memory_order_relaxed) == 0)
             continue;
-        uint64_t r = s->remote_bits[wi].exchange(0, std::memory_order_seq_cst);
-        // A remote freer saw a block already marked free: check r against the free cache.
-        // (The flag is set before the remote bit and never cleared while the slab lives.)
-        if (ARENA_UNLIKELY(s->suspect.load(std::memory_order_seq_cst) != 0))
-            r = drop_cached(h, s, wi, r);
+        const uint64_t r = s->remote_bits[wi].exchange(0, std::memory_order_seq_cst);
         const uint64_t cur = s->free_bits[wi].load(std::memory_order_relaxed);
         const uint64_t dbl = cur & r;
         if (ARENA_UNLIKELY(dbl != 0))
@@ -283,7 +265,7 @@ void collect_remote(Heap* h) {
         Slab* s = list;
         list = s->next_remote; // read before `queued` drops: a freer may push s again at once
         s->queued.exchange(0, std::memory_order_seq_cst);
-        collect_slab(h, s);
+        collect_slab(s);
         if (s->where == SlabWhere::Detached)
             slab_retire(s);
         else
@@ -494,27 +476,6 @@ void free_uncached(Heap* h, Slab* s, uint64_t idx, Api api) {
     free_to_slab(h, s, idx);
 }
 
-void free_suspect(Heap* h, Slab* s, uintptr_t a, uint64_t idx, Api api) {
-    const unsigned wi = static_cast<unsigned>(idx >> 6);
-    const uint64_t bit = uint64_t{1} << (idx & 63);
-    if ((s->free_bits[wi].load(std::memory_order_relaxed) & bit) != 0 || // free in the bitmap
-        cache_contains(h, s->cls, reinterpret_cast<void*>(a)) ||         // on the free cache
-        (s->remote_bits[wi].load(std::memory_order_relaxed) & bit) != 0) { // freed remotely
-        report_heap_error(HeapError::DoubleFree, reinterpret_cast<void*>(a), api_name(api));
-        return;
-    }
-    // The program's own data happened to equal the free key: an ordinary free.
-    FreeCache& c = h->cache[s->cls];
-    if (c.count >= c.cap)
-        return free_uncached(h, s, idx, api);
-    auto* b = reinterpret_cast<CachedBlock*>(a);
-    b->next = c.head;
-    b->key = g_free_key;
-    c.head = b;
-    c.count++;
-    count_free_as(h, s, api);
-}
-
 void free_remote(Slab* s, uintptr_t a, Api api) {
     const int64_t idx = slot_index(s, a);
     if (ARENA_UNLIKELY(idx < 0))
@@ -522,14 +483,14 @@ void free_remote(Slab* s, uintptr_t a, Api api) {
     const unsigned wi = static_cast<unsigned>(idx >> 6);
     const uint64_t bit = uint64_t{1} << (idx & 63);
     const unsigned cls = s->cls; // read while the slot is live: s cannot be released yet
-    if (ARENA_UNLIKELY(s->free_bits[wi].load(std::memory_order_relaxed) & bit))
-        return report_heap_error(HeapError::DoubleFree, reinterpret_cast<void*>(a), api_name(api));
-    // Mark the block free, as the owner's cache does, so that the owner sees a second free of it.
-    // If it already carries the mark it may sit on the owner's free cache: flag the slab so that
-    // the owner checks its cache when it collects (collect_slab).
+    // Already free: in the owner's bitmap, or carrying the free key (on a free cache, or freed
+    // by another thread and not collected yet).
     auto* block = reinterpret_cast<CachedBlock*>(a);
-    if (ARENA_UNLIKELY(block->key == g_free_key))
-        s->suspect.store(1, std::memory_order_seq_cst);
+    if (ARENA_UNLIKELY((s->free_bits[wi].load(std::memory_order_relaxed) & bit) != 0 ||
+                       block->key == g_free_key))
+        return report_heap_error(HeapError::DoubleFree, reinterpret_cast<void*>(a), api_name(api));
+    // Mark the block free, as the owner's cache does, so that a second free of it by any thread
+    // is seen before the owner collects it.
     block->key = g_free_key;
     const uint64_t old = s->remote_bits[wi].fetch_or(bit, std::memory_order_seq_cst);
     if (ARENA_UNLIKELY(old & bit))
@@ -606,13 +567,6 @@ void count_heaps(unsigned* active, unsigned* abandoned) {
         else if (st == HeapState::Abandoned || st == HeapState::Draining)
             ++*abandoned;
     }
-}
-
-bool cache_contains(const Heap* h, unsigned cls, const void* p) {
-    for (const CachedBlock* b = h->cache[cls].head; b != nullptr; b = b->next)
-        if (b == p)
-            return true;
-    return false;
 }
 
 void init_key(uint64_t seed) {

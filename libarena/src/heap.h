@@ -68,9 +68,6 @@ void thread_exit(void* heap);
 /// Sets the free key from random bits (initialisation).
 void init_key(uint64_t seed);
 
-/// Whether p is on h's free cache of class cls (a freed block).
-bool cache_contains(const Heap* h, unsigned cls, const void* p);
-
 // ---- Counting ------------------------------------------------------------------------------------
 
 /// Adds to the calling thread's live bytes (for the peak), when it has a heap.
@@ -99,11 +96,6 @@ ARENA_FAST_PATH void count_call(Api api) {
 
 /// The secret that marks a cached (free) block; random per process, never 0 (heap.cc).
 extern uint64_t g_free_key;
-
-/// free_local of a block that looks free already (it carries the free key, or its bitmap bit
-/// is set): reports a double free, or, when the program's data just happened to equal the key,
-/// frees it as usual.
-ARENA_SLOW_PATH void free_suspect(Heap* h, Slab* s, uintptr_t a, uint64_t idx, Api api);
 
 /// free_local when the free cache of the class is full: counts, and frees into the bitmap.
 ARENA_SLOW_PATH void free_uncached(Heap* h, Slab* s, uint64_t idx, Api api);
@@ -188,9 +180,10 @@ ARENA_FAST_PATH int64_t slot_index(const Slab* s, uintptr_t a) {
 }
 
 /// Free by the owning thread, counted as a call of A: onto the class's free cache, or into the
-/// slab bitmap when the cache is full. A block already free (its bitmap bit is set, or it carries
-/// the free key and is on the cache) is a double free. The rare cases leave by tail calls, so
-/// that the common one needs no saved registers.
+/// slab bitmap when the cache is full. A block already free is a double free: its bitmap bit is
+/// set, or it carries the free key (it is on a free cache, or was freed by another thread and
+/// is not collected yet; types.h, "free key"). The rare cases leave by tail calls, so that the
+/// common one needs no saved registers.
 template <Api A>
 ARENA_FAST_PATH void free_local(Heap* h, Slab* s, uintptr_t a) {
     const int64_t idx = slot_index(s, a);
@@ -200,7 +193,7 @@ ARENA_FAST_PATH void free_local(Heap* h, Slab* s, uintptr_t a) {
     const uint64_t bit = uint64_t{1} << (idx & 63);
     if (ARENA_UNLIKELY((s->free_bits[idx >> 6].load(std::memory_order_relaxed) & bit) != 0 ||
                        b->key == g_free_key))
-        return free_suspect(h, s, a, static_cast<uint64_t>(idx), A);
+        return report_heap_error(HeapError::DoubleFree, reinterpret_cast<void*>(a), api_name(A));
     FreeCache& c = h->cache[s->cls];
     if (ARENA_UNLIKELY(c.count >= c.cap))
         return free_uncached(h, s, static_cast<uint64_t>(idx), A);

@@ -21,6 +21,12 @@
 //             through the blocks (CachedBlock), that malloc hands out again first. Cached
 //             blocks are still allocated in the slab bitmap; each carries a process-wide secret
 //             key, so a second free of one is recognised (heap.h: free_local).
+//   free key : g_free_key in the second word of a block (CachedBlock::key) means "freed and not
+//             handed out since": set by a free to the cache and by a remote free, cleared by
+//             every path that hands a block out (alloc_small) or returns a cached block to the
+//             bitmap (flush_caches). A free of a block carrying it is a double free; the key is
+//             random per process, so live data equals it only by a 2^-64 chance or if a program
+//             copies freed memory.
 //   remote free : a free by a thread that does not own the slab. It sets a bit in the slab's
 //             remote bitmap with one atomic OR and, if the slab is not queued yet, pushes it on
 //             the owner's remote stack; the owner folds remote bits into its bitmap on its slow
@@ -94,8 +100,6 @@ struct alignas(ARENA_CACHE_LINE) Slab {
     // stays 1 after the slab is released (a tombstone: a late remote freer never pushes a
     // released slab). See heap.cc, "Remote frees".
     alignas(ARENA_CACHE_LINE) std::atomic<uint32_t> queued{0};
-    std::atomic<uint32_t> suspect{0}; // a remote freer found a block already marked free: the
-                                      // owner checks its free cache when it collects
     Slab* next_remote = nullptr; // heap->remote stack link
     Slab* next_free = nullptr;   // descriptor pool link (meta.cc)
 

@@ -12,6 +12,7 @@
 #include <malloc.h>
 #include <new>
 #include <thread>
+#include <vector>
 
 namespace {
 
@@ -53,6 +54,27 @@ ARENA_TEST_CHILD(double_free_remote) {
     for (int i = 0; i < 100000; ++i)
         do_free(malloc(64));
     malloc_trim(0);
+    return 0;
+}
+
+ARENA_TEST_CHILD(double_free_owner_then_remote) {
+    // Freed by the owner first (onto its free cache), then by another thread: the second free
+    // is reported by that thread at once (the block carries the free key), not when the owner
+    // next collects, and the block is handed out again only once.
+    void* p = malloc(64);
+    print_addr(p);
+    do_free(p);
+    std::thread([p] { do_free(p); }).join();
+    fprintf(stderr, "joined\n");
+    std::vector<void*> v;
+    int seen = 0;
+    for (int i = 0; i < 5000; ++i) { // several refills: the owner collects remote frees
+        v.push_back(malloc(64));
+        seen += v.back() == p;
+    }
+    for (void* q : v)
+        free(q);
+    printf("seen %d\n", seen);
     return 0;
 }
 
@@ -164,6 +186,15 @@ TEST_CASE("double free across threads") {
     expect_reported("double_free_remote", "double free");
     expect_reported("double_free_by_two_threads", "double free");
     expect_abort("double_free_by_two_threads");
+}
+
+TEST_CASE("owner free then remote free: reported by the remote freer, handed out once") {
+    expect_reported("double_free_owner_then_remote", "double free");
+    const testing::ChildResult r = testing::run_child("double_free_owner_then_remote");
+    const size_t error = r.err.find("arena: error: double free");
+    REQUIRE(error != std::string::npos);
+    CHECK(error < r.err.find("joined"));
+    CHECK(r.out.find("seen 1\n") != std::string::npos);
 }
 
 TEST_CASE("free of a pointer inside a block") {
