@@ -120,7 +120,7 @@ void dealloc_slow(uintptr_t a, Api api) {
         Heap* h = t_heap;
         if (s->heap.load(std::memory_order_relaxed) == h)
             return free_local_as(h, s, a, api);
-        return heap::free_remote(s, a, api);
+        return heap::free_remote(h, s, a, api);
     }
     if ((e & kLargeTag) != 0 && (a & (kPageSize - 1)) == 0)
         return large_free(r, page, e, a, api);

@@ -50,7 +50,7 @@ ARENA_FAST_PATH void dealloc(void* p) {
             Heap* h = t_heap;
             if (ARENA_LIKELY(s->heap.load(std::memory_order_relaxed) == h))
                 return heap::free_local<A>(h, s, a);
-            return heap::free_remote(s, a, A);
+            return heap::free_remote(h, s, a, A);
         }
     }
     dealloc_slow(a, A);

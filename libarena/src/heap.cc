@@ -5,17 +5,38 @@
 // ---- Remote frees ---------------------------------------------------------------------------
 // A thread freeing into a slab it does not own:
 //   1. checks the slot is allocated (owner bitmap) and does not carry the free key (a double
-//      free: types.h, "free key"), writes the key into the block, and sets the slot's bit in
-//      remote_bits with fetch_or; a bit already set there means a double free too;
-//   2. if `queued` was 0, sets it to 1 and pushes the slab on the owner heap's remote stack.
+//      free: types.h, "free key"), and writes the key into the block;
+//   2. adds the slot to its heap's remote batch of the class (Heap::batch: pending bits of one
+//      slab word) if the batch holds that word; otherwise publishes the batch (3, 4) and starts
+//      a new one with this slot. A thread with no heap (the sentinel) publishes each free at once.
+// Publishing a batch:
+//   3. sets its bits in remote_bits with fetch_or; a bit already set there (or already free in
+//      the owner's bitmap) is a double free;
+//   4. if `queued` was 0, sets it to 1 and pushes the slab on the owner heap's remote stack.
 // The owner pops the whole stack at once (exchange with null), and for each slab first sets
 // `queued` to 0, then exchanges each remote word with 0 and ORs it into free_bits. With
 // sequentially consistent RMWs on both sides, a bit set after the owner's collection always
 // finds `queued` at 0 and queues the slab again, so no remote free is ever lost.
 //
+// Batches are published when they move to another slab word, and all of a thread's batches on
+// its alloc_refill slow path, in trim (malloc_trim; other threads on their next slow path after
+// one), at thread exit (heap_abandon) and before fork (fork_prepare). So a thread holds back at
+// most one slab word per class, and only until its next refill. Invariants:
+//   - A slot in a batch still counts in its slab's `used`: the owner decrements `used` only when
+//     it collects remote bits. So a slab with pending bits is never empty, is never released or
+//     retired (Detached needs used == 0), and the batch's Slab* stays valid, also when its owner
+//     exits (an abandoned heap keeps its slabs, and drain_abandoned releases only empty ones).
+//   - A slab in a batch is never owned by the batch's heap: heaps change threads only by
+//     adoption, by a thread without a heap, and an abandoned heap's batches are empty.
+//   - While a slot is in a batch its bit is invisible, but its free key is not: a second free by
+//     any thread (free_local, free_remote) and realloc (block_info) see the key.
+//   - The free is counted (live bytes, class_free, call counter) when it is made; a double free
+//     found only when its batch is published (its key was overwritten in between) takes back
+//     its live bytes and class count.
+//
 // A slab is released (pages back to the region, descriptor to the pool) only when it is empty
 // and the owner wins `queued.exchange(1) == 0`: the 1 stays as a tombstone, so a remote freer
-// that is late with step 2 never pushes a released slab; if the owner loses, the slab is on the
+// that is late with step 4 never pushes a released slab; if the owner loses, the slab is on the
 // queue and is released when it comes off it. Descriptors are never unmapped (meta.h).
 //
 // ---- Heap life cycle --------------------------------------------------------------------------
@@ -349,6 +370,7 @@ void note_slow_path(Heap* h) {
 }
 
 void heap_abandon(Heap* h) {
+    flush_remote(h);
     collect_remote(h);
     release_cached_empties(h);
     flush_overflow(h);
@@ -432,6 +454,7 @@ void* alloc_refill(Heap* h, unsigned cls, size_t n, Api api) {
             return t_dead ? alloc_borrowed(cls, n, api) : fail_enomem();
         return alloc_small_as(mine, cls, n, api);
     }
+    flush_remote(h);
     collect_remote(h);
     maybe_trim(h);
     note_slow_path(h);
@@ -476,25 +499,12 @@ void free_uncached(Heap* h, Slab* s, uint64_t idx, Api api) {
     free_to_slab(h, s, idx);
 }
 
-void free_remote(Slab* s, uintptr_t a, Api api) {
-    const int64_t idx = slot_index(s, a);
-    if (ARENA_UNLIKELY(idx < 0))
-        return report_heap_error(HeapError::InvalidFree, reinterpret_cast<void*>(a), api_name(api));
-    const unsigned wi = static_cast<unsigned>(idx >> 6);
-    const uint64_t bit = uint64_t{1} << (idx & 63);
-    const unsigned cls = s->cls; // read while the slot is live: s cannot be released yet
-    // Already free: in the owner's bitmap, or carrying the free key (on a free cache, or freed
-    // by another thread and not collected yet).
-    auto* block = reinterpret_cast<CachedBlock*>(a);
-    if (ARENA_UNLIKELY((s->free_bits[wi].load(std::memory_order_relaxed) & bit) != 0 ||
-                       block->key == g_free_key))
-        return report_heap_error(HeapError::DoubleFree, reinterpret_cast<void*>(a), api_name(api));
-    // Mark the block free, as the owner's cache does, so that a second free of it by any thread
-    // is seen before the owner collects it.
-    block->key = g_free_key;
-    const uint64_t old = s->remote_bits[wi].fetch_or(bit, std::memory_order_seq_cst);
-    if (ARENA_UNLIKELY(old & bit))
-        return report_heap_error(HeapError::DoubleFree, reinterpret_cast<void*>(a), api_name(api));
+namespace {
+
+/// Steps 3 and 4 of a remote free (see the top): makes `bits` of word wi of s visible to the
+/// owner. Returns the bits that were set already (double frees, for the caller to report).
+uint64_t publish_remote(Slab* s, unsigned wi, uint64_t bits) {
+    const uint64_t old = s->remote_bits[wi].fetch_or(bits, std::memory_order_seq_cst);
     if (s->queued.load(std::memory_order_seq_cst) == 0 &&
         s->queued.exchange(1, std::memory_order_seq_cst) == 0) {
         if (Heap* owner = s->heap.load(std::memory_order_acquire)) {
@@ -505,24 +515,108 @@ void free_remote(Slab* s, uintptr_t a, Api api) {
                                                           std::memory_order_relaxed));
         }
     }
-    Heap* me = t_heap;
-    const Counter calls = call_counter(api);
-    if (me != &g_empty_heap) {
-        me->live -= kClasses[cls].size;
-        bump(me->stats->class_free[cls]);
-        if (calls != kCounterCount)
-            bump(me->stats->events[calls]);
-    } else {
-        StatShard& shared = stats::shared_shard();
-        bump_shared(shared.class_free[cls]);
-        if (calls != kCounterCount)
-            bump_shared(shared.events[calls]);
+    return old & bits;
+}
+
+/// Publishes h's batch b and empties it (b stays marked in h->batch_pending).
+void publish_batch(Heap* h, RemoteBatch& b) {
+    Slab* s = reinterpret_cast<Slab*>(b.tag & ~kTagMask);
+    const auto wi = static_cast<unsigned>(b.tag & kTagMask);
+    uint64_t bits = b.bits;
+    b.tag = 0;
+    b.bits = 0;
+    // Slots the owner has free already: freed twice, the first time by a free that did not see
+    // the key (it was overwritten after this thread's free).
+    uint64_t dbl = bits & s->free_bits[wi].load(std::memory_order_relaxed);
+    bits &= ~dbl;
+    if (bits != 0)
+        dbl |= publish_remote(s, wi, bits);
+    if (ARENA_UNLIKELY(dbl != 0)) {
+        report_remote_double_frees(s, wi, dbl);
+        const auto n = static_cast<uint64_t>(__builtin_popcountll(dbl));
+        h->live += static_cast<int64_t>(n * s->size); // not freed after all
+        bump(h->stats->class_free[s->cls], -n);
     }
+}
+
+/// The batch of class cls holds another slab word (or none): publish it, start one with `bit`.
+ARENA_SLOW_PATH void batch_restart(Heap* h, unsigned cls, uintptr_t tag, uint64_t bit) {
+    RemoteBatch& b = h->batch[cls];
+    if (b.tag != 0)
+        publish_batch(h, b);
+    b.tag = tag;
+    b.bits = bit;
+    h->batch_pending |= uint64_t{1} << cls;
+}
+
+/// report_heap_error naming the API (out of line, so that the fast path does not build the
+/// table of names).
+ARENA_COLD void report_free_error(HeapError kind, uintptr_t a, Api api) {
+    report_heap_error(kind, reinterpret_cast<void*>(a), api_name(api));
+}
+
+/// A remote free by a thread without a heap: published at once, counted in the shared shard.
+ARENA_SLOW_PATH void free_remote_now(Slab* s, uintptr_t a, unsigned wi, uint64_t bit, Api api) {
+    const unsigned cls = s->cls; // read while the slot is live: s cannot be released yet
+    reinterpret_cast<CachedBlock*>(a)->key = g_free_key;
+    if (ARENA_UNLIKELY(publish_remote(s, wi, bit) != 0))
+        return report_free_error(HeapError::DoubleFree, a, api);
+    StatShard& shared = stats::shared_shard();
+    bump_shared(shared.class_free[cls]);
+    if (call_counter(api) != kCounterCount)
+        bump_shared(shared.events[call_counter(api)]);
+}
+
+} // namespace
+
+void free_remote(Heap* h, Slab* s, uintptr_t a, Api api) {
+    // Every call below is a tail call, and the error reports (which would build the table of
+    // API names here) are out of line: the common case saves no registers.
+    const int64_t idx = slot_index(s, a);
+    if (ARENA_UNLIKELY(idx < 0))
+        return report_free_error(HeapError::InvalidFree, a, api);
+    const auto wi = static_cast<unsigned>(idx >> 6);
+    const uint64_t bit = uint64_t{1} << (idx & 63);
+    // Already free: in the owner's bitmap, or carrying the free key (on a free cache, or freed
+    // by another thread and not collected yet).
+    auto* block = reinterpret_cast<CachedBlock*>(a);
+    if (ARENA_UNLIKELY((s->free_bits[wi].load(std::memory_order_relaxed) & bit) != 0 ||
+                       block->key == g_free_key))
+        return report_free_error(HeapError::DoubleFree, a, api);
+    if (ARENA_UNLIKELY(h == &g_empty_heap))
+        return free_remote_now(s, a, wi, bit, api);
+    const unsigned cls = s->cls;
+    RemoteBatch& b = h->batch[cls];
+    const uintptr_t tag = reinterpret_cast<uintptr_t>(s) | wi;
+    const bool same = b.tag == tag;
+    // In the batch already: freed twice by this thread, its key overwritten in between.
+    if (ARENA_UNLIKELY(same && (b.bits & bit) != 0))
+        return report_free_error(HeapError::DoubleFree, a, api);
+    // Mark the block free, as the owner's cache does, so that a second free of it by any thread
+    // is seen before the owner collects it (its bit is not visible until then).
+    block->key = g_free_key;
+    h->live -= s->size;
+    StatShard* st = h->stats;
+    bump(st->class_free[cls]);
+    if (call_counter(api) != kCounterCount)
+        bump(st->events[call_counter(api)]);
+    if (ARENA_LIKELY(same)) {
+        b.bits |= bit;
+        return;
+    }
+    return batch_restart(h, cls, tag, bit);
+}
+
+void flush_remote(Heap* h) {
+    for (uint64_t m = h->batch_pending; m != 0; m &= m - 1)
+        publish_batch(h, h->batch[__builtin_ctzll(m)]);
+    h->batch_pending = 0;
 }
 
 void trim() {
     Heap* h = t_heap;
     if (h != &g_empty_heap) {
+        flush_remote(h);
         collect_remote(h);
         release_cached_empties(h);
         h->trim_epoch = g_trim_epoch.load(std::memory_order_relaxed) + 1;
@@ -580,6 +674,10 @@ void init_key(uint64_t seed) {
 }
 
 void fork_prepare() {
+    // The child keeps this thread's heap: let the parent's and the child's owners see its
+    // remote frees.
+    if (t_heap != &g_empty_heap)
+        flush_remote(t_heap);
     g_heaps_lock.lock();
 }
 
@@ -590,7 +688,9 @@ void fork_parent() {
 void fork_child() {
     g_heaps_lock.reset_after_fork();
     // Only the forking thread survives. Heaps of other threads may be mid-update: never touch
-    // them again (their memory is lost to the child, as with any allocator).
+    // them again (their memory is lost to the child, as with any allocator). Their remote
+    // batches are lost with them: those slots stay allocated in the child, as would a free that
+    // was in progress in another thread. This thread's batches were published in fork_prepare.
     for (Heap* h = g_all_heaps.load(std::memory_order_relaxed); h != nullptr; h = h->next_all) {
         if (h == t_heap)
             continue;

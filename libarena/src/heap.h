@@ -38,8 +38,14 @@ ARENA_SLOW_PATH void* alloc_refill(Heap* h, unsigned cls, size_t n, Api api);
 ARENA_COLD void* fail_enomem();
 
 
-/// A free by a thread that does not own the slab, counted as `api`.
-ARENA_SLOW_PATH void free_remote(Slab* s, uintptr_t a, Api api);
+/// A free of address a in slab s by a thread (heap h, or the sentinel) that does not own the
+/// slab, counted as `api`: checked, marked with the free key, and added to h's remote batch of
+/// the class, which is published when it moves to another slab word (heap.cc, "Remote frees").
+ARENA_SLOW_PATH void free_remote(Heap* h, Slab* s, uintptr_t a, Api api);
+
+/// Publishes every remote batch of h (heap.cc, "Remote frees"): the alloc_refill slow path,
+/// trim, thread exit and fork do, so that a free is never held back for long.
+void flush_remote(Heap* h);
 
 /// Releases the empty slabs this thread keeps, folds in remote frees, drains abandoned heaps,
 /// and makes every other thread drop its cached empty slabs on its next slow path.

@@ -27,10 +27,11 @@
 //             bitmap (flush_caches). A free of a block carrying it is a double free; the key is
 //             random per process, so live data equals it only by a 2^-64 chance or if a program
 //             copies freed memory.
-//   remote free : a free by a thread that does not own the slab. It sets a bit in the slab's
-//             remote bitmap with one atomic OR and, if the slab is not queued yet, pushes it on
-//             the owner's remote stack; the owner folds remote bits into its bitmap on its slow
-//             path (heap.cc: collect_remote).
+//   remote free : a free by a thread that does not own the slab. It is batched in the freeing
+//             thread's heap (a remote batch per size class: one slab word's pending bits), and a
+//             batch is published with one atomic OR into the slab's remote bitmap and, if the
+//             slab is not queued yet, a push on the owner's remote stack; the owner folds remote
+//             bits into its bitmap on its slow path (heap.cc: "Remote frees", collect_remote).
 //   large block : a request above kSmallMax: a run of pages, owned by no thread.
 #pragma once
 
@@ -131,6 +132,14 @@ struct FreeCache {
     uint32_t cap = 0;   // at most this many (0 in the sentinel heap)
 };
 
+/// Remote frees by a heap's thread not published yet: slots of one bitmap word of one slab
+/// (heap.cc, "Remote frees"). Empty when `tag` is 0; otherwise `bits` is not 0.
+struct RemoteBatch {
+    uintptr_t tag = 0;  // Slab* | word index (descriptors are 64-byte aligned; words < 64)
+    uint64_t bits = 0;  // slots freed, 1 = freed; the slab's owner still counts them as used
+};
+static_assert(kSlabMaxWords <= kTagMask + 1);
+
 struct alignas(ARENA_CACHE_LINE) Heap {
     /// The malloc fast path reads these first: recently freed blocks of each class.
     FreeCache cache[kNumClasses];
@@ -142,6 +151,10 @@ struct alignas(ARENA_CACHE_LINE) Heap {
     int64_t live = 0;                     // bytes this thread allocated minus bytes it freed
                                           // (slot and page sizes; negative when it frees other
                                           // threads' blocks); summed for the peak
+    /// Remote frees by this heap's thread, one batch per size class, and which are not empty
+    /// (bit c: batch[c]). Written by the owner only; empty in an abandoned heap.
+    uint64_t batch_pending = 0;
+    RemoteBatch batch[kNumClasses];
 
     // Owner-only slow-path state.
     Slab* partial[kNumClasses] = {};      // slabs with free slots, doubly linked

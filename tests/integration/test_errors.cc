@@ -5,6 +5,7 @@
 
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -69,6 +70,99 @@ ARENA_TEST_CHILD(double_free_owner_then_remote) {
     std::vector<void*> v;
     int seen = 0;
     for (int i = 0; i < 5000; ++i) { // several refills: the owner collects remote frees
+        v.push_back(malloc(64));
+        seen += v.back() == p;
+    }
+    for (void* q : v)
+        free(q);
+    printf("seen %d\n", seen);
+    return 0;
+}
+
+namespace {
+
+/// Gives the calling thread a heap of its own, so that its remote frees are batched (a thread
+/// without one publishes each remote free at once).
+void own_heap() {
+    do_free(malloc(3000));
+}
+
+} // namespace
+
+ARENA_TEST_CHILD(double_free_remote_batched_twice) {
+    // Freed twice by one other thread, the block's free key overwritten in between (a write
+    // after free): the first free is still in the thread's remote batch, and the batch's bits
+    // catch the second.
+    void* p = malloc(64);
+    print_addr(p);
+    std::thread([p] {
+        own_heap();
+        do_free(p);
+        memset(static_cast<char*>(p) + 8, 0, 8);
+        do_free(p);
+    }).join();
+    return 0;
+}
+
+ARENA_TEST_CHILD(double_free_remote_then_owner_batched) {
+    // Freed by another thread that is still alive (the free sits in its remote batch, invisible
+    // to the owner's bitmap), then by the owner: reported at once (the free key), and the block
+    // comes back once when the batch is published at the thread's exit.
+    void* p = malloc(64);
+    print_addr(p);
+    std::atomic<int> step{0};
+    std::thread t([p, &step] {
+        own_heap();
+        do_free(p);
+        step = 1;
+        while (step.load() != 2) {
+        }
+    });
+    while (step.load() != 1) {
+    }
+    do_free(p);
+    fprintf(stderr, "owner freed\n");
+    step = 2;
+    t.join();
+    std::vector<void*> v;
+    int seen = 0;
+    for (int i = 0; i < 5000; ++i) {
+        v.push_back(malloc(64));
+        seen += v.back() == p;
+    }
+    for (void* q : v)
+        free(q);
+    printf("seen %d\n", seen);
+    return 0;
+}
+
+ARENA_TEST_CHILD(double_free_found_when_published) {
+    // Two other threads free the block, its key overwritten in between, so neither free sees the
+    // other: the second thread's batch is published first (at its exit), and publishing the
+    // first thread's batch (at its exit) finds the bit set: reported, and handed out once.
+    void* p = malloc(64);
+    print_addr(p);
+    std::atomic<int> step{0};
+    std::thread t1([p, &step] {
+        own_heap();
+        do_free(p);
+        step = 1;
+        while (step.load() != 2) {
+        }
+    });
+    while (step.load() != 1) {
+    }
+    memset(static_cast<char*>(p) + 8, 0, 8);
+    std::thread([p] {
+        own_heap();
+        do_free(p);
+    }).join();
+    fprintf(stderr, "second free done\n");
+    step = 2;
+    t1.join();
+    std::vector<void*> v;
+    int seen = 0;
+    for (int i = 0; i < 5000; ++i) {
         v.push_back(malloc(64));
         seen += v.back() == p;
     }
@@ -186,6 +280,29 @@ TEST_CASE("double free across threads") {
     expect_reported("double_free_remote", "double free");
     expect_reported("double_free_by_two_threads", "double free");
     expect_abort("double_free_by_two_threads");
+}
+
+TEST_CASE("a second remote free while the first is in the thread's remote batch") {
+    expect_reported("double_free_remote_batched_twice", "double free");
+    expect_abort("double_free_remote_batched_twice");
+}
+
+TEST_CASE("remote free still batched, then owner free: reported at once, handed out once") {
+    expect_reported("double_free_remote_then_owner_batched", "double free");
+    const testing::ChildResult r = testing::run_child("double_free_remote_then_owner_batched");
+    const size_t error = r.err.find("arena: error: double free");
+    REQUIRE(error != std::string::npos);
+    CHECK(error < r.err.find("owner freed"));
+    CHECK(r.out.find("seen 1\n") != std::string::npos);
+}
+
+TEST_CASE("publishing a remote batch reports bits another thread set already") {
+    expect_reported("double_free_found_when_published", "double free");
+    const testing::ChildResult r = testing::run_child("double_free_found_when_published");
+    const size_t error = r.err.find("arena: error: double free");
+    REQUIRE(error != std::string::npos);
+    CHECK(error > r.err.find("second free done"));
+    CHECK(r.out.find("seen 1\n") != std::string::npos);
 }
 
 TEST_CASE("owner free then remote free: reported by the remote freer, handed out once") {

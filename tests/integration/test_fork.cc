@@ -65,7 +65,50 @@ int child_work(std::vector<char*>& parents) {
     return rc;
 }
 
+/// Whether p comes back within `tries` mallocs of n bytes (all freed again afterwards).
+bool comes_back(void* p, size_t n, int tries = 5000) {
+    std::vector<void*> v;
+    bool seen = false;
+    for (int i = 0; i < tries && !seen; ++i) {
+        v.push_back(malloc(n));
+        seen = v.back() == p;
+    }
+    for (void* q : v)
+        free(q);
+    return seen;
+}
+
 } // namespace
+
+ARENA_TEST_CHILD(fork_with_remote_batch) {
+    // A thread allocates blocks and exits (its heap is abandoned); this thread frees them (remote
+    // frees, held in its batch) and forks at once. In the child a new thread adopts the abandoned
+    // heap and must get the blocks back; a second free of one is still a double free.
+    std::vector<void*> made(32);
+    std::thread([&made] {
+        for (auto& q : made)
+            q = malloc(64);
+    }).join();
+    for (void* q : made)
+        free(q);
+    const pid_t pid = fork();
+    if (pid == 0) {
+        bool back = false;
+        std::thread([&] { back = comes_back(made[3], 64); }).join();
+        free(made[5]); // freed before the fork: a double free
+        _exit(back ? 0 : 20);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    if (!WIFEXITED(status))
+        return 30;
+    if (WEXITSTATUS(status) != 0)
+        return WEXITSTATUS(status);
+    // The parent's copy of the batch was published too.
+    bool back = false;
+    std::thread([&] { back = comes_back(made[3], 64); }).join();
+    return back ? 0 : 21;
+}
 
 TEST_CASE("the process runs on libarena") {
     REQUIRE(testing::on_libarena());
@@ -127,4 +170,11 @@ TEST_CASE("fork from a secondary thread, and a fork of a fork") {
     }).join();
     CHECK(WIFEXITED(status));
     CHECK(WEXITSTATUS(status) == 0);
+}
+
+TEST_CASE("fork with remote frees in the forking thread's batch: both sides get the blocks back") {
+    const testing::ChildResult r = testing::run_child("fork_with_remote_batch");
+    CHECK(r.exited);
+    CHECK(r.code == 0);
+    CHECK(testing::count_occurrences(r.err, "arena: error: double free") == 1);
 }
