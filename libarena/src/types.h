@@ -139,6 +139,7 @@ struct RemoteBatch {
     uint64_t bits = 0;  // slots freed, 1 = freed; the slab's owner still counts them as used
 };
 static_assert(kSlabMaxWords <= kTagMask + 1);
+static_assert(kNumClasses <= 64); // Heap::batch_pending has a bit per class
 
 struct alignas(ARENA_CACHE_LINE) Heap {
     /// The malloc fast path reads these first: recently freed blocks of each class.
