@@ -111,6 +111,12 @@ TEST_SUITE("coalesce-http") {
         CHECK(je["data"] != run1);
         CHECK(je["data"] != run2);
 
+        // The request counter and the log line are written after the answer is sent: wait.
+        REQUIRE(eventually([&] {
+            return sample(metrics_text(d, env),
+                          R"(cmond_http_requests_total{code="200",route="/health"})") == 5 &&
+                   d.err().find(" shared_by=3 ") != std::string::npos;
+        }));
         const std::string text = metrics_text(d, env);
         CHECK(sample(text, R"(cmond_command_runs_total{command="health",result="ok"})") == 3);
         CHECK(sample(text, R"(cmond_command_coalesced_requests_total{command="health"})") == 2);
@@ -172,6 +178,12 @@ TEST_SUITE("coalesce-http") {
                 }
             }
             const std::size_t runs = by_output.size();
+            // The request counter is written after the answer is sent: wait for the last one.
+            REQUIRE(eventually([&] {
+                return sample(metrics_text(d, env),
+                              R"(cmond_http_requests_total{code="200",route="/health"})") ==
+                       kRequests;
+            }));
             const std::string text = metrics_text(d, env);
             CHECK(sample(text, R"(cmond_command_runs_total{command="health",result="ok"})") ==
                   static_cast<double>(runs));
