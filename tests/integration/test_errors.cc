@@ -79,16 +79,6 @@ ARENA_TEST_CHILD(double_free_owner_then_remote) {
     return 0;
 }
 
-namespace {
-
-/// Gives the calling thread a heap of its own, so that its remote frees are batched (a thread
-/// without one publishes each remote free at once).
-void own_heap() {
-    do_free(malloc(3000));
-}
-
-} // namespace
-
 ARENA_TEST_CHILD(double_free_remote_batched_twice) {
     // Freed twice by one other thread, the block's free key overwritten in between (a write
     // after free): the first free is still in the thread's remote batch, and the batch's bits
@@ -96,7 +86,7 @@ ARENA_TEST_CHILD(double_free_remote_batched_twice) {
     void* p = malloc(64);
     print_addr(p);
     std::thread([p] {
-        own_heap();
+        testing::own_heap();
         do_free(p);
         memset(static_cast<char*>(p) + 8, 0, 8);
         do_free(p);
@@ -112,7 +102,7 @@ ARENA_TEST_CHILD(double_free_remote_then_owner_batched) {
     print_addr(p);
     std::atomic<int> step{0};
     std::thread t([p, &step] {
-        own_heap();
+        testing::own_heap();
         do_free(p);
         step = 1;
         while (step.load() != 2) {
@@ -144,7 +134,7 @@ ARENA_TEST_CHILD(double_free_found_when_published) {
     print_addr(p);
     std::atomic<int> step{0};
     std::thread t1([p, &step] {
-        own_heap();
+        testing::own_heap();
         do_free(p);
         step = 1;
         while (step.load() != 2) {
@@ -154,7 +144,7 @@ ARENA_TEST_CHILD(double_free_found_when_published) {
     }
     memset(static_cast<char*>(p) + 8, 0, 8);
     std::thread([p] {
-        own_heap();
+        testing::own_heap();
         do_free(p);
     }).join();
     fprintf(stderr, "second free done\n");

@@ -65,19 +65,6 @@ int child_work(std::vector<char*>& parents) {
     return rc;
 }
 
-/// Whether p comes back within `tries` mallocs of n bytes (all freed again afterwards).
-bool comes_back(void* p, size_t n, int tries = 5000) {
-    std::vector<void*> v;
-    bool seen = false;
-    for (int i = 0; i < tries && !seen; ++i) {
-        v.push_back(malloc(n));
-        seen = v.back() == p;
-    }
-    for (void* q : v)
-        free(q);
-    return seen;
-}
-
 } // namespace
 
 ARENA_TEST_CHILD(fork_with_remote_batch) {
@@ -94,7 +81,7 @@ ARENA_TEST_CHILD(fork_with_remote_batch) {
     const pid_t pid = fork();
     if (pid == 0) {
         bool back = false;
-        std::thread([&] { back = comes_back(made[3], 64); }).join();
+        std::thread([&] { back = testing::comes_back(made[3], 64); }).join();
         free(made[5]); // freed before the fork: a double free
         _exit(back ? 0 : 20);
     }
@@ -106,7 +93,7 @@ ARENA_TEST_CHILD(fork_with_remote_batch) {
         return WEXITSTATUS(status);
     // The parent's copy of the batch was published too.
     bool back = false;
-    std::thread([&] { back = comes_back(made[3], 64); }).join();
+    std::thread([&] { back = testing::comes_back(made[3], 64); }).join();
     return back ? 0 : 21;
 }
 

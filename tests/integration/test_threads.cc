@@ -95,49 +95,22 @@ TEST_CASE("many threads at once, each with its own heap, all freeing each other'
     CHECK(bad == 0);
 }
 
-namespace {
-
-/// Gives the calling thread a heap of its own, so that its remote frees are batched (a thread
-/// without one publishes each remote free at once). Through a volatile pointer: the compiler
-/// may drop a malloc whose block is only freed.
-void own_heap() {
-    void* volatile q = malloc(3000);
-    free(q);
-}
-
-/// Whether the calling thread gets block p back within `tries` mallocs of n bytes (all freed
-/// again afterwards): the owner collects remote frees when its slab runs out, and hands out the
-/// lowest free slot first.
-bool comes_back(void* p, size_t n, int tries = 5000) {
-    std::vector<void*> v;
-    bool seen = false;
-    for (int i = 0; i < tries && !seen; ++i) {
-        v.push_back(malloc(n));
-        seen = v.back() == p;
-    }
-    for (void* q : v)
-        free(q);
-    return seen;
-}
-
-} // namespace
-
 TEST_CASE("a thread's batched remote frees are published when it exits") {
     // One remote free: the thread's batch never moves to another slab word, so only its exit
     // publishes it.
     void* p = malloc(64);
     std::thread([p] {
-        own_heap();
+        testing::own_heap();
         free(p);
     }).join();
-    CHECK(comes_back(p, 64));
+    CHECK(testing::comes_back(p, 64));
 }
 
 TEST_CASE("malloc_trim publishes the calling thread's batched remote frees") {
     void* p = malloc(64);
     std::atomic<int> step{0};
     std::thread t([p, &step] {
-        own_heap();
+        testing::own_heap();
         free(p);
         malloc_trim(0);
         step = 1;
@@ -146,7 +119,7 @@ TEST_CASE("malloc_trim publishes the calling thread's batched remote frees") {
     });
     while (step.load() != 1) {
     }
-    CHECK(comes_back(p, 64));
+    CHECK(testing::comes_back(p, 64));
     step = 2;
     t.join();
 }
@@ -155,7 +128,7 @@ TEST_CASE("the freeing thread's refill publishes its batched remote frees") {
     void* p = malloc(64);
     std::atomic<int> step{0};
     std::thread t([p, &step] {
-        own_heap();
+        testing::own_heap();
         free(p);
         // Another class, enough to need a new slab: the alloc_refill slow path.
         std::vector<void*> v;
@@ -169,7 +142,7 @@ TEST_CASE("the freeing thread's refill publishes its batched remote frees") {
     });
     while (step.load() != 1) {
     }
-    CHECK(comes_back(p, 64));
+    CHECK(testing::comes_back(p, 64));
     step = 2;
     t.join();
 }

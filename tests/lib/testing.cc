@@ -192,4 +192,21 @@ size_t count_occurrences(const std::string& hay, const std::string& needle) {
     return n;
 }
 
+void own_heap() {
+    void* volatile q = malloc(3000); // volatile: a malloc only freed may be dropped
+    free(q);
+}
+
+bool comes_back(void* p, size_t n, int tries) {
+    std::vector<void*> v;
+    bool seen = false;
+    for (int i = 0; i < tries && !seen; ++i) {
+        v.push_back(malloc(n));
+        seen = v.back() == p;
+    }
+    for (void* q : v)
+        free(q);
+    return seen;
+}
+
 } // namespace testing

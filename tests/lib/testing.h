@@ -76,4 +76,13 @@ size_t rss_bytes();
 /// Number of times `needle` occurs in `hay`.
 size_t count_occurrences(const std::string& hay, const std::string& needle);
 
+/// Gives the calling thread a heap of its own (one malloc and free), so that libarena batches
+/// its remote frees (a thread without a heap publishes each remote free at once).
+void own_heap();
+
+/// Whether the calling thread gets block p back within `tries` mallocs of n bytes (all freed
+/// again afterwards): an owner collects remote frees when its slab runs out, and hands out the
+/// lowest free slot first.
+bool comes_back(void* p, size_t n, int tries = 5000);
+
 } // namespace testing
