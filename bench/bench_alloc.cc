@@ -41,6 +41,8 @@
 #include <thread>
 #include <vector>
 
+#include "proc.h"
+
 namespace {
 
 // ---- Deterministic randomness ----
@@ -942,47 +944,6 @@ const Workload* find_workload(std::string_view name) {
 
 // ---- Process-level helpers ----
 
-/// A "Vm...:   1234 kB" field of /proc/self/status, in KiB; 0 if unreadable.
-uint64_t proc_status_kib(const char* field) {
-    FILE* f = std::fopen("/proc/self/status", "r");
-    if (f == nullptr) {
-        return 0;
-    }
-    char line[256];
-    uint64_t kib = 0;
-    const size_t len = std::strlen(field);
-    while (std::fgets(line, sizeof line, f) != nullptr) {
-        if (std::strncmp(line, field, len) == 0 && line[len] == ':') {
-            kib = std::strtoull(line + len + 1, nullptr, 10);
-            break;
-        }
-    }
-    std::fclose(f);
-    return kib;
-}
-
-/// Exit status for --print-maps-match: 0 if some mapped file's path contains `needle`
-/// (proves an LD_PRELOAD took), 3 if none does, 2 if /proc/self/maps can't be read.
-int maps_match(const char* needle) {
-    FILE* f = std::fopen("/proc/self/maps", "r");
-    if (f == nullptr) {
-        std::perror("bench_alloc: /proc/self/maps");
-        return 2;
-    }
-    char line[4096];
-    int rc = 3;
-    while (std::fgets(line, sizeof line, f) != nullptr) {
-        const char* path = std::strchr(line, '/'); // the path is the only field with a '/'
-        if (path != nullptr && std::strstr(path, needle) != nullptr) {
-            std::fputs(path, stdout);
-            rc = 0;
-            break;
-        }
-    }
-    std::fclose(f);
-    return rc;
-}
-
 /// The CPUs this process may run on, in order.
 std::vector<int> allowed_cpus() {
     std::vector<int> cpus;
@@ -1030,17 +991,6 @@ void pin_to_cpu(int cpu) {
     std::exit(rc);
 }
 
-uint64_t parse_u64(const char* flag, const char* text) {
-    char* end = nullptr;
-    errno = 0;
-    const unsigned long long v = std::strtoull(text, &end, 0);
-    if (errno != 0 || end == text || *end != '\0' || text[0] == '-') {
-        std::fprintf(stderr, "bench_alloc: %s: not a non-negative integer: '%s'\n", flag, text);
-        std::exit(2);
-    }
-    return v;
-}
-
 } // namespace
 
 int main(int argc, char** argv) {
@@ -1062,22 +1012,22 @@ int main(int argc, char** argv) {
         if (arg == "--help" || arg == "-h") {
             usage(0);
         } else if (arg == "--print-maps-match") {
-            return maps_match(value());
+            return bench::maps_match("bench_alloc", value());
         } else if (arg == "--threads") {
-            const uint64_t n = parse_u64("--threads", value());
+            const uint64_t n = bench::parse_u64("bench_alloc", "--threads", value());
             if (n == 0 || n > 256) {
                 std::fprintf(stderr, "bench_alloc: --threads must be 1..256\n");
                 return 2;
             }
             threads = static_cast<unsigned>(n);
         } else if (arg == "--ops") {
-            ops = parse_u64("--ops", value());
+            ops = bench::parse_u64("bench_alloc", "--ops", value());
             if (ops == 0) {
                 std::fprintf(stderr, "bench_alloc: --ops must be at least 1\n");
                 return 2;
             }
         } else if (arg == "--seed") {
-            seed = parse_u64("--seed", value());
+            seed = bench::parse_u64("bench_alloc", "--seed", value());
         } else if (arg == "--smoke") {
             smoke = true;
         } else if (!arg.starts_with("-") && workload == nullptr) {
@@ -1172,7 +1122,7 @@ int main(int argc, char** argv) {
                 "\", \"seed\": %" PRIu64 ", \"pinned\": %s, \"smoke\": %s}\n",
                 workload->name.data(), threads, total_ops, ops, seconds,
                 seconds > 0 ? static_cast<double>(total_ops) / seconds : 0.0,
-                proc_status_kib("VmHWM"), total.checksum, seed, pinned ? "true" : "false",
+                bench::proc_status_kib("VmHWM"), total.checksum, seed, pinned ? "true" : "false",
                 smoke ? "true" : "false");
     return 0;
 }

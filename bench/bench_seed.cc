@@ -57,6 +57,8 @@
 #include <string_view>
 #include <vector>
 
+#include "proc.h"
+
 namespace {
 
 // ---- The seed's configuration ----
@@ -476,45 +478,6 @@ Summary summarize(std::vector<uint64_t> v) {
 
 // ---- Process-level helpers ----
 
-uint64_t proc_status_kib(const char* field) {
-    FILE* f = std::fopen("/proc/self/status", "r");
-    if (f == nullptr) {
-        return 0;
-    }
-    char line[256];
-    uint64_t kib = 0;
-    const size_t len = std::strlen(field);
-    while (std::fgets(line, sizeof line, f) != nullptr) {
-        if (std::strncmp(line, field, len) == 0 && line[len] == ':') {
-            kib = std::strtoull(line + len + 1, nullptr, 10);
-            break;
-        }
-    }
-    std::fclose(f);
-    return kib;
-}
-
-/// As bench_alloc --print-maps-match: 0 if a mapped file's path contains needle, 3 if not.
-int maps_match(const char* needle) {
-    FILE* f = std::fopen("/proc/self/maps", "r");
-    if (f == nullptr) {
-        std::perror("bench_seed: /proc/self/maps");
-        return 2;
-    }
-    char line[4096];
-    int rc = 3;
-    while (std::fgets(line, sizeof line, f) != nullptr) {
-        const char* path = std::strchr(line, '/');
-        if (path != nullptr && std::strstr(path, needle) != nullptr) {
-            std::fputs(path, stdout);
-            rc = 0;
-            break;
-        }
-    }
-    std::fclose(f);
-    return rc;
-}
-
 /// Pins the whole process (it has one thread) to `cpu`, or by default to the last CPU it may
 /// run on (CPU 0 usually takes more interrupts). Returns the CPU.
 int pin(int cpu) {
@@ -539,17 +502,6 @@ int pin(int cpu) {
         std::exit(1);
     }
     return cpu;
-}
-
-uint64_t parse_u64(const char* flag, const char* text) {
-    char* end = nullptr;
-    errno = 0;
-    const unsigned long long v = std::strtoull(text, &end, 0);
-    if (errno != 0 || end == text || *end != '\0' || text[0] == '-') {
-        std::fprintf(stderr, "bench_seed: %s: not a non-negative integer: '%s'\n", flag, text);
-        std::exit(2);
-    }
-    return v;
 }
 
 [[noreturn]] void usage(int rc) {
@@ -594,20 +546,20 @@ int main(int argc, char** argv) {
         if (arg == "--help" || arg == "-h") {
             usage(0);
         } else if (arg == "--print-maps-match") {
-            return maps_match(value());
+            return bench::maps_match("bench_seed", value());
         } else if (arg == "--runs") {
             runs =
-                static_cast<unsigned>(std::clamp<uint64_t>(parse_u64("--runs", value()), 1, 1000));
+                static_cast<unsigned>(std::clamp<uint64_t>(bench::parse_u64("bench_seed", "--runs", value()), 1, 1000));
         } else if (arg == "--warmups") {
             warmups =
-                static_cast<unsigned>(std::min<uint64_t>(parse_u64("--warmups", value()), 100));
+                static_cast<unsigned>(std::min<uint64_t>(bench::parse_u64("bench_seed", "--warmups", value()), 100));
         } else if (arg == "--ops") {
-            ops = std::max<uint64_t>(parse_u64("--ops", value()), 1);
+            ops = std::max<uint64_t>(bench::parse_u64("bench_seed", "--ops", value()), 1);
         } else if (arg == "--cpu") {
             cpu =
-                static_cast<int>(std::min<uint64_t>(parse_u64("--cpu", value()), CPU_SETSIZE - 1));
+                static_cast<int>(std::min<uint64_t>(bench::parse_u64("bench_seed", "--cpu", value()), CPU_SETSIZE - 1));
         } else if (arg == "--seed") {
-            seed = parse_u64("--seed", value());
+            seed = bench::parse_u64("bench_seed", "--seed", value());
         } else if (arg == "--smoke") {
             smoke = true;
         } else {
@@ -683,6 +635,6 @@ int main(int argc, char** argv) {
     }
     std::printf("], \"peak_rss_kib\": %" PRIu64 ", \"checksum\": \"%016" PRIx64
                 "\", \"seed\": %" PRIu64 ", \"smoke\": %s}\n",
-                proc_status_kib("VmHWM"), checksum, seed, smoke ? "true" : "false");
+                bench::proc_status_kib("VmHWM"), checksum, seed, smoke ? "true" : "false");
     return 0;
 }

@@ -1,0 +1,60 @@
+// SPDX-License-Identifier: MIT
+#include "proc.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+namespace bench {
+
+uint64_t proc_status_kib(const char* field) {
+    FILE* f = std::fopen("/proc/self/status", "r");
+    if (f == nullptr) {
+        return 0;
+    }
+    char line[256];
+    uint64_t kib = 0;
+    const size_t len = std::strlen(field);
+    while (std::fgets(line, sizeof line, f) != nullptr) {
+        if (std::strncmp(line, field, len) == 0 && line[len] == ':') {
+            kib = std::strtoull(line + len + 1, nullptr, 10);
+            break;
+        }
+    }
+    std::fclose(f);
+    return kib;
+}
+
+int maps_match(const char* prog, const char* needle) {
+    FILE* f = std::fopen("/proc/self/maps", "r");
+    if (f == nullptr) {
+        std::fprintf(stderr, "%s: /proc/self/maps: %s\n", prog, std::strerror(errno));
+        return 2;
+    }
+    char line[4096];
+    int rc = 3;
+    while (std::fgets(line, sizeof line, f) != nullptr) {
+        const char* path = std::strchr(line, '/'); // the path is the only field with a '/'
+        if (path != nullptr && std::strstr(path, needle) != nullptr) {
+            std::fputs(path, stdout);
+            rc = 0;
+            break;
+        }
+    }
+    std::fclose(f);
+    return rc;
+}
+
+uint64_t parse_u64(const char* prog, const char* flag, const char* text) {
+    char* end = nullptr;
+    errno = 0;
+    const unsigned long long v = std::strtoull(text, &end, 0);
+    if (errno != 0 || end == text || *end != '\0' || text[0] == '-') {
+        std::fprintf(stderr, "%s: %s: not a non-negative integer: '%s'\n", prog, flag, text);
+        std::exit(2);
+    }
+    return v;
+}
+
+} // namespace bench
