@@ -39,6 +39,16 @@
 // that is late with step 4 never pushes a released slab; if the owner loses, the slab is on the
 // queue and is released when it comes off it. Descriptors are never unmapped (meta.h).
 //
+// ---- Fresh words ------------------------------------------------------------------------------
+// A new slab opens only its first words (one page's worth of slots); the others are `fresh`:
+// free in the bitmap, so a free of one of their slots is caught as a double free, but not in
+// `nonempty`, so malloc does not take them. alloc_refill opens more only when the class has no
+// other free slot: not in the current slab, not on the partial list. Without this, a current
+// slab would move into pages never touched while older slabs have holes, and the class would
+// end up touching every page of all its slabs. Invariant: fresh[cls] is the only slab of the
+// class in the heap with fresh words (a slab is made only when fresh[cls] is null); it is
+// cleared when the last word opens or the slab is retired.
+//
 // ---- Heap life cycle --------------------------------------------------------------------------
 // A thread gets a heap on its first allocation: it adopts an abandoned one if there is any,
 // else a new one is made. At thread exit (pthread key destructor) the heap is abandoned whole:
@@ -166,7 +176,8 @@ Slab* slab_new(Heap* h, unsigned cls) {
     s->first_page = static_cast<uint32_t>(run.first);
     s->npages = static_cast<uint32_t>(run.npages);
     s->used = 0;
-    s->nonempty = (uint32_t{1} << s->nwords) - 1;
+    s->nonempty = 0;
+    s->fresh = (uint32_t{1} << s->nwords) - 1;
     s->where = SlabWhere::Detached;
     s->next = s->prev = nullptr;
     for (unsigned wi = 0; wi < kSlabMaxWords; ++wi) {
@@ -185,7 +196,22 @@ Slab* slab_new(Heap* h, unsigned cls) {
     for (size_t i = 0; i < run.npages; ++i)
         run.region->pagemap[run.first + i].store(reinterpret_cast<uintptr_t>(s),
                                                  std::memory_order_release);
+    h->fresh[cls] = s;
     return s;
+}
+
+/// Opens the next fresh words of s (at least one, about a page of slots) for malloc.
+void slab_open(Heap* h, Slab* s) {
+    const uint32_t word_bytes = 64 * s->size;
+    uint32_t opened = 0;
+    do {
+        const unsigned wi = static_cast<unsigned>(__builtin_ctz(s->fresh));
+        s->fresh &= s->fresh - 1;
+        s->nonempty |= uint32_t{1} << wi;
+        opened += word_bytes;
+    } while (s->fresh != 0 && opened < kPageSize);
+    if (s->fresh == 0)
+        h->fresh[s->cls] = nullptr;
 }
 
 /// Gives an empty slab's pages back to the region and its descriptor to the pool.
@@ -200,9 +226,11 @@ void slab_release(Slab* s) {
     pages::free(r, first, npages);
 }
 
-/// Releases an empty slab now, or marks it Detached when a remote freer queued it meanwhile
-/// (it is released when it comes off the queue).
-void slab_retire(Slab* s) {
+/// Takes an empty slab from its owner h: releases it now, or marks it Detached when a remote
+/// freer queued it meanwhile (it is released when it comes off the queue).
+void slab_retire(Heap* h, Slab* s) {
+    if (h->fresh[s->cls] == s)
+        h->fresh[s->cls] = nullptr;
     if (s->queued.exchange(1, std::memory_order_seq_cst) == 0) {
         slab_release(s);
         return;
@@ -217,7 +245,7 @@ void slab_emptied(Heap* h, Slab* s) {
         s->where = SlabWhere::Empty;
         return;
     }
-    slab_retire(s);
+    slab_retire(h, s);
 }
 
 /// Moves a slab between lists after frees made slots available.
@@ -237,13 +265,13 @@ void release_cached_empties(Heap* h) {
     for (unsigned c = 0; c < kNumClasses; ++c) {
         if (Slab* s = h->empty[c]) {
             h->empty[c] = nullptr;
-            slab_retire(s);
+            slab_retire(h, s);
         }
         // A current slab with nothing allocated is released too (trim and thread exit).
         if (has_current(h, c) && h->current[c]->used == 0) {
             Slab* s = h->current[c];
             clear_current(h, c);
-            slab_retire(s);
+            slab_retire(h, s);
         }
     }
 }
@@ -288,7 +316,7 @@ void collect_remote(Heap* h) {
         s->queued.exchange(0, std::memory_order_seq_cst);
         collect_slab(s);
         if (s->where == SlabWhere::Detached)
-            slab_retire(s);
+            slab_retire(h, s);
         else
             slab_after_free(h, s);
     }
@@ -302,6 +330,7 @@ void heap_init(Heap* h, StatShard* shard, StatShard* flushed) {
         h->cache[c] = FreeCache{nullptr, 0, cache_cap(c)};
         h->partial[c] = nullptr;
         h->empty[c] = nullptr;
+        h->fresh[c] = nullptr;
     }
     h->stats = shard;
     h->flushed = flushed;
@@ -465,11 +494,15 @@ void* alloc_refill(Heap* h, unsigned cls, size_t n, Api api) {
         cur->where = SlabWhere::Full;
         clear_current(h, cls);
     }
+    // Free slots in touched pages first: a partial slab, the empty one. Then fresh words (see
+    // "Fresh words" at the top), of the class's fresh slab or of a new one.
     Slab* s = list_pop(h->partial[cls]);
     if (s == nullptr && (s = h->empty[cls]) != nullptr)
         h->empty[cls] = nullptr;
-    if (s == nullptr && (s = slab_new(h, cls)) == nullptr)
+    if (s == nullptr && (s = h->fresh[cls]) == nullptr && (s = slab_new(h, cls)) == nullptr)
         return fail_enomem();
+    if (s->nonempty == 0)
+        slab_open(h, s);
     s->where = SlabWhere::Current;
     h->current[cls] = s;
     return alloc_small_as(h, cls, n, api); // s has a free slot: partial, empty, new all do

@@ -17,6 +17,9 @@
 //   current : the slab a heap allocates a class from. Its `nonempty` summary (one bit per
 //             bitmap word that has a free slot) makes finding a free slot two tzcnt, however
 //             scattered the free slots are.
+//   fresh word : a word of a slab's bitmap not opened for allocation yet (Slab::fresh): a slab
+//             opens its words one page's worth at a time, and only when the class has no free
+//             slot in pages already touched (heap.cc, "Fresh words").
 //   free cache : per heap and class, a short LIFO list of blocks the thread freed, linked
 //             through the blocks (CachedBlock), that malloc hands out again first. Cached
 //             blocks are still allocated in the slab bitmap; each carries a process-wide secret
@@ -82,7 +85,10 @@ struct alignas(ARENA_CACHE_LINE) Slab {
 
     // Line 1: the owner's allocation state. malloc reads `nonempty`, takes the lowest set bit of
     // the first word it names, and never scans.
-    alignas(ARENA_CACHE_LINE) uint32_t nonempty = 0; // bit i set <=> free_bits[i] != 0
+    alignas(ARENA_CACHE_LINE) uint32_t nonempty = 0; // bit i set <=> free_bits[i] != 0 and
+                                                     // word i is open (not in `fresh`)
+    uint32_t fresh = 0;         // words not opened yet: all their slots free, never handed out,
+                                // their pages maybe never touched (heap.cc, "Fresh words")
     uint32_t used = 0;          // slots allocated in the owner's view (a remote free not yet
                                 // collected still counts as used)
     SlabWhere where = SlabWhere::Detached;
@@ -160,6 +166,7 @@ struct alignas(ARENA_CACHE_LINE) Heap {
     // Owner-only slow-path state.
     Slab* partial[kNumClasses] = {};      // slabs with free slots, doubly linked
     Slab* empty[kNumClasses] = {};        // one empty slab kept per class
+    Slab* fresh[kNumClasses] = {};        // the one slab of each class with fresh words
     uint64_t trim_epoch = 0;              // last malloc_trim epoch seen (heap.cc: maybe_trim)
     StatShard* flushed = nullptr;         // overflow heaps (no page shard left): what of the
                                           // private `stats` was already added to shard 0

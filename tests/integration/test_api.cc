@@ -6,6 +6,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstdint>
@@ -404,6 +405,55 @@ ARENA_TEST_CHILD(exhaust_small_reserve) {
     free(huge);
     printf("ok %zu\n", total);
     return 0;
+}
+
+ARENA_TEST_CHILD(holes_before_fresh_pages) {
+    // 64-byte blocks: slabs of 1024 slots (64 KiB). 1100 fill one slab and start a second; then
+    // 900 frees make holes in the first, and 900 mallocs must fill those holes rather than move
+    // into the second slab's untouched pages (heap.cc, "Fresh words"). Before fresh words, this
+    // touched 10 new pages.
+    constexpr size_t kFirst = 1100, kFreed = 900;
+    std::vector<char*> blocks(kFirst);
+    std::vector<uintptr_t> touched;
+    touched.reserve(kFirst);
+    for (char*& p : blocks) {
+        p = static_cast<char*>(malloc(64));
+        if (p == nullptr)
+            return 2;
+        memset(p, 1, 64);
+        touched.push_back(reinterpret_cast<uintptr_t>(p) >> 12);
+    }
+    std::sort(touched.begin(), touched.end());
+    size_t freed = 0;
+    for (size_t i = 0; i < 1000 && freed < kFreed; ++i) {
+        if (i % 10 != 0) {
+            free(blocks[i]);
+            blocks[i] = nullptr;
+            ++freed;
+        }
+    }
+    std::vector<uintptr_t> fresh;
+    for (size_t i = 0; i < kFreed; ++i) {
+        char* p = static_cast<char*>(malloc(64));
+        if (p == nullptr)
+            return 2;
+        memset(p, 2, 64);
+        blocks.push_back(p);
+        const uintptr_t page = reinterpret_cast<uintptr_t>(p) >> 12;
+        if (!std::binary_search(touched.begin(), touched.end(), page) &&
+            std::find(fresh.begin(), fresh.end(), page) == fresh.end())
+            fresh.push_back(page);
+    }
+    printf("%zu new pages\n", fresh.size());
+    for (char* p : blocks)
+        free(p);
+    return fresh.size() <= 1 ? 0 : 1;
+}
+
+TEST_CASE("a size class fills holes in pages it touched before it touches new ones") {
+    const testing::ChildResult r = testing::run_child("holes_before_fresh_pages");
+    CHECK(r.exited);
+    CHECK_MESSAGE(r.code == 0, r.out);
 }
 
 TEST_CASE("a process whose reservation is exhausted still gets memory") {
