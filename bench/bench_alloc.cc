@@ -166,9 +166,10 @@ struct Shared {
     SpinBarrier stop;  // all workers have left their measured loops; teardown begins
     SpscRing* rings;   // xthread: rings[t] carries blocks from thread t to its peer;
                        // xthread-mp: rings[t] from producer t (t >= 1) to the consumer (0)
+    const char* smaps; // --smaps: where worker 0 saves /proc/self/smaps after the loop
 
     Shared(unsigned n, uint64_t ops)
-        : threads(n), ops_per_thread(ops), start(n), stop(n), rings(nullptr) {}
+        : threads(n), ops_per_thread(ops), start(n), stop(n), rings(nullptr), smaps(nullptr) {}
 };
 
 /// What each worker reports back. allocs == frees is checked for every workload, so the
@@ -192,9 +193,14 @@ struct Worker {
         shared.start.arrive_and_wait();
         begin = Clock::now();
     }
+    /// Every worker has left its measured loop when this returns; its blocks are still live,
+    /// so --smaps sees the working set as the loop left it.
     void end_measured() {
         end = Clock::now();
         shared.stop.arrive_and_wait();
+        if (id == 0 && shared.smaps != nullptr && !bench::save_smaps("bench_alloc", shared.smaps)) {
+            std::exit(1);
+        }
     }
 };
 
@@ -978,8 +984,10 @@ void pin_to_cpu(int cpu) {
 [[noreturn]] void usage(int rc) {
     FILE* out = rc == 0 ? stdout : stderr;
     std::fprintf(out, "usage: bench_alloc WORKLOAD [--threads N] [--ops N] [--smoke] [--seed S]\n"
+                      "                  [--smaps FILE]\n"
                       "       bench_alloc --print-maps-match SUBSTR\n"
                       "  --ops N   operations per thread (default: per workload; --smoke: /100)\n"
+                      "  --smaps FILE  save /proc/self/smaps there when the measured loop ends\n"
                       "  prints one JSON line; --print-maps-match exits 0 if a mapped file's path\n"
                       "  contains SUBSTR, 3 if not\n"
                       "workloads:\n");
@@ -999,6 +1007,7 @@ int main(int argc, char** argv) {
     uint64_t ops = 0;
     uint64_t seed = 42;
     bool smoke = false;
+    const char* smaps = nullptr;
 
     for (int i = 1; i < argc; ++i) {
         const std::string_view arg = argv[i];
@@ -1030,6 +1039,8 @@ int main(int argc, char** argv) {
             seed = bench::parse_u64("bench_alloc", "--seed", value());
         } else if (arg == "--smoke") {
             smoke = true;
+        } else if (arg == "--smaps") {
+            smaps = value();
         } else if (!arg.starts_with("-") && workload == nullptr) {
             workload = find_workload(arg);
             if (workload == nullptr) {
@@ -1062,6 +1073,7 @@ int main(int argc, char** argv) {
     }
 
     Shared shared(threads, ops);
+    shared.smaps = smaps;
     std::unique_ptr<SpscRing[]> rings;
     if (workload->rings) {
         rings = std::make_unique<SpscRing[]>(threads);

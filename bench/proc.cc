@@ -46,6 +46,31 @@ int maps_match(const char* prog, const char* needle) {
     return rc;
 }
 
+bool save_smaps(const char* prog, const char* path) {
+    FILE* in = std::fopen("/proc/self/smaps", "r");
+    if (in == nullptr) {
+        std::fprintf(stderr, "%s: /proc/self/smaps: %s\n", prog, std::strerror(errno));
+        return false;
+    }
+    FILE* out = std::fopen(path, "w");
+    if (out == nullptr) {
+        std::fprintf(stderr, "%s: %s: %s\n", prog, path, std::strerror(errno));
+        std::fclose(in);
+        return false;
+    }
+    char buf[8192];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, in)) > 0) {
+        std::fwrite(buf, 1, n, out);
+    }
+    const bool ok = !std::ferror(in) && std::fclose(out) == 0;
+    std::fclose(in);
+    if (!ok) {
+        std::fprintf(stderr, "%s: cannot write %s\n", prog, path);
+    }
+    return ok;
+}
+
 uint64_t parse_u64(const char* prog, const char* flag, const char* text) {
     char* end = nullptr;
     errno = 0;
