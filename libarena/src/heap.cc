@@ -8,7 +8,8 @@
 //      free: types.h, "free key"), and writes the key into the block;
 //   2. adds the slot to its heap's remote batch of the class (Heap::batch: pending bits of one
 //      slab word) if the batch holds that word; otherwise publishes the batch (3, 4) and starts
-//      a new one with this slot. A thread with no heap (the sentinel) publishes each free at once.
+//      a new one with this slot. A batch that reaches kBatchMax slots is published at once. A
+//      thread with no heap (the sentinel) publishes each free at once.
 // Publishing a batch:
 //   3. sets its bits in remote_bits with fetch_or; a bit already set there (or already free in
 //      the owner's bitmap) is a double free;
@@ -18,10 +19,10 @@
 // sequentially consistent RMWs on both sides, a bit set after the owner's collection always
 // finds `queued` at 0 and queues the slab again, so no remote free is ever lost.
 //
-// Batches are published when they move to another slab word, and all of a thread's batches on
-// its alloc_refill slow path, in trim (malloc_trim; other threads on their next slow path after
-// one), at thread exit (heap_abandon) and before fork (fork_prepare). So a thread holds back at
-// most one slab word per class, and only until its next refill. Invariants:
+// Batches are published when they move to another slab word or fill up, and all of a thread's
+// batches on its alloc_refill slow path, in trim (malloc_trim; other threads on their next slow
+// path after one), at thread exit (heap_abandon) and before fork (fork_prepare). So a thread
+// holds back at most kBatchMax slots per class, and only until its next refill. Invariants:
 //   - A slot in a batch still counts in its slab's `used`: the owner decrements `used` only when
 //     it collects remote bits. So a slab with pending bits is never empty, is never released or
 //     retired (Detached needs used == 0), and the batch's Slab* stays valid, also when its owner
@@ -558,6 +559,7 @@ void publish_batch(Heap* h, RemoteBatch& b) {
     uint64_t bits = b.bits;
     b.tag = 0;
     b.bits = 0;
+    b.count = 0;
     // Slots the owner has free already: freed twice, the first time by a free that did not see
     // the key (it was overwritten after this thread's free).
     uint64_t dbl = bits & s->free_bits[wi].load(std::memory_order_relaxed);
@@ -579,7 +581,14 @@ ARENA_SLOW_PATH void batch_restart(Heap* h, unsigned cls, uintptr_t tag, uint64_
         publish_batch(h, b);
     b.tag = tag;
     b.bits = bit;
+    b.count = 1;
     h->batch_pending |= uint64_t{1} << cls;
+}
+
+/// The batch of class cls holds kBatchMax slots: publish it now.
+ARENA_SLOW_PATH void batch_full(Heap* h, unsigned cls) {
+    publish_batch(h, h->batch[cls]);
+    h->batch_pending &= ~(uint64_t{1} << cls);
 }
 
 /// report_heap_error naming the API (out of line, so that the fast path does not build the
@@ -635,6 +644,8 @@ void free_remote(Heap* h, Slab* s, uintptr_t a, Api api) {
         bump(st->events[call_counter(api)]);
     if (ARENA_LIKELY(same)) {
         b.bits |= bit;
+        if (ARENA_UNLIKELY(++b.count == kBatchMax))
+            return batch_full(h, cls);
         return;
     }
     return batch_restart(h, cls, tag, bit);

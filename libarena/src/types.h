@@ -143,7 +143,13 @@ struct FreeCache {
 struct RemoteBatch {
     uintptr_t tag = 0;  // Slab* | word index (descriptors are 64-byte aligned; words < 64)
     uint64_t bits = 0;  // slots freed, 1 = freed; the slab's owner still counts them as used
+    uint32_t count = 0; // bits set in `bits`
 };
+/// A batch is published once it holds this many slots, even if the next free is to the same
+/// word: its slots cannot be reused by their owner, which meanwhile opens new memory. (bench
+/// xthread, blocks freed in the order they were allocated: a whole word per class held back,
+/// peak RSS 3.6 MiB; with 32, 3.5 MiB, for 0.4% more instructions; with 16, 1.3% more.)
+inline constexpr uint32_t kBatchMax = 32;
 static_assert(kSlabMaxWords <= kTagMask + 1);
 static_assert(kNumClasses <= 64); // Heap::batch_pending has a bit per class
 

@@ -5,6 +5,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -104,6 +105,39 @@ TEST_CASE("a thread's batched remote frees are published when it exits") {
         free(p);
     }).join();
     CHECK(testing::comes_back(p, 64));
+}
+
+TEST_CASE("a remote batch that reaches kBatchMax slots is published at once") {
+    // 64-byte slots: a bitmap word covers 64 slots, one page of the slab. Find 32 blocks in one
+    // page; another thread frees them (one batch: same word) and then stays alive and idle, so
+    // only the batch filling up can publish them.
+    std::vector<void*> made;
+    std::vector<void*> word;
+    for (int i = 0; i < 256 && word.size() < 32; ++i) {
+        made.push_back(malloc(64));
+        const auto page = [](void* q) { return reinterpret_cast<uintptr_t>(q) >> 12; };
+        if (!word.empty() && page(word.front()) != page(made.back()))
+            word.clear();
+        word.push_back(made.back());
+    }
+    REQUIRE(word.size() == 32);
+    std::atomic<int> step{0};
+    std::thread t([&word, &step] {
+        testing::own_heap();
+        for (void* q : word)
+            free(q);
+        step = 1;
+        while (step.load() != 2) {
+        }
+    });
+    while (step.load() != 1) {
+    }
+    CHECK(testing::comes_back(word.front(), 64));
+    step = 2;
+    t.join();
+    for (void* q : made)
+        if (std::find(word.begin(), word.end(), q) == word.end())
+            free(q);
 }
 
 TEST_CASE("malloc_trim publishes the calling thread's batched remote frees") {
