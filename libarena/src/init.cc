@@ -4,8 +4,8 @@
 //
 // Initialisation must not allocate: it may run inside the very first malloc of the process,
 // before libc is fully set up. Its core (options, region 0, the thread-exit key) uses only
-// getenv, mmap and pthread_key_create. Only after the library is marked ready does it call
-// things that may allocate (pthread_atfork, atexit), which then re-enter malloc safely.
+// system calls, environ and pthread_key_create. Only after the library is marked ready does it
+// call things that may allocate (pthread_atfork, atexit), which then re-enter malloc safely.
 #include "alloc.h"
 #include "heap.h"
 #include "meta.h"
@@ -19,7 +19,6 @@
 #include <cstdlib>
 #include <pthread.h>
 #include <sys/auxv.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 namespace arena {
@@ -44,7 +43,7 @@ uint64_t random_seed() {
 }
 
 long current_tid() {
-    return syscall(SYS_gettid);
+    return os::gettid();
 }
 
 void fork_prepare() {

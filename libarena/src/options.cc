@@ -2,6 +2,7 @@
 // The options table and its allocation-free parser (see options.h).
 #include "options.h"
 
+#include "os.h"
 #include "report.h"
 
 #include <atomic>
@@ -135,7 +136,7 @@ void options_load() {
         return;
     for (unsigned i = 0; i < kOptionCount; ++i) {
         const OptionInfo& info = kOptionTable[i];
-        const char* s = getenv(info.env);
+        const char* s = os::env(info.env);
         if (s == nullptr || *s == '\0')
             continue;
         int64_t v = 0;

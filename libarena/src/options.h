@@ -2,9 +2,9 @@
 // Run-time options: every ARENA_* environment variable, in one table. The README's option list
 // is this table (tests/unit/test_options.cc checks that the two agree).
 //
-// Options are read once, during initialisation, with getenv and a hand-written parser: no
-// allocation, no locale. A malformed or out-of-range value is reported on stderr and the default
-// is used (a library cannot refuse to start the program it is preloaded into).
+// Options are read once, during initialisation, from environ (os::env) with a hand-written
+// parser: no allocation, no locale. A malformed or out-of-range value is reported on stderr and
+// the default is used (a library cannot refuse to start the program it is preloaded into).
 #pragma once
 
 #include "arena/stats_page.h"

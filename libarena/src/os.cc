@@ -1,59 +1,101 @@
 // SPDX-License-Identifier: MIT
-// Linux implementation of os.h. Each entry point saves and restores errno.
+// Linux implementation of os.h. Every call is a raw system call (inline `syscall`/`svc` on
+// x86-64 and AArch64, libc's syscall() elsewhere), never a libc wrapper: a wrapper could be
+// interposed by another preloaded library (which may call malloc), is a cancellation point, and
+// sets errno; and its code is one more stretch of libc text faulted into every process on
+// libarena (64 KiB at a time, with the kernel's fault-around). The system call returns
+// -errno on failure, which is what these functions report; errno is never touched. Only the
+// clocks go through libc (clock_gettime reads the vDSO, no system call).
 #include "os.h"
 
 #include <cerrno>
-#include <csignal>
 #include <cstdlib>
 #include <ctime>
 #include <fcntl.h>
 #include <linux/futex.h>
-#include <sched.h>
+#include <sys/auxv.h>
 #include <sys/file.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 namespace arena::os {
 namespace {
 
-/// Restores errno on scope exit.
-class ErrnoKeeper {
-public:
-    ErrnoKeeper() : saved_(errno) {}
-    ~ErrnoKeeper() { errno = saved_; }
-    ErrnoKeeper(const ErrnoKeeper&) = delete;
-    ErrnoKeeper& operator=(const ErrnoKeeper&) = delete;
+/// System call n with up to six arguments; the result, or -errno.
+long sys(long n, long a = 0, long b = 0, long c = 0, long d = 0, long e = 0, long f = 0) {
+#if defined(__x86_64__)
+    register long r10 __asm__("r10") = d;
+    register long r8 __asm__("r8") = e;
+    register long r9 __asm__("r9") = f;
+    long ret;
+    __asm__ volatile("syscall"
+                     : "=a"(ret)
+                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+                     : "rcx", "r11", "memory");
+    return ret;
+#elif defined(__aarch64__)
+    register long x8 __asm__("x8") = n;
+    register long x0 __asm__("x0") = a;
+    register long x1 __asm__("x1") = b;
+    register long x2 __asm__("x2") = c;
+    register long x3 __asm__("x3") = d;
+    register long x4 __asm__("x4") = e;
+    register long x5 __asm__("x5") = f;
+    __asm__ volatile("svc 0"
+                     : "+r"(x0)
+                     : "r"(x8), "r"(x1), "r"(x2), "r"(x3), "r"(x4), "r"(x5)
+                     : "memory");
+    return x0;
+#else
+    const int saved = errno;
+    const long ret = ::syscall(n, a, b, c, d, e, f);
+    const long result = ret == -1 ? -errno : ret;
+    errno = saved;
+    return result;
+#endif
+}
 
-private:
-    int saved_;
-};
+template <typename T>
+long arg(T* p) {
+    return reinterpret_cast<long>(p);
+}
+
+/// A system call that fails with EINTR when a signal arrives is simply made again.
+template <typename... A>
+long sys_restart(long n, A... args) {
+    long r;
+    do {
+        r = sys(n, static_cast<long>(args)...);
+    } while (r == -EINTR);
+    return r;
+}
+
+void* map(size_t size, int prot, int flags, int fd) {
+    const long r = sys(SYS_mmap, 0, static_cast<long>(size), prot, flags, fd, 0);
+    // Addresses in the top 4 KiB are error codes.
+    return r < 0 && r > -4096 ? nullptr : reinterpret_cast<void*>(r);
+}
 
 constinit std::atomic<size_t> g_page_size{0};
 
 } // namespace
 
 void* reserve(size_t size) {
-    ErrnoKeeper keep;
-    void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    return p == MAP_FAILED ? nullptr : p;
+    return map(size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1);
 }
 
 void unreserve(void* p, size_t size) {
-    ErrnoKeeper keep;
-    munmap(p, size);
+    sys(SYS_munmap, arg(p), static_cast<long>(size));
 }
 
 size_t purge(void* p, size_t size) {
-    ErrnoKeeper keep;
     const size_t ps = page_size();
     const uintptr_t lo = (reinterpret_cast<uintptr_t>(p) + ps - 1) & ~(ps - 1);
     const uintptr_t hi = (reinterpret_cast<uintptr_t>(p) + size) & ~(ps - 1);
     if (hi <= lo)
         return 0;
-    if (madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED) != 0)
+    if (sys(SYS_madvise, static_cast<long>(lo), static_cast<long>(hi - lo), MADV_DONTNEED) != 0)
         return 0;
     return hi - lo;
 }
@@ -62,151 +104,150 @@ size_t page_size() {
     size_t ps = g_page_size.load(std::memory_order_relaxed);
     if (ps != 0)
         return ps;
-    ErrnoKeeper keep;
-    long v = ::getpagesize();
-    ps = v > 0 ? static_cast<size_t>(v) : 4096;
+    const int saved = errno; // getauxval sets errno when the entry is missing
+    const unsigned long v = getauxval(AT_PAGESZ);
+    errno = saved;
+    ps = v != 0 ? v : 4096;
     g_page_size.store(ps, std::memory_order_relaxed);
     return ps;
 }
 
 uint64_t now_ms() {
-    ErrnoKeeper keep;
+    const int saved = errno;
     timespec ts{};
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    errno = saved;
     return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
 }
 
 void futex_wait(std::atomic<uint32_t>* word, uint32_t expected) {
-    ErrnoKeeper keep;
-    syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT_PRIVATE, expected, nullptr,
-            nullptr, 0);
+    sys(SYS_futex, arg(word), FUTEX_WAIT_PRIVATE, expected, 0, 0, 0);
 }
 
 void futex_wake(std::atomic<uint32_t>* word, int count) {
-    ErrnoKeeper keep;
-    syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE_PRIVATE, count, nullptr,
-            nullptr, 0);
+    sys(SYS_futex, arg(word), FUTEX_WAKE_PRIVATE, count, 0, 0, 0);
 }
 
 void yield() {
-    ErrnoKeeper keep;
-    sched_yield();
+    sys(SYS_sched_yield);
 }
 
 void write_stderr(const char* s, size_t n) {
-    ErrnoKeeper keep;
     while (n > 0) {
-        ssize_t w = ::write(2, s, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
+        const long w = sys_restart(SYS_write, 2, arg(s), n);
+        if (w <= 0)
             return;
-        }
         s += w;
         n -= static_cast<size_t>(w);
     }
 }
 
 long read_small_file(const char* path, char* buf, size_t n) {
-    ErrnoKeeper keep;
     if (n == 0)
         return -1;
-    int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+    const long fd = sys_restart(SYS_openat, AT_FDCWD, arg(path), O_RDONLY | O_CLOEXEC, 0);
     if (fd < 0)
         return -1;
     size_t got = 0;
     while (got + 1 < n) {
-        ssize_t r = ::read(fd, buf + got, n - 1 - got);
-        if (r < 0 && errno == EINTR)
-            continue;
+        const long r = sys_restart(SYS_read, fd, arg(buf + got), n - 1 - got);
         if (r <= 0)
             break;
         got += static_cast<size_t>(r);
     }
-    ::close(fd);
+    sys(SYS_close, fd);
     buf[got] = '\0';
     return static_cast<long>(got);
 }
 
 int getpid() {
-    return static_cast<int>(syscall(SYS_getpid));
+    return static_cast<int>(sys(SYS_getpid));
+}
+
+long gettid() {
+    return sys(SYS_gettid);
+}
+
+const char* env(const char* name) {
+    if (environ == nullptr)
+        return nullptr;
+    for (char** e = environ; *e != nullptr; ++e) {
+        const char* a = *e;
+        const char* b = name;
+        while (*b != '\0' && *a == *b) {
+            ++a;
+            ++b;
+        }
+        if (*b == '\0' && *a == '=')
+            return a + 1;
+    }
+    return nullptr;
 }
 
 uint64_t unix_ns() {
-    ErrnoKeeper keep;
+    const int saved = errno;
     timespec ts{};
     clock_gettime(CLOCK_REALTIME, &ts);
+    errno = saved;
     return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
 int make_dir(const char* path, unsigned mode) {
-    ErrnoKeeper keep;
-    if (::mkdir(path, mode) == 0)
-        return ::chmod(path, mode) == 0 ? 0 : -errno;
-    return errno == EEXIST ? 0 : -errno;
+    const long r = sys(SYS_mkdirat, AT_FDCWD, arg(path), mode);
+    if (r == 0)
+        return static_cast<int>(sys(SYS_fchmodat, AT_FDCWD, arg(path), mode));
+    return r == -EEXIST ? 0 : static_cast<int>(r);
 }
 
 int create_file(const char* path, unsigned mode) {
-    ErrnoKeeper keep;
-    const int fd = ::open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+    const long fd = sys_restart(SYS_openat, AT_FDCWD, arg(path),
+                                O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
     if (fd < 0)
-        return -errno;
-    if (::fchmod(fd, mode) != 0) {
-        const int err = errno;
-        ::close(fd);
-        return -err;
+        return static_cast<int>(fd);
+    const long r = sys(SYS_fchmod, fd, mode);
+    if (r != 0) {
+        sys(SYS_close, fd);
+        return static_cast<int>(r);
     }
-    return fd;
+    return static_cast<int>(fd);
 }
 
 int lock_shared(int fd) {
-    ErrnoKeeper keep;
-    while (::flock(fd, LOCK_SH) != 0)
-        if (errno != EINTR)
-            return -errno;
-    return 0;
+    return static_cast<int>(sys_restart(SYS_flock, fd, LOCK_SH));
 }
 
 int resize_file(int fd, size_t size) {
-    ErrnoKeeper keep;
-    return ::ftruncate(fd, static_cast<off_t>(size)) == 0 ? 0 : -errno;
+    return static_cast<int>(sys_restart(SYS_ftruncate, fd, size));
 }
 
 void* map_file(int fd, size_t size) {
-    ErrnoKeeper keep;
-    void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    return p == MAP_FAILED ? nullptr : p;
+    return map(size, PROT_READ | PROT_WRITE, MAP_SHARED, fd);
 }
 
 void unmap(void* p, size_t size) {
-    ErrnoKeeper keep;
-    munmap(p, size);
+    sys(SYS_munmap, arg(p), static_cast<long>(size));
 }
 
 int rename_file(const char* from, const char* to) {
-    ErrnoKeeper keep;
-    return ::rename(from, to) == 0 ? 0 : -errno;
+    return static_cast<int>(sys(SYS_renameat2, AT_FDCWD, arg(from), AT_FDCWD, arg(to), 0));
 }
 
 int unlink_file(const char* path) {
-    ErrnoKeeper keep;
-    return ::unlink(path) == 0 ? 0 : -errno;
+    return static_cast<int>(sys(SYS_unlinkat, AT_FDCWD, arg(path), 0));
 }
 
 void close_fd(int fd) {
-    ErrnoKeeper keep;
-    ::close(fd);
+    sys(SYS_close, fd);
 }
 
 size_t resident_pages(const void* p, size_t npages) {
-    ErrnoKeeper keep;
     const size_t ps = page_size();
     unsigned char vec[4096];
     size_t resident = 0;
     auto* base = static_cast<const char*>(p);
     for (size_t done = 0; done < npages;) {
         const size_t n = npages - done < sizeof vec ? npages - done : sizeof vec;
-        if (mincore(const_cast<char*>(base + done * ps), n * ps, vec) != 0)
+        if (sys(SYS_mincore, arg(base + done * ps), static_cast<long>(n * ps), arg(vec)) != 0)
             break;
         for (size_t i = 0; i < n; ++i)
             resident += vec[i] & 1;
@@ -216,11 +257,10 @@ size_t resident_pages(const void* p, size_t npages) {
 }
 
 bool is_mapped(const void* p) {
-    ErrnoKeeper keep;
     const size_t ps = page_size();
-    void* page = reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(p) & ~(ps - 1));
+    const uintptr_t page = reinterpret_cast<uintptr_t>(p) & ~(ps - 1);
     unsigned char vec = 0;
-    return mincore(page, 1, &vec) == 0;
+    return sys(SYS_mincore, static_cast<long>(page), 1, arg(&vec)) == 0;
 }
 
 void abort_process() {

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // The operating-system layer: the only place that calls mmap, munmap, madvise, futex, clock and
-// raw file I/O. Every function preserves errno (malloc must not disturb it on success and free
-// must never change it), and reports failure through its return value instead.
+// raw file I/O, or reads the environment. Every function preserves errno (malloc must not
+// disturb it on success and free must never change it), and reports failure through its return
+// value instead. System calls are made directly, not through libc's wrappers (os.cc says why).
 //
 // None of these functions allocate, so they are safe to call from inside malloc itself.
 #pragma once
@@ -46,6 +47,12 @@ long read_small_file(const char* path, char* buf, size_t n);
 
 /// getpid() through the system call (never cached across fork).
 int getpid();
+
+/// gettid() through the system call.
+long gettid();
+
+/// The value of environment variable `name`, or nullptr: getenv without libc (reads environ).
+const char* env(const char* name);
 
 /// CLOCK_REALTIME in nanoseconds.
 uint64_t unix_ns();
