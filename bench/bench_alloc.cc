@@ -167,6 +167,7 @@ struct Shared {
     SpscRing* rings;   // xthread: rings[t] carries blocks from thread t to its peer;
                        // xthread-mp: rings[t] from producer t (t >= 1) to the consumer (0)
     const char* smaps; // --smaps: where worker 0 saves /proc/self/smaps after the loop
+    uint64_t rss_end_kib = 0; // exact RSS when the measured loops ended (worker 0)
 
     Shared(unsigned n, uint64_t ops)
         : threads(n), ops_per_thread(ops), start(n), stop(n), rings(nullptr), smaps(nullptr) {}
@@ -194,11 +195,15 @@ struct Worker {
         begin = Clock::now();
     }
     /// Every worker has left its measured loop when this returns; its blocks are still live,
-    /// so --smaps sees the working set as the loop left it.
+    /// so the exact RSS sample (and --smaps) sees the working set as the loop left it.
     void end_measured() {
         end = Clock::now();
         shared.stop.arrive_and_wait();
-        if (id == 0 && shared.smaps != nullptr && !bench::save_smaps("bench_alloc", shared.smaps)) {
+        if (id != 0) {
+            return;
+        }
+        shared.rss_end_kib = bench::rss_exact_kib();
+        if (shared.smaps != nullptr && !bench::save_smaps("bench_alloc", shared.smaps)) {
             std::exit(1);
         }
     }
@@ -1130,11 +1135,13 @@ int main(int argc, char** argv) {
     const uint64_t total_ops = total.ops;
     std::printf("{\"workload\": \"%s\", \"threads\": %u, \"ops\": %" PRIu64
                 ", \"ops_per_thread\": %" PRIu64 ", \"seconds\": %.6f, \"ops_per_sec\": %.1f"
-                ", \"peak_rss_kib\": %" PRIu64 ", \"checksum\": \"%016" PRIx64
+                ", \"peak_rss_kib\": %" PRIu64 ", \"vm_hwm_kib\": %" PRIu64
+                ", \"rss_end_kib\": %" PRIu64 ", \"checksum\": \"%016" PRIx64
                 "\", \"seed\": %" PRIu64 ", \"pinned\": %s, \"smoke\": %s}\n",
                 workload->name.data(), threads, total_ops, ops, seconds,
                 seconds > 0 ? static_cast<double>(total_ops) / seconds : 0.0,
-                bench::proc_status_kib("VmHWM"), total.checksum, seed, pinned ? "true" : "false",
+                bench::peak_rss_kib(shared.rss_end_kib), bench::proc_status_kib("VmHWM"),
+                shared.rss_end_kib, total.checksum, seed, pinned ? "true" : "false",
                 smoke ? "true" : "false");
     return 0;
 }

@@ -26,6 +26,28 @@ uint64_t proc_status_kib(const char* field) {
     return kib;
 }
 
+uint64_t rss_exact_kib() {
+    FILE* f = std::fopen("/proc/self/smaps_rollup", "r");
+    if (f == nullptr) {
+        return 0;
+    }
+    char line[256];
+    uint64_t kib = 0;
+    while (std::fgets(line, sizeof line, f) != nullptr) {
+        if (std::strncmp(line, "Rss:", 4) == 0) {
+            kib = std::strtoull(line + 4, nullptr, 10);
+            break;
+        }
+    }
+    std::fclose(f);
+    return kib;
+}
+
+uint64_t peak_rss_kib(uint64_t exact_sample_kib) {
+    const uint64_t hwm = proc_status_kib("VmHWM");
+    return hwm > exact_sample_kib ? hwm : exact_sample_kib;
+}
+
 int maps_match(const char* prog, const char* needle) {
     FILE* f = std::fopen("/proc/self/maps", "r");
     if (f == nullptr) {

@@ -469,8 +469,10 @@ def write_reports(
         "Median over rounds of the measured loop's wall time and of million operations per",
         "second (all threads; an operation is one malloc+free pair, one realloc, ... — see",
         "bench/README.md). Throughput ratios are medians of per-round ratios; >1 means faster.",
-        "spread = (max - min) / median of Mops/s over rounds. Peak RSS is the maximum VmHWM",
-        "of the whole process over rounds (it includes the benchmark's own ~3 MiB).",
+        "spread = (max - min) / median of Mops/s over rounds. Peak RSS is the maximum over",
+        "rounds of the whole process's peak (it includes the benchmark's own ~3 MiB): VmHWM, or",
+        "the exact RSS (smaps_rollup) at the end of the measured loop when that is higher",
+        "(VmHWM can be short by up to 31 pages per CPU; bench/proc.h).",
         "",
         *full_tables(allocs, a),
     ]

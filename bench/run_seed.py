@@ -193,7 +193,8 @@ def write_reports(
         "M ops/s: operations per second of summed sample time (median over the runs of a "
         "process, then over rounds). Cycles: P50, P99, mean and standard deviation over all "
         "measured operations of a process (median over rounds). Ratios: medians of per-round "
-        "ratios of M ops/s, >1 is faster. Peak RSS: max VmHWM over rounds.",
+        "ratios of M ops/s, >1 is faster. Peak RSS: max over rounds of VmHWM, or of the exact RSS "
+        "(smaps_rollup) before the zombies are freed when that is higher (bench/proc.h).",
         "",
         *table(rows),
         "",
