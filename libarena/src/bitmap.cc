@@ -2,7 +2,10 @@
 // Word-level bitmap primitives and the RunMap unit allocator (see bitmap.h).
 #include "bitmap.h"
 
+#include "macros.h"
 #include "os.h"
+
+#include <algorithm>
 
 namespace arena {
 namespace bits {
@@ -14,22 +17,30 @@ constexpr uint64_t word_mask(size_t lo, size_t hi) {
     return upper & ~((uint64_t{1} << lo) - 1);
 }
 
-/// Applies op(word, mask) to every word overlapping [first, first+n).
+/// Calls op(wi, mask, bits) for every word wi overlapping [first, first+n): mask selects the
+/// range's bits in that word, and `bits` is how many there are.
 template <class Op>
-void for_range(uint64_t* w, size_t first, size_t n, Op op) {
+ARENA_FAST_PATH void for_words(size_t first, size_t n, Op op) {
     if (n == 0)
         return;
     size_t wi = first >> 6;
     const size_t last = first + n; // exclusive
     const size_t last_wi = (last - 1) >> 6;
+    const size_t lo = first & 63, hi = ((last - 1) & 63) + 1;
     if (wi == last_wi) {
-        op(w[wi], word_mask(first & 63, ((last - 1) & 63) + 1));
+        op(wi, word_mask(lo, hi), hi - lo);
         return;
     }
-    op(w[wi], word_mask(first & 63, 64));
+    op(wi, word_mask(lo, 64), 64 - lo);
     for (++wi; wi < last_wi; ++wi)
-        op(w[wi], ~uint64_t{0});
-    op(w[last_wi], word_mask(0, ((last - 1) & 63) + 1));
+        op(wi, ~uint64_t{0}, size_t{64});
+    op(last_wi, word_mask(0, hi), hi);
+}
+
+/// Applies op(word, mask) to every word overlapping [first, first+n).
+template <class Op>
+ARENA_FAST_PATH void for_range(uint64_t* w, size_t first, size_t n, Op op) {
+    for_words(first, n, [&](size_t wi, uint64_t m, size_t) { op(w[wi], m); });
 }
 
 } // namespace
@@ -206,32 +217,43 @@ size_t RunMap::find(size_t n, size_t align_units) {
     const size_t s = bits::find_clear_run(used_, nunits_, hints_[k], n, align_units, phase);
     if (align_units == 1) {
         // Nothing of n units or more starts below s (or anywhere, when s is npos): so nothing of
-        // 2^(k+1) or more does either, nor 2^k when n is a power of two.
+        // 2^(k+1) or more does either, nor 2^k when n is a power of two. Hints are ordered, so
+        // the ones to raise are the levels from there up to the first at or above `floor`.
         const size_t floor = s == bits::npos ? nunits_ : s;
-        for (unsigned j = (n & (n - 1)) == 0 ? k : k + 1; j < levels_; ++j)
-            if (hints_[j] < floor)
-                hints_[j] = floor;
+        for (unsigned j = (n & (n - 1)) == 0 ? k : k + 1; j < levels_ && hints_[j] < floor; ++j)
+            hints_[j] = floor;
     }
     return s;
 }
 
 bool RunMap::claim(size_t first, size_t n) {
-    bits::set_range(used_, first, n);
-    const size_t dirty = bits::count(dirty_, first, n);
-    if (dirty != 0) {
-        bits::clear_range(dirty_, first, n);
-        bits::clear_range(young_, first, n);
-        dirty_units_ -= dirty;
-    }
+    // One pass over the run's words for all three bitmaps. A word wholly dirty (a run reused
+    // as a whole, the common case) is counted without a popcount.
+    size_t dirty = 0;
+    bits::for_words(first, n, [&](size_t wi, uint64_t m, size_t nbits) {
+        used_[wi] |= m;
+        const uint64_t d = dirty_[wi] & m;
+        if (d != 0) {
+            dirty += d == m ? nbits : static_cast<size_t>(__builtin_popcountll(d));
+            dirty_[wi] &= ~m;
+            young_[wi] &= ~m;
+        }
+    });
+    dirty_units_ -= dirty;
     used_units_ += n;
     if (first + n > top_)
         top_ = first + n;
-    if (first == hints_[0])
-        hints_[0] = bits::find_clear(used_, first + n, nunits_);
-    // No free run starts inside a used range: hints that point into it move past it.
-    for (unsigned j = 1; j < levels_; ++j)
-        if (hints_[j] >= first && hints_[j] < first + n)
-            hints_[j] = first + n;
+    if (first == hints_[0]) {
+        // The lowest free unit was taken: the next one is a bound for every level.
+        const size_t next = bits::find_clear(used_, first + n, nunits_);
+        for (unsigned j = 0; j < levels_ && hints_[j] < next; ++j)
+            hints_[j] = next;
+    }
+    // No free run starts inside a used range: hints that point into it move past it. They are
+    // the consecutive levels from the first whose hint is at or above `first`.
+    const size_t* lo = std::lower_bound(hints_, hints_ + levels_, first);
+    for (unsigned j = static_cast<unsigned>(lo - hints_); j < levels_ && hints_[j] < first + n; ++j)
+        hints_[j] = first + n;
     if (first <= recent_first_ && recent_first_ < first + n) { // took the front of the recent run
         const size_t end = recent_first_ + recent_n_;
         recent_first_ = first + n;
@@ -241,19 +263,31 @@ bool RunMap::claim(size_t first, size_t n) {
 }
 
 void RunMap::release(size_t first, size_t n) {
-    bits::clear_range(used_, first, n);
-    bits::set_range(dirty_, first, n);
-    bits::set_range(young_, first, n);
+    bits::for_words(first, n, [&](size_t wi, uint64_t m, size_t) {
+        used_[wi] &= ~m;
+        dirty_[wi] |= m;
+        young_[wi] |= m;
+    });
     used_units_ -= n;
     dirty_units_ += n;
     recent_first_ = first;
     recent_n_ = n;
-    // The released run may join a free run below it: hints go down to where that one starts.
+    // The released run joins the free runs around it into one, [start, end): hints go down to
+    // its start, but only for the runs it can hold. A level 2^j longer than the merged run gets
+    // no new run and keeps its hint. The run above is measured only up to kMergeScan units;
+    // beyond that every level is lowered, as if the run were endless.
     const size_t below = bits::find_set_before(used_, first);
     const size_t start = below == bits::npos ? 0 : below + 1;
-    for (unsigned j = 0; j < levels_; ++j)
-        if (hints_[j] > start)
-            hints_[j] = start;
+    const size_t limit = nunits_ - (first + n) > kMergeScan ? first + n + kMergeScan : nunits_;
+    const size_t end = bits::find_set(used_, first + n, limit);
+    unsigned j = levels_;
+    if (end < limit) { // the merged run is end - start units long: levels 0 .. log2 of that
+        const unsigned top = 64u - static_cast<unsigned>(__builtin_clzll(end - start));
+        j = top < levels_ ? top : levels_;
+    }
+    // Hints are ordered: lower them from the highest level concerned until one is low enough.
+    while (j-- > 0 && hints_[j] > start)
+        hints_[j] = start;
 }
 
 bool RunMap::range_free(size_t first, size_t n) const {

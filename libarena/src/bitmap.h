@@ -145,7 +145,10 @@ private:
     // at the hint of n's power of two, so that the fragmented low end of the map (holes left
     // by small blocks) is not scanned again for every large block. Hints move up as searches
     // find nothing below, and down to the start of the merged run as runs are released.
+    // They are kept ordered (hints_[k] <= hints_[k+1]; a bound for 2^k is one for 2^(k+1)), so
+    // that claim and release visit only the levels they change, not all of them.
     static constexpr unsigned kHintLevels = 64;
+    static constexpr size_t kMergeScan = 4096; // release: how far up it measures the merged run
     size_t hints_[kHintLevels] = {};
     unsigned levels_ = 0; // hints in use: runs are at most nunits_ long
     // The run released last (or what is left of it): a request it fits takes it at once,

@@ -237,13 +237,15 @@ TEST_CASE("units past the end are never handed out; exhaustion returns npos") {
     CHECK_FALSE(m.runs.range_free(68, 5));
 }
 
-TEST_CASE("find takes the run released last if it fits, else the first fit, through its hints") {
-    MappedRunMap m(2000);
-    std::vector<bool> model(2000, false);
+/// Random claims and releases of runs of 1..8 units, and now and then of up to `big` units, on
+/// a map of `nunits`: every find must be what a first-fit scan of the model finds (after the
+/// recent-run shortcut), so a hint that is too high or too low shows as a different run.
+void check_first_fit(size_t nunits, size_t big, int ops, uint64_t rng) {
+    MappedRunMap m(nunits);
+    std::vector<bool> model(nunits, false);
     std::vector<std::pair<size_t, size_t>> live;
     size_t recent_first = 0, recent_n = 0; // the model of the recent-run shortcut
-    uint64_t rng = 99;
-    for (int op = 0; op < 3000; ++op) {
+    for (int op = 0; op < ops; ++op) {
         if (!live.empty() && testing::next_random(rng) % 3 == 0) {
             const size_t k = testing::next_random(rng) % live.size();
             const auto [first, n] = live[k];
@@ -256,7 +258,7 @@ TEST_CASE("find takes the run released last if it fits, else the first fit, thro
             live.pop_back();
             continue;
         }
-        const size_t n = 1 + (testing::next_random(rng) % 4 == 0 ? testing::next_random(rng) % 200
+        const size_t n = 1 + (testing::next_random(rng) % 4 == 0 ? testing::next_random(rng) % big
                                                                    : testing::next_random(rng) % 8);
         bool recent_fits = recent_n >= n;
         for (size_t i = recent_first; recent_fits && i < recent_first + n; ++i)
@@ -276,6 +278,16 @@ TEST_CASE("find takes the run released last if it fits, else the first fit, thro
         }
         live.emplace_back(got, n);
     }
+}
+
+TEST_CASE("find takes the run released last if it fits, else the first fit, through its hints") {
+    check_first_fit(2000, 200, 3000, 99);
+}
+
+TEST_CASE("first fit holds when released runs merge into runs longer than release measures") {
+    // Runs up to 12,000 units: merged free runs pass RunMap::kMergeScan (4,096), past which
+    // release lowers every hint level.
+    check_first_fit(60000, 12000, 2500, 7);
 }
 
 TEST_CASE("aligned finds are aligned in address space") {
