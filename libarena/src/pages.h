@@ -7,7 +7,8 @@
 // exhausted (or was cut down by the kernel) keeps getting memory.
 //
 // Free pages stay resident ("dirty") for ARENA_PURGE_DELAY_MS and are then returned to the
-// kernel with madvise(MADV_DONTNEED) on the next page operation; malloc_trim returns all of them.
+// kernel with madvise(MADV_DONTNEED) within the next eight page operations; malloc_trim returns
+// all of them.
 #pragma once
 
 #include "types.h"

@@ -456,6 +456,35 @@ TEST_CASE("a size class fills holes in pages it touched before it touches new on
     CHECK_MESSAGE(r.code == 0, r.out);
 }
 
+ARENA_TEST_CHILD(purge_after_delay) {
+    // ARENA_PURGE_DELAY_MS=100: 32 MiB freed stays resident at first, then goes back to the
+    // kernel once the delay has passed and page operations go on (the purge runs on them).
+    constexpr size_t kBig = 32u << 20;
+    char* p = static_cast<char*>(do_malloc(kBig)); // through a volatile pointer: never elided
+    if (p == nullptr)
+        return 2;
+    memset(p, 1, kBig);
+    const size_t before = testing::rss_bytes();
+    do_free(p);
+    if (testing::rss_bytes() + (kBig / 2) < before)
+        return 3; // given back at once: the delay was not kept
+    for (int i = 0; i < 200; ++i) { // up to 4 s
+        usleep(20000);
+        do_free(do_malloc(1 << 20)); // page operations, which run the purge timer
+        if (testing::rss_bytes() + (kBig * 3 / 4) < before) {
+            printf("purged after %d ms\n", (i + 1) * 20);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+TEST_CASE("free pages go back to the kernel after the purge delay") {
+    const testing::ChildResult r = testing::run_child("purge_after_delay", {"ARENA_PURGE_DELAY_MS=100"});
+    CHECK(r.exited);
+    CHECK_MESSAGE(r.code == 0, r.out << r.err);
+}
+
 TEST_CASE("a process whose reservation is exhausted still gets memory") {
     const testing::ChildResult r = testing::run_child("exhaust_small_reserve", {"ARENA_RESERVE=16M"});
     CHECK(r.exited);
