@@ -110,7 +110,8 @@ ARENA_SLOW_PATH void free_uncached(Heap* h, Slab* s, uint64_t idx, Api api);
 /// move it between the owner's lists.
 ARENA_SLOW_PATH void slab_gained_free(Heap* h, Slab* s);
 
-/// Frees slot idx of s into the slab bitmap (the free cache is full, or is being flushed).
+/// Frees slot idx of s into the slab bitmap (the free cache is full, or is being flushed). The
+/// block carries the free key already, or its caller sets it.
 ARENA_FAST_PATH void free_to_slab(Heap* h, Slab* s, uint64_t idx) {
     std::atomic<uint64_t>& word = s->free_bits[idx >> 6];
     word.store(word.load(std::memory_order_relaxed) | uint64_t{1} << (idx & 63),
@@ -171,6 +172,8 @@ ARENA_FAST_PATH void* alloc_small(Heap* h, unsigned cls, size_t n) {
     s->used++;
     count_alloc<A>(h, cls, n);
     const uintptr_t idx = uintptr_t{wi} * 64 + static_cast<unsigned>(__builtin_ctzll(w));
+    if (ARENA_UNLIKELY(idx >= s->handed.load(std::memory_order_relaxed))) // first time
+        s->handed.store(static_cast<uint32_t>(idx + 1), std::memory_order_relaxed);
     auto* block = reinterpret_cast<CachedBlock*>(s->base + idx * s->size);
     block->key = 0; // it may carry the key from a remote free
     return block;
@@ -185,11 +188,10 @@ ARENA_FAST_PATH int64_t slot_index(const Slab* s, uintptr_t a) {
     return static_cast<int64_t>(p >> kRecipShift);
 }
 
-/// Free by the owning thread, counted as a call of A: onto the class's free cache, or into the
-/// slab bitmap when the cache is full. A block already free is a double free: its bitmap bit is
-/// set, or it carries the free key (it is on a free cache, or was freed by another thread and
-/// is not collected yet; types.h, "free key"). The rare cases leave by tail calls, so that the
-/// common one needs no saved registers.
+/// Free by the owning thread, counted as a call of A: marked with the free key, onto the
+/// class's free cache, or into the slab bitmap when the cache is full. A block already free is
+/// a double free: its bitmap bit is set, or it carries the free key (types.h, "free key"). The
+/// rare cases leave by tail calls, so that the common one needs no saved registers.
 template <Api A>
 ARENA_FAST_PATH void free_local(Heap* h, Slab* s, uintptr_t a) {
     const int64_t idx = slot_index(s, a);
@@ -200,11 +202,11 @@ ARENA_FAST_PATH void free_local(Heap* h, Slab* s, uintptr_t a) {
     if (ARENA_UNLIKELY((s->free_bits[idx >> 6].load(std::memory_order_relaxed) & bit) != 0 ||
                        b->key == g_free_key))
         return report_heap_error(HeapError::DoubleFree, reinterpret_cast<void*>(a), api_name(A));
+    b->key = g_free_key;
     FreeCache& c = h->cache[s->cls];
     if (ARENA_UNLIKELY(c.count >= c.cap))
         return free_uncached(h, s, static_cast<uint64_t>(idx), A);
     b->next = c.head;
-    b->key = g_free_key;
     c.head = b;
     c.count++;
     count_free<A>(h, s);

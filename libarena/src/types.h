@@ -25,11 +25,13 @@
 //             blocks are still allocated in the slab bitmap; each carries a process-wide secret
 //             key, so a second free of one is recognised (heap.h: free_local).
 //   free key : g_free_key in the second word of a block (CachedBlock::key) means "freed and not
-//             handed out since": set by a free to the cache and by a remote free, cleared by
-//             every path that hands a block out (alloc_small) or returns a cached block to the
-//             bitmap (flush_caches). A free of a block carrying it is a double free; the key is
-//             random per process, so live data equals it only by a 2^-64 chance or if a program
-//             copies freed memory.
+//             handed out since": set by every free of a small block (to the cache, to the
+//             bitmap, remote), cleared by the one path that hands a block out (alloc_small). A
+//             free of a block carrying it is a double free; the key is random per process, so
+//             live data equals it only by a 2^-64 chance or if a program copies freed memory.
+//             A remote free checks the key and Slab::handed, not the owner's bitmap (a line
+//             the owner writes on every malloc); the bitmap is checked again when its batch is
+//             published (a key overwritten by a write after free).
 //   remote free : a free by a thread that does not own the slab. It is batched in the freeing
 //             thread's heap (a remote batch per size class: one slab word's pending bits), and a
 //             batch is published with one atomic OR into the slab's remote bitmap and, if the
@@ -71,7 +73,8 @@ enum class SlabWhere : uint8_t {
 };
 
 struct alignas(ARENA_CACHE_LINE) Slab {
-    // Line 0: fixed while the slab lives; read by every thread that frees into it.
+    // Line 0: read by every thread that frees into it; fixed while the slab lives, but for
+    // `handed`, which the owner raises only while the slab fills up for the first time.
     uintptr_t base = 0;         // address of slot 0 (the slab's first page)
     uint64_t recip = 0;         // kClasses[cls].recip: slot index = (offset * recip) >> 40
     uint32_t size = 0;          // slot size in bytes
@@ -82,6 +85,11 @@ struct alignas(ARENA_CACHE_LINE) Slab {
     Region* region = nullptr;   // region holding the pages
     uint32_t first_page = 0;    // index of the first page in the region
     uint32_t npages = 0;        // pages in the slab
+    // Slots [0, handed) were handed out at least once; the others never were (malloc always
+    // takes the lowest free slot, so what it ever handed out is a prefix). A remote free of a
+    // slot at or above it is an invalid free, caught without reading the owner's bitmap.
+    std::atomic<uint32_t> handed{0};
+    std::atomic<uint32_t> gen{0}; // bumped when the slab is released (heap.cc, publish_batch)
 
     // Line 1: the owner's allocation state. malloc reads `nonempty`, takes the lowest set bit of
     // the first word it names, and never scans.
@@ -143,6 +151,8 @@ struct FreeCache {
 struct RemoteBatch {
     uintptr_t tag = 0;  // Slab* | word index (descriptors are 64-byte aligned; words < 64)
     uint64_t bits = 0;  // slots freed, 1 = freed; the slab's owner still counts them as used
+    uintptr_t base = 0; // the slab's Slab::base and Slab::gen when the batch started: a
+    uint32_t gen = 0;   // released slab is recognised, and its slots still named
     uint32_t count = 0; // bits set in `bits`
 };
 /// A batch is published once it holds this many slots, even if the next free is to the same

@@ -79,6 +79,53 @@ ARENA_TEST_CHILD(double_free_owner_then_remote) {
     return 0;
 }
 
+ARENA_TEST_CHILD(double_free_owner_bitmap_then_remote) {
+    // As above, but the owner's free cache of the class is full, so the owner's free goes into
+    // the slab bitmap: the block carries the free key there too, and the remote free (which
+    // does not read the owner's bitmap) still reports at once.
+    std::vector<void*> fill;
+    for (int i = 0; i < 64; ++i) // 4 KiB blocks: a cache of 16
+        fill.push_back(malloc(4000));
+    void* p = malloc(4000);
+    print_addr(p);
+    for (void* q : fill)
+        free(q);
+    do_free(p);
+    std::thread([p] { do_free(p); }).join();
+    fprintf(stderr, "joined\n");
+    std::vector<void*> v;
+    int seen = 0;
+    for (int i = 0; i < 2000; ++i) {
+        v.push_back(malloc(4000));
+        seen += v.back() == p;
+    }
+    for (void* q : v)
+        free(q);
+    printf("seen %d\n", seen);
+    return 0;
+}
+
+ARENA_TEST_CHILD(invalid_free_remote_never_handed_out) {
+    // Another thread frees the start of a slot that was never handed out (the one after the
+    // only block of a fresh slab): an invalid free, seen without the owner's bitmap
+    // (Slab::handed), and the slot is not handed out twice.
+    void* p = malloc(3000); // the first block of its slab in this process (3 KiB class)
+    void* next = static_cast<char*>(p) + 3072;
+    print_addr(next);
+    std::thread([next] {
+        testing::own_heap();
+        do_free(next);
+    }).join();
+    fprintf(stderr, "joined\n");
+    void* a = malloc(3000);
+    void* b = malloc(3000);
+    printf("%s\n", a != b ? "distinct" : "same");
+    free(a);
+    free(b);
+    free(p);
+    return 0;
+}
+
 ARENA_TEST_CHILD(double_free_remote_batched_twice) {
     // Freed twice by one other thread, the block's free key overwritten in between (a write
     // after free): the first free is still in the thread's remote batch, and the batch's bits
@@ -293,6 +340,24 @@ TEST_CASE("publishing a remote batch reports bits another thread set already") {
     REQUIRE(error != std::string::npos);
     CHECK(error > r.err.find("second free done"));
     CHECK(r.out.find("seen 1\n") != std::string::npos);
+}
+
+TEST_CASE("owner free into a full cache's bitmap, then remote free: reported at once") {
+    expect_reported("double_free_owner_bitmap_then_remote", "double free");
+    const testing::ChildResult r = testing::run_child("double_free_owner_bitmap_then_remote");
+    const size_t error = r.err.find("arena: error: double free");
+    REQUIRE(error != std::string::npos);
+    CHECK(error < r.err.find("joined"));
+    CHECK(r.out.find("seen 1\n") != std::string::npos);
+}
+
+TEST_CASE("remote free of a slot never handed out is an invalid free") {
+    expect_reported("invalid_free_remote_never_handed_out", "invalid free");
+    const testing::ChildResult r = testing::run_child("invalid_free_remote_never_handed_out");
+    const size_t error = r.err.find("arena: error: invalid free");
+    REQUIRE(error != std::string::npos);
+    CHECK(error < r.err.find("joined"));
+    CHECK(r.out.find("distinct") != std::string::npos);
 }
 
 TEST_CASE("owner free then remote free: reported by the remote freer, handed out once") {
