@@ -7,7 +7,7 @@
 //   1. checks that the slot was handed out (Slab::handed) and that the block does not carry the
 //      free key (a double free: types.h, "free key"), and writes the key into it. It does not
 //      read the owner's bitmap: the owner writes that line on every malloc, and reading it here
-//      cost a cache miss per remote free (bench xthread +16% without). Every free slot that was
+//      cost a cache miss per remote free (bench xthread: +36% in paired runs without it). Every free slot that was
 //      ever handed out carries the key, so the two checks see every double and invalid free
 //      but one whose key was overwritten (a write after free), which publishing (3) catches;
 //   2. adds the slot to its heap's remote batch of the class (Heap::batch: pending bits of one
@@ -51,8 +51,9 @@
 //
 // ---- Fresh words ------------------------------------------------------------------------------
 // A new slab opens only its first words (one page's worth of slots); the others are `fresh`:
-// free in the bitmap, so a free of one of their slots is caught as a double free, but not in
-// `nonempty`, so malloc does not take them. alloc_refill opens more only when the class has no
+// free in the bitmap, so the owner's free of one of their slots is caught as a double free (a
+// remote one as an invalid free, by Slab::handed), but not in `nonempty`, so malloc does not
+// take them. alloc_refill opens more only when the class has no
 // other free slot: not in the current slab, not on the partial list. Without this, a current
 // slab would move into pages never touched while older slabs have holes, and the class would
 // end up touching every page of all its slabs. Invariant: fresh[cls] is the only slab of the

@@ -175,7 +175,7 @@ ARENA_FAST_PATH void* alloc_small(Heap* h, unsigned cls, size_t n) {
     if (ARENA_UNLIKELY(idx >= s->handed.load(std::memory_order_relaxed))) // first time
         s->handed.store(static_cast<uint32_t>(idx + 1), std::memory_order_relaxed);
     auto* block = reinterpret_cast<CachedBlock*>(s->base + idx * s->size);
-    block->key = 0; // it may carry the key from a remote free
+    block->key = 0; // a slot freed before carries the free key
     return block;
 }
 

@@ -27,6 +27,21 @@ void print_addr(const void* p) {
     fflush(stdout);
 }
 
+/// Prints "seen N": how many of `tries` mallocs of n bytes (all freed again) returned p. A
+/// block freed twice but handed out once gives 1; `tries` spans several refills, so that the
+/// owner collects remote frees.
+void print_times_handed_out(void* p, size_t n, int tries) {
+    std::vector<void*> v;
+    int seen = 0;
+    for (int i = 0; i < tries; ++i) {
+        v.push_back(malloc(n));
+        seen += v.back() == p;
+    }
+    for (void* q : v)
+        free(q);
+    printf("seen %d\n", seen);
+}
+
 } // namespace
 
 ARENA_TEST_CHILD(double_free_small) {
@@ -67,15 +82,7 @@ ARENA_TEST_CHILD(double_free_owner_then_remote) {
     do_free(p);
     std::thread([p] { do_free(p); }).join();
     fprintf(stderr, "joined\n");
-    std::vector<void*> v;
-    int seen = 0;
-    for (int i = 0; i < 5000; ++i) { // several refills: the owner collects remote frees
-        v.push_back(malloc(64));
-        seen += v.back() == p;
-    }
-    for (void* q : v)
-        free(q);
-    printf("seen %d\n", seen);
+    print_times_handed_out(p, 64, 5000);
     return 0;
 }
 
@@ -93,15 +100,7 @@ ARENA_TEST_CHILD(double_free_owner_bitmap_then_remote) {
     do_free(p);
     std::thread([p] { do_free(p); }).join();
     fprintf(stderr, "joined\n");
-    std::vector<void*> v;
-    int seen = 0;
-    for (int i = 0; i < 2000; ++i) {
-        v.push_back(malloc(4000));
-        seen += v.back() == p;
-    }
-    for (void* q : v)
-        free(q);
-    printf("seen %d\n", seen);
+    print_times_handed_out(p, 4000, 2000);
     return 0;
 }
 
@@ -161,15 +160,7 @@ ARENA_TEST_CHILD(double_free_remote_then_owner_batched) {
     fprintf(stderr, "owner freed\n");
     step = 2;
     t.join();
-    std::vector<void*> v;
-    int seen = 0;
-    for (int i = 0; i < 5000; ++i) {
-        v.push_back(malloc(64));
-        seen += v.back() == p;
-    }
-    for (void* q : v)
-        free(q);
-    printf("seen %d\n", seen);
+    print_times_handed_out(p, 64, 5000);
     return 0;
 }
 
@@ -197,15 +188,7 @@ ARENA_TEST_CHILD(double_free_found_when_published) {
     fprintf(stderr, "second free done\n");
     step = 2;
     t1.join();
-    std::vector<void*> v;
-    int seen = 0;
-    for (int i = 0; i < 5000; ++i) {
-        v.push_back(malloc(64));
-        seen += v.back() == p;
-    }
-    for (void* q : v)
-        free(q);
-    printf("seen %d\n", seen);
+    print_times_handed_out(p, 64, 5000);
     return 0;
 }
 
@@ -286,6 +269,18 @@ void expect_reported(const char* child, const char* kind) {
     CHECK(testing::count_occurrences(r.err, "arena: error:") == 1);
 }
 
+/// expect_reported, and the report comes from the thread that made the bad free: before the
+/// child prints "joined" (after joining that thread). `out` must be in its stdout (what the
+/// child found when it allocated again).
+void expect_reported_by_other_thread(const char* child, const char* kind, const char* out) {
+    expect_reported(child, kind);
+    const testing::ChildResult r = testing::run_child(child);
+    const size_t error = r.err.find(std::string("arena: error: ") + kind);
+    REQUIRE(error != std::string::npos);
+    CHECK(error < r.err.find("joined"));
+    CHECK(r.out.find(out) != std::string::npos);
+}
+
 void expect_abort(const char* child) {
     CAPTURE(child);
     const testing::ChildResult r = testing::run_child(child, {"ARENA_ABORT_ON_ERROR=1"});
@@ -343,30 +338,17 @@ TEST_CASE("publishing a remote batch reports bits another thread set already") {
 }
 
 TEST_CASE("owner free into a full cache's bitmap, then remote free: reported at once") {
-    expect_reported("double_free_owner_bitmap_then_remote", "double free");
-    const testing::ChildResult r = testing::run_child("double_free_owner_bitmap_then_remote");
-    const size_t error = r.err.find("arena: error: double free");
-    REQUIRE(error != std::string::npos);
-    CHECK(error < r.err.find("joined"));
-    CHECK(r.out.find("seen 1\n") != std::string::npos);
+    expect_reported_by_other_thread("double_free_owner_bitmap_then_remote", "double free",
+                                    "seen 1\n");
 }
 
 TEST_CASE("remote free of a slot never handed out is an invalid free") {
-    expect_reported("invalid_free_remote_never_handed_out", "invalid free");
-    const testing::ChildResult r = testing::run_child("invalid_free_remote_never_handed_out");
-    const size_t error = r.err.find("arena: error: invalid free");
-    REQUIRE(error != std::string::npos);
-    CHECK(error < r.err.find("joined"));
-    CHECK(r.out.find("distinct") != std::string::npos);
+    expect_reported_by_other_thread("invalid_free_remote_never_handed_out", "invalid free",
+                                    "distinct");
 }
 
 TEST_CASE("owner free then remote free: reported by the remote freer, handed out once") {
-    expect_reported("double_free_owner_then_remote", "double free");
-    const testing::ChildResult r = testing::run_child("double_free_owner_then_remote");
-    const size_t error = r.err.find("arena: error: double free");
-    REQUIRE(error != std::string::npos);
-    CHECK(error < r.err.find("joined"));
-    CHECK(r.out.find("seen 1\n") != std::string::npos);
+    expect_reported_by_other_thread("double_free_owner_then_remote", "double free", "seen 1\n");
 }
 
 TEST_CASE("free of a pointer inside a block") {
