@@ -42,28 +42,12 @@
 #include <vector>
 
 #include "proc.h"
+#include "random.h"
 
 namespace {
 
-// ---- Deterministic randomness ----
-
-/// splitmix64: tiny, fast and statistically good enough for picking sizes and slots. One
-/// generator per thread, seeded from (seed, thread id), so runs are reproducible.
-struct SplitMix64 {
-    uint64_t state;
-    uint64_t next() {
-        uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        return z ^ (z >> 31);
-    }
-};
-
-/// Maps the high 32 bits of r onto [0, n), n < 2^32, with a multiply instead of a division
-/// (Lemire's method).
-inline uint64_t below(uint64_t r, uint32_t n) {
-    return ((r >> 32) * n) >> 32;
-}
+using bench::below;
+using bench::SplitMix64;
 
 /// Small-object size mix, skewed towards small as real programs are:
 /// 60% in [8, 64], 30% in [65, 128], 10% in [129, 256] bytes.

@@ -58,6 +58,7 @@
 #include <vector>
 
 #include "proc.h"
+#include "random.h"
 
 namespace {
 
@@ -225,21 +226,8 @@ void allocator_trim() {
 
 #endif
 
-// ---- Deterministic randomness (as bench_alloc.cc) ----
-
-struct SplitMix64 {
-    uint64_t state;
-    uint64_t next() {
-        uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        return z ^ (z >> 31);
-    }
-};
-
-inline uint64_t below(uint64_t r, uint32_t n) {
-    return ((r >> 32) * n) >> 32;
-}
+using bench::below;
+using bench::SplitMix64;
 
 [[noreturn]] void fail(const char* what, const void* p, size_t size) {
     std::fprintf(stderr, "bench_seed: %s (block %p, %zu bytes)\n", what, p, size);
