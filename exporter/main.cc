@@ -2,6 +2,7 @@
 // arena-exporter: serves the libarena stats pages of a directory as Prometheus metrics
 // (GET /metrics), or prints them once (--once, for node_exporter's textfile collector).
 // Flags become options, signals stop the server; the metrics are collector.cc's business.
+#include "cli_option.h"
 #include "collector.h"
 
 #include <httplib.h>
@@ -79,54 +80,33 @@ Options parse(int argc, char** argv) {
     Options o;
     bool have_dir = false;
     for (int i = 1; i < argc; ++i) {
-        std::string arg = argv[i];
-        std::string value;
-        bool inline_value = false;
-        if (arg.rfind("--", 0) == 0) {
-            const size_t eq = arg.find('=');
-            if (eq != std::string::npos) {
-                value = arg.substr(eq + 1);
-                arg.resize(eq);
-                inline_value = true;
-            }
-        }
-        auto take_value = [&]() -> std::string {
-            if (inline_value)
-                return value;
-            if (i + 1 >= argc)
-                usage_error("option '" + arg + "' needs a value");
-            return argv[++i];
-        };
-        auto no_value = [&] {
-            if (inline_value)
-                usage_error("option '" + arg + "' takes no value");
-        };
+        arena::cli::Option arg(argc, argv, i, usage_error);
         if (arg == "--help" || arg == "-h") {
-            no_value();
+            arg.no_value();
             fputs(kUsage, stdout);
             exit(0);
         } else if (arg == "--version") {
-            no_value();
+            arg.no_value();
             printf("arena-exporter %s\n", exporter::version());
             exit(0);
         } else if (arg == "--listen") {
-            const std::string v = take_value();
+            const std::string v = arg.value();
             if (!parse_listen(v, o.host, o.port))
                 usage_error("invalid --listen '" + v +
                             "' (expected HOST:PORT, e.g. 127.0.0.1:9464)");
         } else if (arg == "--stats-dir") {
-            o.stats_dir = take_value();
+            o.stats_dir = arg.value();
             if (o.stats_dir.empty())
                 usage_error("--stats-dir needs a directory");
             have_dir = true;
         } else if (arg == "--group-by") {
-            const std::string v = take_value();
+            const std::string v = arg.value();
             const auto g = exporter::parse_group_by(v);
             if (!g)
                 usage_error("invalid --group-by '" + v + "' (expected pid or comm)");
             o.group_by = *g;
         } else if (arg == "--once") {
-            no_value();
+            arg.no_value();
             o.once = true;
         } else {
             usage_error("unknown argument '" + std::string(argv[i]) + "'");

@@ -3,6 +3,7 @@
 // top with --watch) or as JSON for scripts. Rates (allocation and free calls per second) are
 // the difference between two refreshes, so the first frame, and --once, show them as '-'.
 // The columns are one table below: header, width, how to print, how to sort.
+#include "cli_option.h"
 #include "stats_reader.h"
 
 #include <nlohmann/json.hpp>
@@ -422,39 +423,23 @@ Options parse(int argc, char** argv) {
     Options o;
     o.dir = arena::stats::default_dir();
     for (int i = 1; i < argc; ++i) {
-        std::string arg = argv[i];
-        std::optional<std::string> inline_value;
-        if (arg.rfind("--", 0) == 0 && arg.find('=') != std::string::npos) {
-            inline_value = arg.substr(arg.find('=') + 1);
-            arg.resize(arg.find('='));
-        }
-        auto take_value = [&]() -> std::string {
-            if (inline_value)
-                return *inline_value;
-            if (i + 1 >= argc)
-                usage_error("option '" + arg + "' needs a value");
-            return argv[++i];
-        };
-        auto no_value = [&] {
-            if (inline_value)
-                usage_error("option '" + arg + "' takes no value");
-        };
+        arena::cli::Option arg(argc, argv, i, usage_error);
         if (arg == "--help" || arg == "-h") {
-            no_value();
+            arg.no_value();
             fputs(kUsage, stdout);
             exit(0);
         } else if (arg == "--version") {
-            no_value();
+            arg.no_value();
             printf("arena-stat %s\n", ARENA_VERSION);
             exit(0);
         } else if (arg == "--stats-dir") {
-            o.dir = take_value();
+            o.dir = arg.value();
             if (o.dir.empty())
                 usage_error("--stats-dir needs a directory");
         } else if (arg == "--watch") {
             o.watch = true;
             // The interval is optional: a following number is taken as it.
-            std::optional<std::string> v = inline_value;
+            std::optional<std::string> v = arg.inline_value();
             if (!v && i + 1 < argc && parse_seconds(argv[i + 1]))
                 v = argv[++i];
             if (v) {
@@ -465,7 +450,7 @@ Options parse(int argc, char** argv) {
                 o.interval = *s;
             }
         } else if (arg == "--count") {
-            const std::string v = take_value();
+            const std::string v = arg.value();
             char* end = nullptr;
             errno = 0;
             const long n = strtol(v.c_str(), &end, 10);
@@ -473,13 +458,13 @@ Options parse(int argc, char** argv) {
                 usage_error("invalid --count '" + v + "' (expected a positive number)");
             o.count = n;
         } else if (arg == "--once") {
-            no_value();
+            arg.no_value();
             o.once = true;
         } else if (arg == "--json") {
-            no_value();
+            arg.no_value();
             o.json = true;
         } else if (arg == "--sort") {
-            const std::string v = take_value();
+            const std::string v = arg.value();
             o.sort = find_column(v);
             if (o.sort == nullptr)
                 usage_error("invalid --sort '" + v +
