@@ -55,7 +55,8 @@ constexpr const char* kUsage =
     "allocs: calls of malloc, calloc, realloc, the aligned forms and operator new.\n"
     "frees: calls of free and operator delete.\n"
     "errors: double frees and invalid frees caught, and allocations that failed.\n"
-    "Exit status: 0 on success, 1 if the stats directory cannot be read, 2 on a usage error.\n";
+    "Exit status: 0 on success, 1 if the stats directory cannot be read (--watch shows the\n"
+    "error and keeps trying), 2 on a usage error.\n";
 
 // ---- A process and its derived numbers ----
 
