@@ -379,6 +379,20 @@ inline uint64_t cookie(unsigned producer, uint64_t n) {
     return (static_cast<uint64_t>(producer) << 48) ^ (n * 0x9E3779B97F4A7C15ull) ^ 0xC0FFEE;
 }
 
+/// Producer w's n-th block: a random small size, the cookie in its first 8 bytes, and the
+/// cookie's last byte repeated in its last byte (Inbox::free_one checks both).
+inline Item make_cookied(Worker& w, uint64_t n) {
+    const uint32_t size = pick_size(w.rng.next());
+    auto* p = static_cast<unsigned char*>(std::malloc(size));
+    if (p == nullptr) {
+        out_of_memory(size);
+    }
+    const uint64_t c = cookie(w.id, n);
+    std::memcpy(p, &c, sizeof c); // size >= 8 always
+    p[size - 1] = p[7];           // for an 8-byte block this is the cookie's own byte
+    return Item{p, size};
+}
+
 /// The receiving half of a thread: checks and frees blocks from the peer's ring.
 struct Inbox {
     SpscRing& ring;
@@ -422,19 +436,12 @@ Tally run_xthread(Worker& w) {
 
     w.begin_measured();
     for (uint64_t n = 0; n < w.shared.ops_per_thread; ++n) {
-        const uint32_t size = pick_size(w.rng.next());
-        auto* p = static_cast<unsigned char*>(std::malloc(size));
-        if (p == nullptr) {
-            out_of_memory(size);
-        }
-        const uint64_t c = cookie(w.id, n);
-        std::memcpy(p, &c, sizeof c); // size >= 8 always
-        p[size - 1] = p[7];           // for an 8-byte block this is the cookie's own byte
+        const Item item = make_cookied(w, n);
         ++t.allocs;
         // Ring full (the peer was descheduled, or is slower): keep freeing the peer's blocks
         // while we wait, so two full rings can never deadlock.
         unsigned spins = 0;
-        while (!out.try_push(Item{p, size})) {
+        while (!out.try_push(item)) {
             out.publish();
             if (inbox.free_all()) {
                 spins = 0;
@@ -487,16 +494,9 @@ Tally run_xthread_mp(Worker& w) {
         SpscRing& out = w.shared.rings[w.id];
         w.begin_measured();
         for (uint64_t i = 0; i < w.shared.ops_per_thread; ++i) {
-            const uint32_t size = pick_size(w.rng.next());
-            auto* p = static_cast<unsigned char*>(std::malloc(size));
-            if (p == nullptr) {
-                out_of_memory(size);
-            }
-            const uint64_t c = cookie(w.id, i);
-            std::memcpy(p, &c, sizeof c);
-            p[size - 1] = p[7];
+            const Item item = make_cookied(w, i);
             unsigned spins = 0;
-            while (!out.try_push(Item{p, size})) {
+            while (!out.try_push(item)) {
                 out.publish();
                 backoff(spins);
             }
