@@ -8,17 +8,20 @@ Only the Python standard library (Debian's python3 3.11).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import math
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 LIBDIR = "/usr/lib/x86_64-linux-gnu"
 
@@ -336,6 +339,24 @@ def fmt_load(load: tuple[float, ...] | list[float]) -> str:
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def results_dir(out: str | None, smoke: bool, prefix: str) -> Iterator[tuple[str, bool]]:
+    """Where a runner writes its reports, and whether that is a temporary directory: `out`
+    if given; else, for a smoke run, a temporary directory (removed on exit), so smoke runs
+    never overwrite bench/results; else bench/results."""
+    if out is not None:
+        yield out, False
+        return
+    if not smoke:
+        yield os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"), False
+        return
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield tmp, True
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_json(path: str, data: Any) -> None:

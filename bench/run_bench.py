@@ -25,10 +25,8 @@ import argparse
 import os
 import random
 import shlex
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +51,7 @@ from benchlib import (  # noqa: E402
     now_utc,
     paired_ratio,
     parse_json_line,
+    results_dir,
     run_child,
     standard_allocators,
     write_json,
@@ -595,20 +594,11 @@ def main(argv: list[str]) -> int:
     machine["loadavg_end"] = os.getloadavg()
     machine["date_end"] = now_utc()
 
-    tmp = None
-    out_dir = args.out
-    if out_dir is None and args.smoke:
-        out_dir = tmp = tempfile.mkdtemp(prefix="bench-suite-smoke-")
-    elif out_dir is None:
-        out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-    try:
+    with results_dir(args.out, args.smoke, "bench-suite-smoke-") as (out_dir, tmp):
         md = write_reports(
             out_dir, args, command, machine, allocs, configs, notes, samples, stats_pairs,
             elapsed,
         )
-    finally:
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
     print(md, end="")
     where = "a temporary directory (removed)" if tmp else out_dir
     log(f"wrote suite.md and suite.json to {where} in {elapsed:.1f} s")

@@ -20,10 +20,8 @@ import argparse
 import os
 import random
 import shlex
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from typing import Any
 
@@ -45,6 +43,7 @@ from benchlib import (  # noqa: E402
     now_utc,
     paired_ratio,
     parse_json_line,
+    results_dir,
     run_child,
     standard_allocators,
     write_json,
@@ -284,17 +283,8 @@ def main(argv: list[str]) -> int:
     machine["loadavg_end"] = os.getloadavg()
     machine["date_end"] = now_utc()
 
-    tmp = None
-    out_dir = args.out
-    if out_dir is None and args.smoke:
-        out_dir = tmp = tempfile.mkdtemp(prefix="bench-seed-smoke-")
-    elif out_dir is None:
-        out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-    try:
+    with results_dir(args.out, args.smoke, "bench-seed-smoke-") as (out_dir, tmp):
         text = write_reports(out_dir, args, command, machine, allocs, notes, samples, elapsed)
-    finally:
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
     print(text, end="")
     log(f"wrote seed.md and seed.json to {'a temporary directory' if tmp else out_dir} "
         f"in {elapsed:.1f} s")
