@@ -146,20 +146,11 @@ ARENA_TEST_CHILD(double_free_remote_then_owner_batched) {
     // comes back once when the batch is published at the thread's exit.
     void* p = malloc(64);
     print_addr(p);
-    std::atomic<int> step{0};
-    std::thread t([p, &step] {
-        testing::own_heap();
+    {
+        const testing::IdleThread freer([p] { do_free(p); });
         do_free(p);
-        step = 1;
-        while (step.load() != 2) {
-        }
-    });
-    while (step.load() != 1) {
-    }
-    do_free(p);
-    fprintf(stderr, "owner freed\n");
-    step = 2;
-    t.join();
+        fprintf(stderr, "owner freed\n");
+    } // the thread exits here, publishing its batch
     print_times_handed_out(p, 64, 5000);
     return 0;
 }
@@ -170,24 +161,15 @@ ARENA_TEST_CHILD(double_free_found_when_published) {
     // first thread's batch (at its exit) finds the bit set: reported, and handed out once.
     void* p = malloc(64);
     print_addr(p);
-    std::atomic<int> step{0};
-    std::thread t1([p, &step] {
-        testing::own_heap();
-        do_free(p);
-        step = 1;
-        while (step.load() != 2) {
-        }
-    });
-    while (step.load() != 1) {
-    }
-    memset(static_cast<char*>(p) + 8, 0, 8);
-    std::thread([p] {
-        testing::own_heap();
-        do_free(p);
-    }).join();
-    fprintf(stderr, "second free done\n");
-    step = 2;
-    t1.join();
+    {
+        const testing::IdleThread first([p] { do_free(p); });
+        memset(static_cast<char*>(p) + 8, 0, 8);
+        std::thread([p] {
+            testing::own_heap();
+            do_free(p);
+        }).join();
+        fprintf(stderr, "second free done\n");
+    } // the first thread exits here, publishing its batch
     print_times_handed_out(p, 64, 5000);
     return 0;
 }

@@ -121,20 +121,13 @@ TEST_CASE("a remote batch that reaches kBatchMax slots is published at once") {
         word.push_back(made.back());
     }
     REQUIRE(word.size() == 32);
-    std::atomic<int> step{0};
-    std::thread t([&word, &step] {
-        testing::own_heap();
-        for (void* q : word)
-            free(q);
-        step = 1;
-        while (step.load() != 2) {
-        }
-    });
-    while (step.load() != 1) {
+    {
+        const testing::IdleThread freer([&word] {
+            for (void* q : word)
+                free(q);
+        });
+        CHECK(testing::comes_back(word.front(), 64));
     }
-    CHECK(testing::comes_back(word.front(), 64));
-    step = 2;
-    t.join();
     for (void* q : made)
         if (std::find(word.begin(), word.end(), q) == word.end())
             free(q);
@@ -142,27 +135,16 @@ TEST_CASE("a remote batch that reaches kBatchMax slots is published at once") {
 
 TEST_CASE("malloc_trim publishes the calling thread's batched remote frees") {
     void* p = malloc(64);
-    std::atomic<int> step{0};
-    std::thread t([p, &step] {
-        testing::own_heap();
+    const testing::IdleThread freer([p] {
         free(p);
         malloc_trim(0);
-        step = 1;
-        while (step.load() != 2) { // stays alive (and its heap with it) while the owner looks
-        }
     });
-    while (step.load() != 1) {
-    }
     CHECK(testing::comes_back(p, 64));
-    step = 2;
-    t.join();
 }
 
 TEST_CASE("the freeing thread's refill publishes its batched remote frees") {
     void* p = malloc(64);
-    std::atomic<int> step{0};
-    std::thread t([p, &step] {
-        testing::own_heap();
+    const testing::IdleThread freer([p] {
         free(p);
         // Another class, enough to need a new slab: the alloc_refill slow path.
         std::vector<void*> v;
@@ -170,13 +152,6 @@ TEST_CASE("the freeing thread's refill publishes its batched remote frees") {
             v.push_back(malloc(500));
         for (void* q : v)
             free(q);
-        step = 1;
-        while (step.load() != 2) {
-        }
     });
-    while (step.load() != 1) {
-    }
     CHECK(testing::comes_back(p, 64));
-    step = 2;
-    t.join();
 }

@@ -197,6 +197,23 @@ void own_heap() {
     free(q);
 }
 
+IdleThread::IdleThread(std::function<void()> work)
+    : thread_([this, work = std::move(work)] {
+          own_heap();
+          work();
+          step_ = 1;
+          while (step_.load() != 2) { // waits without calling into the allocator
+          }
+      }) {
+    while (step_.load() != 1) {
+    }
+}
+
+IdleThread::~IdleThread() {
+    step_ = 2;
+    thread_.join();
+}
+
 bool comes_back(void* p, size_t n, int tries) {
     std::vector<void*> v;
     bool seen = false;

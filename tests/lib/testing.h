@@ -4,9 +4,12 @@
 // and a check that the process really runs on libarena.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace testing {
@@ -84,5 +87,21 @@ void own_heap();
 /// again afterwards): an owner collects remote frees when its slab runs out, and hands out the
 /// lowest free slot first.
 bool comes_back(void* p, size_t n, int tries = 5000);
+
+/// Runs `work` on a new thread with a heap of its own (own_heap), then keeps that thread (and
+/// its heap, with any remote frees it holds back) alive and idle until this object is
+/// destroyed. The constructor returns once `work` is done; the destructor lets the thread exit
+/// (publishing what it held back) and joins it.
+class IdleThread {
+public:
+    explicit IdleThread(std::function<void()> work);
+    ~IdleThread();
+    IdleThread(const IdleThread&) = delete;
+    IdleThread& operator=(const IdleThread&) = delete;
+
+private:
+    std::atomic<int> step_{0}; // 1: work done; 2: may exit
+    std::thread thread_;
+};
 
 } // namespace testing
