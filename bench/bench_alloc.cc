@@ -1117,6 +1117,8 @@ int main(int argc, char** argv) {
 
     const double seconds = std::chrono::duration<double>(t1 - t0).count();
     const uint64_t total_ops = total.ops;
+    uint64_t vm_hwm_kib = 0;
+    const uint64_t peak_kib = bench::peak_rss_kib(shared.rss_end_kib, &vm_hwm_kib);
     std::printf("{\"workload\": \"%s\", \"threads\": %u, \"ops\": %" PRIu64
                 ", \"ops_per_thread\": %" PRIu64 ", \"seconds\": %.6f, \"ops_per_sec\": %.1f"
                 ", \"peak_rss_kib\": %" PRIu64 ", \"vm_hwm_kib\": %" PRIu64
@@ -1124,7 +1126,7 @@ int main(int argc, char** argv) {
                 "\", \"seed\": %" PRIu64 ", \"pinned\": %s, \"smoke\": %s}\n",
                 workload->name.data(), threads, total_ops, ops, seconds,
                 seconds > 0 ? static_cast<double>(total_ops) / seconds : 0.0,
-                bench::peak_rss_kib(shared.rss_end_kib), bench::proc_status_kib("VmHWM"),
+                peak_kib, vm_hwm_kib,
                 shared.rss_end_kib, total.checksum, seed, pinned ? "true" : "false",
                 smoke ? "true" : "false");
     return 0;

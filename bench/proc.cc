@@ -8,8 +8,12 @@
 
 namespace bench {
 
-uint64_t proc_status_kib(const char* field) {
-    FILE* f = std::fopen("/proc/self/status", "r");
+namespace {
+
+/// The number after "field:" in a /proc file of "Name:   1234 kB" lines; 0 if absent or
+/// unreadable.
+uint64_t kib_field(const char* path, const char* field) {
+    FILE* f = std::fopen(path, "r");
     if (f == nullptr) {
         return 0;
     }
@@ -26,25 +30,21 @@ uint64_t proc_status_kib(const char* field) {
     return kib;
 }
 
-uint64_t rss_exact_kib() {
-    FILE* f = std::fopen("/proc/self/smaps_rollup", "r");
-    if (f == nullptr) {
-        return 0;
-    }
-    char line[256];
-    uint64_t kib = 0;
-    while (std::fgets(line, sizeof line, f) != nullptr) {
-        if (std::strncmp(line, "Rss:", 4) == 0) {
-            kib = std::strtoull(line + 4, nullptr, 10);
-            break;
-        }
-    }
-    std::fclose(f);
-    return kib;
+} // namespace
+
+uint64_t proc_status_kib(const char* field) {
+    return kib_field("/proc/self/status", field);
 }
 
-uint64_t peak_rss_kib(uint64_t exact_sample_kib) {
+uint64_t rss_exact_kib() {
+    return kib_field("/proc/self/smaps_rollup", "Rss");
+}
+
+uint64_t peak_rss_kib(uint64_t exact_sample_kib, uint64_t* vm_hwm_kib) {
     const uint64_t hwm = proc_status_kib("VmHWM");
+    if (vm_hwm_kib != nullptr) {
+        *vm_hwm_kib = hwm;
+    }
     return hwm > exact_sample_kib ? hwm : exact_sample_kib;
 }
 

@@ -19,8 +19,9 @@ uint64_t proc_status_kib(const char* field);
 uint64_t rss_exact_kib();
 
 /// The peak RSS a benchmark reports: VmHWM, or the exact sample taken where the benchmark's
-/// memory is at its largest (the end of its measured loop) if that is higher.
-uint64_t peak_rss_kib(uint64_t exact_sample_kib);
+/// memory is at its largest (the end of its measured loop) if that is higher. Stores the
+/// VmHWM it read in *vm_hwm_kib when that is given.
+uint64_t peak_rss_kib(uint64_t exact_sample_kib, uint64_t* vm_hwm_kib = nullptr);
 
 /// Exit status for --print-maps-match: 0 if some mapped file's path contains `needle` (it is
 /// printed; proves an LD_PRELOAD took), 3 if none does, 2 if /proc/self/maps can't be read.
