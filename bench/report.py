@@ -76,6 +76,25 @@ def http_line(results: str) -> str | None:
     return f"HTTP load, cmond `GET /health`: {'; '.join(parts)} (`bench/results/http.md`)."
 
 
+def rss_split_line(results: str, prefix: str) -> str | None:
+    """libarena - glibc by mapping when the loop ends, from rss_split.json, if it is there."""
+    split = load(os.path.join(results, "rss_split.json"))
+    if not split or not split.get("rows"):
+        return None
+    parts = []
+    for name, rows in split["rows"].items():
+        if "libarena" not in rows or "glibc" not in rows:
+            continue
+        a, g = rows["libarena"]["end"], rows["glibc"]["end"]
+        d = {p: a[p] - g[p] for p in split["parts"]}
+        inner = ", ".join(f"{p} {v:+,}" for p, v in d.items() if v)
+        parts.append(f"{name} {sum(d.values()):+,} ({inner})")
+    return (
+        "Where the resident memory differs (libarena - glibc, KiB, when the measured loop "
+        f"ends): {'; '.join(parts)} ([{prefix}rss_split.md]({prefix}rss_split.md))."
+    )
+
+
 def summary(suite: dict | None, seed: dict | None, results: str, prefix: str) -> list[str]:
     """Markdown lines; plot paths start with `prefix` (e.g. 'bench/results/')."""
     out: list[str] = []
@@ -121,6 +140,9 @@ def summary(suite: dict | None, seed: dict | None, results: str, prefix: str) ->
             )
             out += [f"Cost of the stats page (time with it on vs `ARENA_STATS=0`): {costs} "
                     "(target: under 2%).", ""]
+    r = rss_split_line(results, prefix)
+    if r:
+        out += [r, ""]
     if seed and seed.get("rows"):
         rows = {r["allocator"]: r for r in seed["rows"]}
         names = [n for n in SEED_ORDER if n in rows]

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # bench/run_all.sh — every benchmark in one command: builds what is missing, runs the seed's
-# 256 KiB benchmark (run_seed.py), the allocator suite (run_bench.py) and the HTTP load figures
-# (http/run_http_bench.py), then writes the summary and the plots (report.py).
+# 256 KiB benchmark (run_seed.py), the allocator suite (run_bench.py), the resident memory by
+# mapping (rss_split.py) and the HTTP load figures (http/run_http_bench.py), then writes the
+# summary and the plots (report.py).
 #
 #   bench/run_all.sh                     full run into bench/results/ (about 8 min here),
 #                                        and refreshes the results sections of bench/README.md and README.md
@@ -113,6 +114,14 @@ python3 "$here/run_bench.py" --bench "$build/bench/bench_alloc" \
     --arena "$build/libarena/libarena.so" --rounds "$rounds" --out "$out" \
     "${smoke_flag[@]}" "${only[@]}" >/dev/null
 suite_s=$(($(date +%s) - t0))
+
+# ---- Resident memory by mapping ----
+say "resident memory by mapping (rss_split.py)"
+split_rounds=3
+[ "$smoke" = 1 ] && split_rounds=1
+python3 "$here/rss_split.py" --bench "$build/bench/bench_alloc" \
+    --arena "$build/libarena/libarena.so" --rounds "$split_rounds" --out "$out" \
+    "${smoke_flag[@]}" >/dev/null
 
 # ---- HTTP load figures (bench/http/, another engineer's: called, not changed) ----
 http_s=0
