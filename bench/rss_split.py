@@ -79,6 +79,9 @@ def run_once(
 ) -> dict[str, Any]:
     end_path = os.path.join(tmp, "end.smaps")
     exit_path = os.path.join(tmp, "exit.smaps")
+    for path in (end_path, exit_path):  # never read an earlier run's
+        if os.path.exists(path):
+            os.unlink(path)
     cmd = [bench, workload, "--threads", str(threads), "--smaps", end_path,
            "--smaps-exit", exit_path]
     if smoke:
