@@ -41,6 +41,30 @@ int temp_fd() {
     return fd;
 }
 
+/// This binary's path (for re-running it as a child), or "" if /proc/self/exe can't be read.
+std::string self_exe() {
+    char exe[4096];
+    const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    return n > 0 ? std::string(exe, static_cast<size_t>(n)) : std::string();
+}
+
+/// In a forked child: adds `env`, then runs `exe --child=NAME`, through the program named by
+/// ARENA_TEST_EXEC_WRAPPER when that is set (an emulator such as qemu-aarch64-static, which
+/// scripts/check_aarch64.sh uses: a child of an emulated test must be emulated too). Exit
+/// status 127 when the exec fails.
+[[noreturn]] void exec_child(const std::string& exe, const std::string& name,
+                             const std::vector<std::string>& env) {
+    for (const std::string& kv : env)
+        putenv(strdup(kv.c_str()));
+    const std::string arg = "--child=" + name;
+    const char* wrapper = getenv("ARENA_TEST_EXEC_WRAPPER");
+    if (wrapper != nullptr && *wrapper != '\0')
+        execl(wrapper, wrapper, exe.c_str(), arg.c_str(), static_cast<char*>(nullptr));
+    else
+        execl(exe.c_str(), exe.c_str(), arg.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+}
+
 } // namespace
 
 ChildRegistrar::ChildRegistrar(const char* name, ChildFn fn) {
@@ -62,20 +86,14 @@ ChildResult run_child(const std::string& name, const std::vector<std::string>& e
     const int err_fd = temp_fd();
     if (out_fd < 0 || err_fd < 0)
         return r;
-    char exe[4096];
-    const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0)
+    const std::string exe = self_exe();
+    if (exe.empty())
         return r;
-    exe[n] = '\0';
-    const std::string arg = "--child=" + name;
     const pid_t pid = fork();
     if (pid == 0) {
-        for (const std::string& kv : env)
-            putenv(strdup(kv.c_str()));
         dup2(out_fd, 1);
         dup2(err_fd, 2);
-        execl(exe, exe, arg.c_str(), static_cast<char*>(nullptr));
-        _exit(127);
+        exec_child(exe, name, env);
     }
     int status = 0;
     while (waitpid(pid, &status, 0) < 0) {
@@ -94,20 +112,14 @@ Child::Child(const std::string& name, const std::vector<std::string>& env) {
     int to_child[2], from_child[2];
     if (pipe2(to_child, O_CLOEXEC) != 0 || pipe2(from_child, O_CLOEXEC) != 0)
         return;
-    char exe[4096];
-    const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0)
+    const std::string exe = self_exe();
+    if (exe.empty())
         return;
-    exe[n] = '\0';
-    const std::string arg = "--child=" + name;
     pid_ = fork();
     if (pid_ == 0) {
-        for (const std::string& kv : env)
-            putenv(strdup(kv.c_str()));
         dup2(to_child[0], 0);
         dup2(from_child[1], 1);
-        execl(exe, exe, arg.c_str(), static_cast<char*>(nullptr));
-        _exit(127);
+        exec_child(exe, name, env);
     }
     close(to_child[0]);
     close(from_child[1]);
