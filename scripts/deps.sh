@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 # Installs the Debian packages a task needs, only those that are missing.
 #
-#   scripts/deps.sh build|test|demo|bench|container
+#   scripts/deps.sh build|test|demo|bench|container|aarch64
 #
 # Runs apt-get as root, or through sudo when available. Prints what it installs.
 set -euo pipefail
@@ -19,6 +19,8 @@ demo=("${build[@]}" curl openssl procps)
 # openssl for the checks, prometheus and promtool to run and check the configuration in docker/.
 container=(podman runc debootstrap iproute2 curl openssl prometheus)
 bench=("${test[@]}" gnuplot-nox hyperfine valgrind)
+# scripts/check_aarch64.sh: a cross compiler, and qemu-user to run what it builds.
+aarch64=("${build[@]}" g++-aarch64-linux-gnu qemu-user-static)
 
 case "${1:-}" in
     build) want=("${build[@]}") ;;
@@ -26,7 +28,8 @@ case "${1:-}" in
     demo) want=("${demo[@]}") ;;
     bench) want=("${bench[@]}") ;;
     container) want=("${container[@]}") ;;
-    *) echo "usage: $0 build|test|demo|bench|container" >&2; exit 2 ;;
+    aarch64) want=("${aarch64[@]}") ;;
+    *) echo "usage: $0 build|test|demo|bench|container|aarch64" >&2; exit 2 ;;
 esac
 
 missing=()
