@@ -25,8 +25,16 @@ namespace stats {
 namespace {
 
 constexpr size_t kPageBytes = sizeof(arena_stats_page);
-constexpr uint64_t kPublishEveryNs = 100 * 1000 * 1000;   // gauges at most every 100 ms...
-constexpr uint64_t kResidentEveryNs = 1000 * 1000 * 1000; // ...resident bytes every second
+// Gauges are published at most every 10 ms, checked on every 16th slow path: so a burst of
+// allocation that ends in idleness leaves the page close to where the burst ended (with a 100 ms
+// limit, a program that allocated its memory in its first 50 ms showed it as never there).
+constexpr uint64_t kPublishEveryNs = 10 * 1000 * 1000;
+// Resident bytes (mincore over the regions' used extent) every second, and sooner when
+// committed bytes moved by more than an eighth since the last sample: at most every 10 ms, and
+// no sooner than 100 times the last sample took, so that sampling a large heap costs at most
+// about 1% of the time.
+constexpr uint64_t kResidentEveryNs = 1000 * 1000 * 1000;
+constexpr uint64_t kResidentCostFactor = 100;
 
 constinit arena_stats_page* g_page = nullptr;
 constinit bool g_file_backed = false;
@@ -34,7 +42,11 @@ constinit int g_fd = -1;
 constinit char g_path[512] = "";
 constinit Mutex g_global_lock; // one seqlock writer at a time
 constinit uint64_t g_last_publish_ns = 0;
-constinit uint64_t g_last_resident_ns = 0;
+// The last resident sample: when, how long it took, and committed bytes then. Read by any
+// thread before it decides to sample, written under g_global_lock.
+constinit std::atomic<uint64_t> g_resident_ns{0};
+constinit std::atomic<uint64_t> g_resident_cost_ns{0};
+constinit std::atomic<uint64_t> g_resident_committed{0};
 constinit std::atomic<int64_t> g_live{0};
 constinit std::atomic<uint64_t> g_peak{0};
 constinit std::atomic<uint64_t> g_trims{0};
@@ -294,10 +306,22 @@ void publish_global() {
     const pages::Totals pt = pages::totals();
     unsigned active = 0, abandoned = 0;
     heap::count_heaps(&active, &abandoned);
+    const uint64_t committed = pt.used + pt.dirty;
+    const uint64_t last = g_resident_ns.load(std::memory_order_relaxed);
+    const uint64_t at = g_resident_committed.load(std::memory_order_relaxed);
+    const uint64_t since = now - last;
+    const uint64_t moved = committed > at ? committed - at : at - committed;
+    const bool sample_resident =
+        since >= kResidentEveryNs ||
+        (moved > at / 8 && since >= kPublishEveryNs &&
+         since >= kResidentCostFactor * g_resident_cost_ns.load(std::memory_order_relaxed));
     uint64_t resident = 0;
-    const bool sample_resident = now - g_last_resident_ns >= kResidentEveryNs;
-    if (sample_resident)
+    uint64_t cost = 0;
+    if (sample_resident) {
         resident = pages::resident_bytes();
+        const uint64_t done = os::unix_ns();
+        cost = done > now ? done - now : 0; // the wall clock may step back
+    }
 
     LockGuard guard(g_global_lock);
     arena_stats_global& g = g_page->global;
@@ -306,11 +330,13 @@ void publish_global() {
     std::atomic_thread_fence(std::memory_order_release);
     put(g.updated_unix_ns, now);
     put(g.reserved_bytes, pt.reserved);
-    put(g.committed_bytes, pt.used + pt.dirty);
+    put(g.committed_bytes, committed);
     if (sample_resident) {
         put(g.resident_bytes, resident);
         put(g.resident_unix_ns, now);
-        g_last_resident_ns = now;
+        g_resident_ns.store(now, std::memory_order_relaxed);
+        g_resident_cost_ns.store(cost, std::memory_order_relaxed);
+        g_resident_committed.store(committed, std::memory_order_relaxed);
     }
     put(g.purged_bytes, pt.purged);
     put(g.purges, pt.purges);

@@ -97,6 +97,23 @@ ARENA_TEST_CHILD(hold_memory) {
     return 0;
 }
 
+ARENA_TEST_CHILD(burst_then_idle) {
+    // 16 MiB allocated and touched over about 100 ms (small and large blocks), then nothing:
+    // the page must show it without any further allocation.
+    for (int step = 0; step < 64; ++step) {
+        for (int i = 0; i < 1024; ++i)
+            memset(do_malloc(128), 1, 128); // kept: 8 MiB in all
+        memset(do_malloc(128 << 10), 1, 128 << 10); // kept: 8 MiB in all
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    printf("ready %d\n", getpid());
+    fflush(stdout);
+    char c;
+    while (read(0, &c, 1) > 0) {
+    }
+    return 0;
+}
+
 ARENA_TEST_CHILD(just_exit) {
     do_free(do_malloc(100));
     printf("%d\n", getpid());
@@ -293,6 +310,21 @@ TEST_CASE("the page is removed at normal exit") {
     const int pid = atoi(r.out.c_str());
     REQUIRE(pid > 0);
     CHECK_FALSE(file_exists(page_of(pid)));
+}
+
+TEST_CASE("a process that allocates in a short burst and then idles shows its memory") {
+    // Gauges used to be published at most every 100 ms and resident bytes sampled every second,
+    // so this child's page kept its values from start-up: 0 resident bytes.
+    testing::Child child("burst_then_idle");
+    REQUIRE(child.read_line().rfind("ready ", 0) == 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(200)); // nothing publishes now
+    const auto p = st::read_page(page_of(child.pid()));
+    REQUIRE(p);
+    // The last ~10 ms of the burst may be missing from the page (about 1.5 MiB here).
+    CHECK(p->global.committed_bytes >= (12u << 20));
+    CHECK(p->global.resident_bytes >= (12u << 20));
+    CHECK(p->global.resident_bytes <= p->global.committed_bytes);
+    CHECK(child.wait() == 0);
 }
 
 TEST_CASE("control area: a trim request lowers resident bytes; the purge delay can be set") {

@@ -18,8 +18,9 @@
  *  - Check magic, version, header_size and size against the file, and that `flags` has
  *    ARENA_STATS_READY (set last, after the header is complete).
  *  - global: seqlock. Read `seq` (acquire), copy the struct, read `seq` again; retry while it is
- *    odd or changed. The writer refreshes it on its slow paths, at most every 100 ms (resident
- *    bytes every second): a process that stopped allocating shows its last values.
+ *    odd or changed. The writer refreshes it on its slow paths, at most every 10 ms (resident
+ *    bytes every second, or sooner when committed bytes moved by more than an eighth): a process
+ *    that stopped allocating shows its values as of its last slow paths.
  *  - shards: each counter only grows and has one writer. Sum every shard's frees first, then
  *    (after an acquire fence) every shard's allocations: a block's allocation is counted before
  *    its free is, so live = allocations - frees is never negative and never counts a block whose
@@ -89,7 +90,7 @@ struct arena_stats_global {
     uint64_t updated_unix_ns;   /* when these were last written */
     uint64_t reserved_bytes;    /* address space of all regions */
     uint64_t committed_bytes;   /* pages in use plus free pages not yet returned to the kernel */
-    uint64_t resident_bytes;    /* of those, resident (mincore), sampled at purge ticks */
+    uint64_t resident_bytes;    /* of those, resident (mincore), sampled as said above */
     uint64_t resident_unix_ns;  /* when resident_bytes was sampled */
     uint64_t purged_bytes;      /* returned to the kernel (madvise) in total */
     uint64_t purges;            /* madvise passes that returned memory */
