@@ -105,7 +105,7 @@ void note_live(int64_t live, int64_t* published);
 void publish_global();
 
 /// Serves trim and purge-delay requests from the page's control area, and republishes the
-/// gauges when they are older than 100 ms. Called from slow paths.
+/// gauges when they are older than 10 ms (stats.cc). Called from slow paths.
 void poll_control();
 
 /// A malloc_trim call, for the trims counter.
