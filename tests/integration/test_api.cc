@@ -510,12 +510,7 @@ TEST_CASE("the reservation falls back to smaller sizes when the kernel refuses")
     if (pid == 0) {
         rlimit lim{size_t{2} << 30, size_t{2} << 30};
         setrlimit(RLIMIT_AS, &lim);
-        char exe[4096];
-        const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-        exe[n > 0 ? n : 0] = '\0';
-        setenv("ARENA_VERBOSE", "1", 1);
-        execl(exe, exe, "--child=limited_address_space", static_cast<char*>(nullptr));
-        _exit(127);
+        testing::exec_child("limited_address_space", {"ARENA_VERBOSE=1"});
     }
     int status = 0;
     waitpid(pid, &status, 0);

@@ -67,6 +67,13 @@ std::string self_exe() {
 
 } // namespace
 
+void exec_child(const std::string& name, const std::vector<std::string>& env) {
+    const std::string exe = self_exe();
+    if (exe.empty())
+        _exit(127);
+    exec_child(exe, name, env);
+}
+
 ChildRegistrar::ChildRegistrar(const char* name, ChildFn fn) {
     registry()[name] = fn;
 }

@@ -36,6 +36,11 @@ struct ChildRegistrar {
 /// the current environment; waits for it and returns its status and output.
 ChildResult run_child(const std::string& name, const std::vector<std::string>& env = {});
 
+/// For a test that forks by itself (to change the process, e.g. setrlimit, before the child's
+/// preload initialises): in the forked process, adds `env` and becomes this binary's child NAME,
+/// as run_child's children do (ARENA_TEST_EXEC_WRAPPER included). Exit status 127 on failure.
+[[noreturn]] void exec_child(const std::string& name, const std::vector<std::string>& env = {});
+
 /// A registered child running alongside the test, talking over its stdin/stdout by lines.
 /// The destructor kills it (SIGKILL) if it is still running, and reaps it.
 class Child {
