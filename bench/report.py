@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-"""Summary and plots of a benchmark run: reads suite.json, seed.json (and http.md) from a
-results directory, writes summary.md and the PNG plots there, and optionally refreshes the
+"""Summary and plots of a benchmark run: reads suite.json, seed.json, startup.json (and
+http.md) from a results directory, writes summary.md and the PNG plots there, and optionally refreshes the
 results sections of bench/README.md and the top-level README.md.
 
 summary.md is what the top-level README shows: libarena against every peer per workload, the
-seed benchmark, the stats-page cost, and the plots, with the machine and date. Plots are drawn
+seed benchmark, the stats-page cost, process start-up, and the plots, with the machine and
+date. Plots are drawn
 by gnuplot (Debian's gnuplot-nox, pngcairo terminal); without gnuplot the summary says so and
 no PNG is written.
 """
@@ -95,7 +96,36 @@ def rss_split_line(results: str, prefix: str) -> str | None:
     )
 
 
-def summary(suite: dict | None, seed: dict | None, results: str, prefix: str) -> list[str]:
+def startup_line(startup: dict | None, prefix: str) -> str | None:
+    """Per-start microseconds of fork + exec of the program, plain and under each allocator,
+    from startup.json (run_startup.py), if it is there."""
+    if not startup or not startup.get("rows"):
+        return None
+    rows = {r["allocator"]: r for r in startup["rows"]}
+    plain = rows.get("glibc")
+    parts = [f"plain {plain['median_us']:,.0f} µs" if plain else "plain: not measured"]
+    for name in ALLOC_ORDER:
+        r = rows.get(name)
+        if r is None or name == "glibc":
+            continue
+        label = "libarena with `ARENA_STATS=0`" if name == "libarena-nostats" else name
+        parts.append(f"{label} {r['median_us']:,.0f} µs ({fmt_ratio(r['vs_plain'])})")
+    page = (startup.get("stats_page") or {}).get("wall")
+    share = (
+        f"; the stats page's share of libarena's start-up: {page['us']:+,.0f} µs "
+        f"({page['share'] * 100:+.1f}%)" if page else ""
+    )
+    note = " **(smoke run)**" if startup.get("smoke") else ""
+    return (
+        f"Process start-up (fork + exec of `{startup['program']}`, median per start, time vs "
+        f"plain; {startup['rounds']} interleaved rounds of {startup['starts_per_round']}){note}: "
+        f"{', '.join(parts)}{share} ([{prefix}startup.md]({prefix}startup.md))."
+    )
+
+
+def summary(
+    suite: dict | None, seed: dict | None, startup: dict | None, results: str, prefix: str
+) -> list[str]:
     """Markdown lines; plot paths start with `prefix` (e.g. 'bench/results/')."""
     out: list[str] = []
     if suite:
@@ -160,6 +190,9 @@ def summary(suite: dict | None, seed: dict | None, results: str, prefix: str) ->
             + " |",
             "",
         ]
+    up = startup_line(startup, prefix)
+    if up:
+        out += [up, ""]
     behind = furthest_behind(suite, seed)
     if behind:
         out += [
@@ -178,6 +211,7 @@ def summary(suite: dict | None, seed: dict | None, results: str, prefix: str) ->
         out.append("")
     out.append(
         f"Full tables: [{prefix}suite.md]({prefix}suite.md), [{prefix}seed.md]({prefix}seed.md)"
+        + (f", [{prefix}startup.md]({prefix}startup.md)" if up else "")
         + (f", [{prefix}http.md]({prefix}http.md)" if h else "")
         + "."
     )
@@ -353,7 +387,8 @@ def update_readme(readme: str, lines: list[str]) -> None:
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--results", required=True, help="directory with suite.json and seed.json")
+    p.add_argument("--results", required=True,
+                   help="directory with suite.json, seed.json and startup.json")
     p.add_argument(
         "--readme",
         action="append",
@@ -369,23 +404,25 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     suite = load(os.path.join(args.results, "suite.json"))
     seed = load(os.path.join(args.results, "seed.json"))
+    startup = load(os.path.join(args.results, "startup.json"))
     if suite is None and seed is None:
         log(f"error: neither suite.json nor seed.json in {args.results}")
         return 1
     problems = draw(suite, seed, args.results)
     for prob in problems:
         log(f"WARNING: {prob}")
-    text = summary(suite, seed, args.results, "bench/results/")
+    text = summary(suite, seed, startup, args.results, "bench/results/")
     with open(os.path.join(args.results, "summary.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(text) + "\n")
     for readme in args.readme:
         prefix = os.path.relpath(args.results, os.path.dirname(os.path.abspath(readme))) + "/"
-        update_readme(readme, summary(suite, seed, args.results, prefix))
+        update_readme(readme, summary(suite, seed, startup, args.results, prefix))
     print("\n".join(text))
     if args.require:
         if shutil.which("gnuplot") is None:
             return 77  # meson's "skipped": everything but the plots was written
-        missing = [n for n, d in (("suite.json", suite), ("seed.json", seed)) if d is None]
+        inputs = (("suite.json", suite), ("seed.json", seed), ("startup.json", startup))
+        missing = [n for n, d in inputs if d is None]
         missing += [png for png in PLOTS if not os.path.isfile(os.path.join(args.results, png))]
         if missing or problems:
             log(f"error: missing {missing}, problems {problems}")

@@ -12,7 +12,7 @@ worker thread has exited), and sums /proc/self/smaps `Rss:` by what is mapped:
   libc.so.6     the C library's file pages
   libstdc++     the C++ library's file pages
   other files   the program, the loader, libm, libgcc_s, [vdso], ...
-  stats page    libarena's /dev/shm/arena/PID page
+  stats page    libarena's stats page, $ARENA_STATS_DIR/UID/PID (default /dev/shm/arena)
 
 A file page counts once it is mapped into the process, and the kernel maps read faults on
 file pages 64 KiB at a time (fault-around), so code one allocator runs and another does not
@@ -41,6 +41,8 @@ from benchlib import Allocator, BenchError
 # cross-thread frees), then two where the heap is most of the process.
 CONFIGS = [("small", 1), ("small", 2), ("xthread", 2), ("powerlaw", 1), ("large", 1)]
 PARTS = ["anonymous", "allocator", "libc.so.6", "libstdc++", "other files", "stats page"]
+# Where libarena keeps its stats pages (<dir>/<uid>/<pid>).
+STATS_DIR = os.environ.get("ARENA_STATS_DIR") or "/dev/shm/arena"
 KEYS = ("peak_rss_kib", "vm_hwm_kib", "rss_end_kib")
 MAPPING = re.compile(r"^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$")
 
@@ -49,7 +51,7 @@ def part_of(path: str, allocator_lib: str | None) -> str:
     """Which PARTS entry a mapping (its smaps path column) belongs to."""
     if path == "" or path in ("[heap]", "[stack]") or path.startswith("[anon"):
         return "anonymous"
-    if path.startswith("/dev/shm/arena/"):
+    if path.startswith(STATS_DIR + "/"):
         return "stats page"
     if allocator_lib is not None and path == allocator_lib:
         return "allocator"

@@ -2,8 +2,8 @@
 # SPDX-License-Identifier: MIT
 # bench/run_all.sh — every benchmark in one command: builds what is missing, runs the seed's
 # 256 KiB benchmark (run_seed.py), the allocator suite (run_bench.py), the resident memory by
-# mapping (rss_split.py) and the HTTP load figures (http/run_http_bench.py), then writes the
-# summary and the plots (report.py).
+# mapping (rss_split.py), process start-up (run_startup.py) and the HTTP load figures
+# (http/run_http_bench.py), then writes the summary and the plots (report.py).
 #
 #   bench/run_all.sh                     full run into bench/results/ (about 8 min here),
 #                                        and refreshes the results sections of bench/README.md and README.md
@@ -75,7 +75,8 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
 # ---- Build ----
-targets=(bench/bench_alloc bench/bench_seed bench/bench_seed_native libarena/libarena.so)
+targets=(bench/bench_alloc bench/bench_seed bench/bench_seed_native bench/bench_startup
+         libarena/libarena.so)
 if [ "$do_http" = 1 ]; then
     targets+=(cmond/cmond bench/http/spawn_ceiling)
 fi
@@ -123,6 +124,17 @@ python3 "$here/rss_split.py" --bench "$build/bench/bench_alloc" \
     --arena "$build/libarena/libarena.so" --rounds "$split_rounds" --out "$out" \
     "${smoke_flag[@]}" >/dev/null
 
+# ---- Process start-up ----
+# Its own rounds: 40 of 50 starts per allocator, 2,000 starts each.
+startup_rounds=40
+[ "$smoke" = 1 ] && startup_rounds=1
+say "process start-up (run_startup.py, $startup_rounds round(s))"
+t0=$(date +%s)
+python3 "$here/run_startup.py" --bench "$build/bench/bench_startup" \
+    --arena "$build/libarena/libarena.so" --rounds "$startup_rounds" --out "$out" \
+    "${smoke_flag[@]}" >/dev/null
+startup_s=$(($(date +%s) - t0))
+
 # ---- HTTP load figures (bench/http/, another engineer's: called, not changed) ----
 http_s=0
 if [ "$do_http" = 1 ]; then
@@ -146,4 +158,4 @@ fi
 python3 "$here/report.py" "${report_args[@]}"
 
 total=$(($(date +%s) - started))
-say "done in ${total} s (seed ${seed_s} s, suite ${suite_s} s, http ${http_s} s); results in $out"
+say "done in ${total} s (seed ${seed_s} s, suite ${suite_s} s, start-up ${startup_s} s, http ${http_s} s); results in $out"
