@@ -140,11 +140,18 @@ const std::array kOptions = {
               },
               [](const Config&) { return std::string("(none)"); }},
     OptionDef{
-        "stats_dir", "DIR", "directory of the libarena stats pages that /arena and /metrics read",
+        "stats_dir", "DIR",
+        "base directory of the libarena stats pages (DIR/UID/PID) that /arena and /metrics read",
         [](Config& c, std::string_view k, std::string_view v) { c.stats_dir = path_value(k, v); },
         [](const Config&) {
             return std::string("$ARENA_STATS_DIR, else " ARENA_STATS_DEFAULT_DIR);
         }},
+    OptionDef{
+        "procfs", "DIR",
+        "procfs mount point in which /arena and /metrics check that a page's process is alive "
+        "(a host's /proc mounted elsewhere)",
+        [](Config& c, std::string_view k, std::string_view v) { c.procfs = path_value(k, v); },
+        [](const Config& c) { return c.procfs; }},
     OptionDef{"threads", "N", "HTTP worker threads (1..1024)",
               [](Config& c, std::string_view k, std::string_view v) {
                   c.threads = static_cast<unsigned>(parse_integer(k, v, 1, 1024));

@@ -15,7 +15,7 @@
 
 #include "commands.h"
 #include "log.h"
-#include "stats_reader.h"
+#include "reader.h"
 
 #include <stdexcept>
 #include <string>
@@ -35,8 +35,9 @@ struct Config {
     std::string key_file = "client_secret.key";
     std::string tls_cert; // both or neither
     std::string tls_key;
-    std::string workdir = ".";                           // made absolute by finalize()
-    std::string stats_dir = arena::stats::default_dir(); // read by /arena and /metrics
+    std::string workdir = ".";                            // made absolute by finalize()
+    std::string stats_dir = arena::client::default_dir(); // read by /arena and /metrics
+    std::string procfs = "/proc";   // where the reader checks that a page's process is alive
     std::string command_ld_preload; // LD_PRELOAD of commands; empty: none (never cmond's own)
     unsigned threads = 16;
     Millis http_timeout{10'000};

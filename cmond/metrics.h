@@ -2,7 +2,7 @@
 // cmond's own Prometheus metrics (cmond_* families) and the text rendering of /metrics.
 // Label values are bounded: routes are the route table's patterns (or "unmatched"), commands the
 // command table's names, results and reasons small fixed sets. Extra collectables (the allocator
-// stats of every process: exporter::ArenaCollector) are appended to the same exposition.
+// stats of every process: arena::client::ArenaCollector) are appended to the same exposition.
 // All methods are thread-safe.
 #pragma once
 

@@ -14,6 +14,7 @@
 #include "arena_routes.h"
 #include "collector.h"
 #include "log.h"
+#include "reader.h"
 #include "response.h"
 
 #include <httplib.h>
@@ -93,6 +94,14 @@ std::string openssl_errors() {
         out += buf;
     }
     return out.empty() ? "unknown OpenSSL error" : out;
+}
+
+// How the /arena routes and the arena_* families read the stats pages: the reader's defaults
+// (caps, stale pages removed) with the configured procfs.
+arena::client::ScanOptions arena_scan_options(const Config& config) {
+    arena::client::ScanOptions options;
+    options.procfs = config.procfs;
+    return options;
 }
 
 // The segments of a path: "/arena/1/trim" -> {"arena", "1", "trim"}; "/" -> {""}.
@@ -258,8 +267,9 @@ Server::Server(const Config& config, Key key)
     }
     // The same arena_* families as arena-exporter; the collector's own families get cmond's
     // prefix (cmond_arena_scrape_duration_seconds, ...) so the two programs never collide.
-    metrics_.add_collectable(std::make_shared<exporter::ArenaCollector>(
-        config_.stats_dir, exporter::GroupBy::Pid, "cmond_arena"));
+    metrics_.add_collectable(std::make_shared<arena::client::ArenaCollector>(
+        config_.stats_dir, arena::client::GroupBy::Pid, arena_scan_options(config_),
+        "cmond_arena"));
     unsigned busy_max = 0;
     for (const auto& spec : config_.commands) {
         busy_max += spec.enabled ? spec.concurrency : 0;
@@ -326,17 +336,19 @@ void Server::build_routes() {
               [this](const Req& req, Res& res) { handle_metrics(req, res); });
     add_route("GET", "/arena", "", [this](const Req& req, Res& res) {
         if (check_params(req, res, nullptr)) {
-            send(res, arena_list_reply(config_.stats_dir));
+            send(res, arena_list_reply(config_.stats_dir, arena_scan_options(config_)));
         }
     });
     add_route("GET", "/arena/:pid", "", [this](const Req& req, Res& res) {
         if (check_params(req, res, nullptr)) {
-            send(res, arena_get_reply(config_.stats_dir, pid_segment(req.path)));
+            send(res, arena_get_reply(config_.stats_dir, arena_scan_options(config_),
+                                      pid_segment(req.path)));
         }
     });
     add_route("POST", "/arena/:pid/trim", "", [this](const Req& req, Res& res) {
         if (check_params(req, res, nullptr)) {
-            send(res, arena_trim_reply(config_.stats_dir, pid_segment(req.path)));
+            send(res, arena_trim_reply(config_.stats_dir, arena_scan_options(config_),
+                                       pid_segment(req.path)));
         }
     });
 }

@@ -2,7 +2,7 @@
 // The HTTP side of cmond: cpp-httplib wiring, the route table, per-request auth, 404/405 with
 // Allow, JSON errors for everything the library rejects, the access log and the request
 // metrics, command routes with their concurrency limits and shared runs (coalescer.h),
-// /restart, /metrics (cmond_* and, through exporter::ArenaCollector, arena_* families) and the
+// /restart, /metrics (cmond_* and, through arena::client::ArenaCollector, arena_* families) and the
 // /arena routes over the stats pages in config.stats_dir (arena_routes.h).
 // Lifecycle: bind(), then run() until request_stop() or
 // POST /restart; run() returns once in-flight requests are done, killing running commands at

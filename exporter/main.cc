@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: MIT
 // arena-exporter: serves the libarena stats pages of a directory as Prometheus metrics
 // (GET /metrics), or prints them once (--once, for node_exporter's textfile collector).
-// Flags become options, signals stop the server; the metrics are collector.cc's business.
+// Flags become options, signals stop the server; the metrics are the stats client library's
+// business (libarena/client: ArenaCollector over the reader and the schema).
 #include "cli_option.h"
 #include "collector.h"
+#include "reader.h"
 
 #include <httplib.h>
 #include <prometheus/text_serializer.h>
@@ -20,6 +22,10 @@
 #include <string_view>
 #include <thread>
 
+#ifndef ARENA_EXPORTER_VERSION
+#    error "ARENA_EXPORTER_VERSION must be defined by the build"
+#endif
+
 namespace {
 
 constexpr const char* kUsage =
@@ -29,8 +35,10 @@ constexpr const char* kUsage =
     "\n"
     "  --listen HOST:PORT    address to serve /metrics on (default 127.0.0.1:9464; IPv6 as\n"
     "                        [::1]:9464; port 0 picks a free port)\n"
-    "  --stats-dir DIR       directory of stats pages (default $ARENA_STATS_DIR or\n"
-    "                        " ARENA_STATS_DEFAULT_DIR ")\n"
+    "  --stats-dir DIR       base directory of stats pages, <DIR>/<uid>/<pid> (default\n"
+    "                        $ARENA_STATS_DIR or " ARENA_STATS_DEFAULT_DIR ")\n"
+    "  --path.procfs DIR     procfs mount point that tells live processes (default /proc;\n"
+    "                        a host's /proc mounted elsewhere, as node_exporter's flag)\n"
     "  --group-by pid|comm   one series per process (default) or per command name\n"
     "  --once                print the metrics to stdout once and exit (for node_exporter's\n"
     "                        textfile collector)\n"
@@ -46,7 +54,8 @@ struct Options {
     std::string host = "127.0.0.1";
     int port = 9464;
     std::string stats_dir;
-    exporter::GroupBy group_by = exporter::GroupBy::Pid;
+    arena::client::ScanOptions scan; // procfs
+    arena::client::GroupBy group_by = arena::client::GroupBy::Pid;
     bool once = false;
 };
 
@@ -87,7 +96,7 @@ Options parse(int argc, char** argv) {
             exit(0);
         } else if (arg == "--version") {
             arg.no_value();
-            printf("arena-exporter %s\n", exporter::version());
+            printf("arena-exporter %s\n", ARENA_EXPORTER_VERSION);
             exit(0);
         } else if (arg == "--listen") {
             const std::string v = arg.value();
@@ -99,9 +108,13 @@ Options parse(int argc, char** argv) {
             if (o.stats_dir.empty())
                 usage_error("--stats-dir needs a directory");
             have_dir = true;
+        } else if (arg == "--path.procfs") {
+            o.scan.procfs = arg.value();
+            if (o.scan.procfs.empty())
+                usage_error("--path.procfs needs a directory");
         } else if (arg == "--group-by") {
             const std::string v = arg.value();
-            const auto g = exporter::parse_group_by(v);
+            const auto g = arena::client::parse_group_by(v);
             if (!g)
                 usage_error("invalid --group-by '" + v + "' (expected pid or comm)");
             o.group_by = *g;
@@ -113,11 +126,11 @@ Options parse(int argc, char** argv) {
         }
     }
     if (!have_dir)
-        o.stats_dir = arena::stats::default_dir();
+        o.stats_dir = arena::client::default_dir();
     return o;
 }
 
-int print_once(const exporter::ArenaCollector& collector) {
+int print_once(const arena::client::ArenaCollector& collector) {
     const std::string text = prometheus::TextSerializer().Serialize(collector.Collect());
     const std::string error = collector.last_error();
     if (!error.empty())
@@ -134,7 +147,7 @@ constexpr const char* kIndex =
     "<h1>arena-exporter</h1>\n<p>libarena allocator statistics of every process with a stats "
     "page.</p>\n<p><a href=\"/metrics\">Metrics</a></p>\n</body></html>\n";
 
-int serve(const Options& o, const exporter::ArenaCollector& collector) {
+int serve(const Options& o, const arena::client::ArenaCollector& collector) {
     // SIGINT and SIGTERM are taken by one thread with sigwait, which stops the server; every
     // other thread (the server's pool included) inherits the blocked mask.
     sigset_t stop_signals;
@@ -177,9 +190,10 @@ int serve(const Options& o, const exporter::ArenaCollector& collector) {
     }
     const bool v6 = o.host.find(':') != std::string::npos;
     fprintf(stderr,
-            "arena-exporter: serving http://%s%s%s:%d/metrics (stats dir %s, group by %s)\n",
+            "arena-exporter: serving http://%s%s%s:%d/metrics (stats dir %s, procfs %s, group by "
+            "%s)\n",
             v6 ? "[" : "", o.host.c_str(), v6 ? "]" : "", port, o.stats_dir.c_str(),
-            exporter::group_by_name(o.group_by));
+            o.scan.procfs.c_str(), arena::client::group_by_name(o.group_by));
 
     std::atomic<bool> serving{true};
     std::thread stopper([&] {
@@ -209,6 +223,6 @@ int serve(const Options& o, const exporter::ArenaCollector& collector) {
 
 int main(int argc, char** argv) {
     const Options o = parse(argc, argv);
-    const exporter::ArenaCollector collector(o.stats_dir, o.group_by);
+    const arena::client::ArenaCollector collector(o.stats_dir, o.group_by, o.scan);
     return o.once ? print_once(collector) : serve(o, collector);
 }

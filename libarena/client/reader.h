@@ -1,117 +1,141 @@
 // SPDX-License-Identifier: MIT
-// The one reader of libarena stats pages (include/arena/stats_page.h), shared by arena-exporter,
-// arena-stat and cmond. It validates every file before trusting it (magic, version, sizes,
-// readiness), takes consistent snapshots (the page's seqlock and free-before-alloc order),
-// recognises stale pages (no live writer holds the file's lock: the process died, or its PID
-// was reused) and removes them, and counts every file it skipped, by reason. It never crashes
-// on a garbage, truncated or foreign file.
+// The stats client's reader: every libarena stats page under a base directory (stats_page.h,
+// <base>/<uid>/<pid>), read so that nobody who can write there can hurt the reader, and the
+// control requests readers send to a process. Shared by arena-exporter, arena-stat and cmond.
+//
+// What it accepts (SECURITY.md, "readers that cannot be hurt"): a user directory that is a real
+// directory (not a symlink) writable by its owner only; in it, a page that is a regular file with
+// one link, owned by the directory's owner, named by a canonical decimal pid equal to the pid
+// inside it; whose process is alive in `procfs` and started no later than the page was made, has
+// the page's owner
+// among its uids (or the page is root's), and has not exec'd since it made the page. It reads with
+// pread into bounded buffers, never mmap, so a page truncated or a tmpfs filled under it cannot
+// raise SIGBUS. One page per pid. A scan stops at a cap on pages, directory entries and time, and
+// counts everything it did not report by reason. Pages of dead processes are removed when the
+// reader may (its own user's, or as root), after checking that the file is still the one judged.
 //
 // Thread-safety: the functions keep no state; call them from any thread.
 #pragma once
 
-#include "arena/stats_page.h"
+#include "arena/stats_snapshot.h"
 
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <sys/types.h>
 #include <vector>
 
-namespace arena::stats {
+namespace arena::client {
 
-/// Why a file of the stats directory was not reported.
+/// Why an entry of the stats directory was not reported.
 enum class Skip : unsigned {
-    Foreign,    // not a page: the name is not a PID, or not a regular file
-    Unreadable, // open or fstat failed (permissions, vanished meanwhile)
-    Truncated,  // shorter than its header says, or than a header
-    BadMagic,   // not a stats page
-    BadVersion, // a page of another ABI version
-    BadSize,    // header sizes do not match this version's layout
-    NotReady,   // being created: the READY flag is not set yet
-    Dead,       // stale: no live writer and no such process
-    PidReused,  // stale: no live writer, and the PID now belongs to another process
+    Foreign,        // not a page: a name that is not a pid, not a regular file, a symlink,
+                    // more than one link, or a user directory that is not a directory or is
+                    // not named by a uid
+    Unreadable,     // open, fstat or pread failed (permissions, vanished meanwhile)
+    UnsafeDir,      // a user directory others may write (group or world writable)
+    Truncated,      // shorter than a page
+    BadMagic,       // not a stats page
+    BadVersion,     // a page of another ABI version (an older libarena)
+    BadSize,        // sizes or counts that do not match this version's layout
+    NotReady,       // being made: the READY flag is not set
+    Forged,         // the pid inside is not the file's name
+    ForeignOwner,   // owned by someone else than its directory's owner, or (unless root's) than
+                    // the process it names; or a user directory not owned by the uid it is
+                    // named by
+    Duplicate,      // a second valid page for a pid already reported
+    Dead,           // stale: no such process
+    PidReused,      // stale: the pid belongs to a process with another start time
+    Exec,           // stale: the process exec'd since (into a program not on libarena, or
+                    // one with ARENA_STATS=0): nobody writes the page
+    OtherNamespace, // written in another PID namespace: its pid cannot be checked here
+    Limit,          // not examined: the scan reached its cap on pages, entries or time
     Count
 };
 
-/// Prometheus-label-friendly name: "foreign", "unreadable", "truncated", "bad_magic", ...
+/// Prometheus-label-friendly name: "foreign", "unreadable", "unsafe_dir", "truncated", ...
 const char* skip_name(Skip why);
 
-struct SizeClass {
-    uint32_t size;   // slot size, bytes
-    uint64_t allocs; // slots handed out
-    uint64_t frees;  // slots freed
-};
-
-/// One process's counters at one moment.
+/// One process's page, validated, at one moment.
 struct Process {
+    snapshot::Snapshot snap;  // the counters (stats_snapshot.h)
     int pid = 0;
-    uint64_t start_time = 0;      // clock ticks after boot
-    uint64_t created_unix_ns = 0; // when the page was created
-    std::string comm;
-    std::string cmdline;
-    std::string path;
-    uint32_t page_size = 0;
-    std::array<uint64_t, ARENA_EV_COUNT> events{}; // summed over all shards
-    std::vector<SizeClass> classes;
-    arena_stats_global global{};   // consistent copy (seqlock); peak_live_bytes is at least
-                                   // live_bytes()
-    arena_stats_control control{}; // as last written
+    uid_t uid = 0;            // the page's owner
+    uint64_t start_time = 0;  // the process's, in clock ticks after boot (/proc/<pid>/stat
+                              // field 22; the page's head.start_time is when the page was made)
+    std::string comm;         // from /proc/<pid>/stat (current; the page's copy may be older)
+    std::string cmdline;      // from the page
+    std::string path;         // <base>/<uid dir>/<pid>
 
-    uint64_t event(arena_stats_event e) const { return events[e]; }
-    /// Bytes in live blocks: small slots at their class size plus large blocks.
-    uint64_t live_bytes() const;
-    /// Live blocks: small slots plus large blocks.
-    uint64_t live_blocks() const;
-};
-
-struct Scan {
-    std::vector<Process> processes;                  // sorted by pid
-    std::array<uint64_t, size_t(Skip::Count)> skipped{}; // files skipped, by reason
-    std::vector<std::string> removed;                // stale pages deleted by this scan
-    std::string error;                               // the directory itself could not be read
+    uint64_t event(arena_stats_event e) const { return snap.event(e); }
+    uint64_t gauge(arena_stats_gauge g) const { return snap.gauge(g); }
+    uint64_t live_bytes() const { return snap.live_bytes(); }
+    uint64_t live_blocks() const { return snap.live_blocks(); }
+    uint64_t created_unix_ns() const { return snap.head.created_unix_ns; }
+    const arena_stats_control& control() const { return snap.head.control; }
 };
 
 struct ScanOptions {
-    bool remove_stale = true; // delete pages without a live writer (needs write access)
+    std::string procfs = "/proc";     // where processes are checked (node_exporter's
+                                      // --path.procfs: a host's /proc mounted elsewhere)
+    bool remove_stale = true;         // delete pages of dead processes when allowed to
+    size_t max_pages = 4096;          // valid pages reported at most
+    size_t max_entries = 200000;      // directory entries examined at most
+    size_t max_entries_per_dir = 32768; // ... in one user directory: a user who fills their own
+                                      // with junk cannot use up the scan and hide others' pages
+    std::chrono::milliseconds deadline{2000}; // time a scan may take
 };
 
-/// Reads one page. On failure returns nullopt and sets *why (if not null). Does not remove.
-std::optional<Process> read_page(const std::string& path, Skip* why = nullptr);
+struct Scan {
+    std::vector<Process> processes;                       // sorted by pid, one per pid
+    std::array<uint64_t, size_t(Skip::Count)> skipped{};  // entries not reported, by reason
+    uint64_t removed = 0;                                 // stale pages deleted by this scan
+    bool truncated = false;                               // a cap ended the scan early
+    std::string error;                                    // the base could not be read
+};
 
-/// Reads every page in `dir`. Files named by a PID are pages; names starting with '.' are pages
-/// being created and are ignored; anything else is skipped as Foreign.
-Scan scan(const std::string& dir, const ScanOptions& options = {});
+/// Reads every page under `base`. Never throws for anything found on disk. Another user's
+/// directory that the reader may not open (EACCES: normal when not root) is passed over and
+/// counted nowhere. A procfs that cannot be opened is an error too (nothing is judged or removed).
+Scan scan(const std::string& base, const ScanOptions& options = {});
+
+/// The page of `pid`, looked for in the directories of the process's uids and root's. On
+/// failure returns nullopt and sets *why: Dead when there is no such process, Foreign when it
+/// has no page, Unreadable when a directory it may have its page in cannot be opened (another
+/// user's), or why its page was refused.
+std::optional<Process> read_pid(const std::string& base, int pid, const ScanOptions& options,
+                                Skip* why);
 
 /// Why a control request was not made.
 enum class ControlError {
     None,       // done
     Invalid,    // a bad argument (pid, delay out of range)
-    NoPage,     // no stats page for the pid
-    Permission, // the page belongs to another user
+    NoPage,     // no valid stats page for the pid, or no such process (the detail says why)
+    Permission, // the page (or the directory it would be in) belongs to another user
     Stale,      // the page's process is gone
-    Io,         // anything else (not a valid page, mapping failed)
+    Io,         // anything else
 };
 
 struct ControlResult {
     ControlError error = ControlError::None;
-    std::string detail; // a sentence for people, empty on success
+    std::string detail;          // a sentence for people, empty on success
+    uint64_t requests = 0;       // the request counter after ours (trim or purge)
+    uint64_t served = 0;         // the allocator's served counter when we wrote
     bool ok() const { return error == ControlError::None; }
 };
 
-/// Asks the process `pid` to trim (malloc_trim(0)) on its next allocator slow path.
-ControlResult request_trim(const std::string& dir, int pid);
+/// Asks process `pid` to trim (malloc_trim(0)) on its next allocator slow path: validates the
+/// page as read_pid does, then increments control.trim_requests with pwrite.
+ControlResult request_trim(const std::string& base, int pid, const ScanOptions& options = {});
 
-/// Asks the process `pid` to use a new purge delay (-1 .. 3600000 ms).
-ControlResult request_purge_delay(const std::string& dir, int pid, int64_t ms);
+/// Asks process `pid` to use a new purge delay (-1 .. 3600000 ms): writes
+/// control.purge_delay_ms, then increments control.purge_requests.
+ControlResult request_purge_delay(const std::string& base, int pid, int64_t ms,
+                                  const ScanOptions& options = {});
 
-/// $ARENA_STATS_DIR, or the default directory.
+/// $ARENA_STATS_DIR, or the default base directory.
 std::string default_dir();
 
-/// Name and help text of every event counter, indexed by arena_stats_event.
-struct EventInfo {
-    const char* name;
-    const char* help;
-};
-extern const EventInfo kEvents[ARENA_EV_COUNT];
-
-} // namespace arena::stats
+} // namespace arena::client

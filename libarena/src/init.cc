@@ -124,7 +124,10 @@ ARENA_COLD bool init_slow() {
     return g_state.load(std::memory_order_acquire) == kReady;
 }
 
-__attribute__((constructor)) void init_at_load() {
+/// glibc calls initialisers with the program's arguments: the stats page's command line, without
+/// reading /proc.
+__attribute__((constructor)) void init_at_load(int argc, char** argv, char**) {
+    stats::set_args(argc, argv);
     ensure_init();
 }
 

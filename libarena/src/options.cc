@@ -134,6 +134,10 @@ void options_load() {
     static constinit std::atomic<bool> loaded{false};
     if (loaded.exchange(true, std::memory_order_acq_rel))
         return;
+    if (os::secure_exec()) {
+        g_values[static_cast<unsigned>(Opt::STATS)] = 0;
+        return;
+    }
     for (unsigned i = 0; i < kOptionCount; ++i) {
         const OptionInfo& info = kOptionTable[i];
         const char* s = os::env(info.env);

@@ -5,6 +5,8 @@
 // Options are read once, during initialisation, from environ (os::env) with a hand-written
 // parser: no allocation, no locale. A malformed or out-of-range value is reported on stderr and
 // the default is used (a library cannot refuse to start the program it is preloaded into).
+// A secure-exec process (setuid, setgid, capabilities) ignores every ARENA_* variable, as glibc
+// ignores MALLOC_* there, and has no stats page: its environment is another user's choice.
 #pragma once
 
 #include "arena/stats_page.h"
@@ -34,7 +36,13 @@ enum class OptionKind : uint8_t { Bool, Int, Size, String };
       "Keep this process's counters in a stats page that arena-exporter, arena-stat and cmond "  \
       "read; 0 turns it off.")                                                                    \
     X(STATS_DIR, String, 0, 0, 0, ARENA_STATS_DEFAULT_DIR,                                        \
-      "Directory of the stats pages (one file per process, named by its PID; created mode 1777).")
+      "Base directory of the stats pages: a process keeps its page in <dir>/<uid>/<pid>. Refused " \
+      "(stats off) unless owned by root or the process's user, and sticky if others may write " \
+      "it; made mode 1777 when missing.")                                                          \
+    X(STATS_GROUP, String, 0, 0, 0, nullptr,                                                      \
+      "A group (name in /etc/group, or number) that may read this process's stats page: the "    \
+      "page becomes mode 0640 and its user's directory 0750, in that group (the process must "   \
+      "belong to it).")
 
 enum class Opt : unsigned {
 #define ARENA_OPTION_ENUM(id, kind, def, lo, hi, str, help) id,

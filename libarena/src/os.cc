@@ -14,8 +14,9 @@
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <sys/auxv.h>
-#include <sys/file.h>
+#include <sys/stat.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -142,18 +143,58 @@ void write_stderr(const char* s, size_t n) {
     }
 }
 
+int keep_high(int fd) {
+    if (fd < 0 || fd > 2)
+        return fd;
+    const long high = sys(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 3);
+    sys(SYS_close, fd);
+    return static_cast<int>(high);
+}
+
+namespace {
+
+/// openat, retried on EINTR, with the result kept above 2.
+int open_at(int dir, const char* path, int flags, unsigned mode = 0) {
+    const long fd = sys_restart(SYS_openat, dir, arg(path), flags | O_CLOEXEC, mode);
+    return fd < 0 ? static_cast<int>(fd) : keep_high(static_cast<int>(fd));
+}
+
+int status(long r) {
+    return static_cast<int>(r);
+}
+
+int stat_impl(int dir, const char* path, FileStat* out, int flags) {
+    struct stat st {};
+    const long r = sys(SYS_newfstatat, dir, arg(path), arg(&st), flags);
+    if (r != 0)
+        return status(r);
+    out->dev = st.st_dev;
+    out->ino = st.st_ino;
+    out->mode = st.st_mode;
+    out->nlink = static_cast<uint32_t>(st.st_nlink);
+    out->uid = st.st_uid;
+    out->gid = st.st_gid;
+    out->size = st.st_size;
+    return 0;
+}
+
+} // namespace
+
 long read_small_file(const char* path, char* buf, size_t n) {
     if (n == 0)
         return -1;
-    const long fd = sys_restart(SYS_openat, AT_FDCWD, arg(path), O_RDONLY | O_CLOEXEC, 0);
+    const int fd = open_at(AT_FDCWD, path, O_RDONLY);
     if (fd < 0)
         return -1;
     size_t got = 0;
     while (got + 1 < n) {
-        const long r = sys_restart(SYS_read, fd, arg(buf + got), n - 1 - got);
+        const size_t want = n - 1 - got;
+        const long r = sys_restart(SYS_read, fd, arg(buf + got), want);
         if (r <= 0)
             break;
         got += static_cast<size_t>(r);
+        if (static_cast<size_t>(r) < want)
+            break; // a short read of a small file (or of /proc's one-record files) is its end
     }
     sys(SYS_close, fd);
     buf[got] = '\0';
@@ -166,6 +207,17 @@ int getpid() {
 
 long gettid() {
     return sys(SYS_gettid);
+}
+
+unsigned long auxv(unsigned long type) {
+    const int saved = errno; // getauxval sets it when the entry is missing
+    const unsigned long v = getauxval(type);
+    errno = saved;
+    return v;
+}
+
+bool secure_exec() {
+    return auxv(AT_SECURE) != 0;
 }
 
 const char* env(const char* name) {
@@ -192,32 +244,114 @@ uint64_t unix_ns() {
     return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
-int make_dir(const char* path, unsigned mode) {
-    const long r = sys(SYS_mkdirat, AT_FDCWD, arg(path), mode);
-    if (r == 0)
-        return static_cast<int>(sys(SYS_fchmodat, AT_FDCWD, arg(path), mode));
-    return r == -EEXIST ? 0 : static_cast<int>(r);
+int open_dir(int dir, const char* path) {
+    return open_at(dir, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
 }
 
-int create_file(const char* path, unsigned mode) {
-    const long fd = sys_restart(SYS_openat, AT_FDCWD, arg(path),
-                                O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
-    if (fd < 0)
-        return static_cast<int>(fd);
-    const long r = sys(SYS_fchmod, fd, mode);
-    if (r != 0) {
-        sys(SYS_close, fd);
-        return static_cast<int>(r);
+uint64_t boot_ticks() {
+    const int saved = errno;
+    timespec ts{};
+    clock_gettime(CLOCK_BOOTTIME, &ts);
+    errno = saved;
+    const uint64_t hz = auxv(AT_CLKTCK) != 0 ? auxv(AT_CLKTCK) : 100;
+    return static_cast<uint64_t>(ts.tv_sec) * hz +
+           static_cast<uint64_t>(ts.tv_nsec) / (1000000000ull / hz);
+}
+
+void thread_name(char out[16]) {
+    out[0] = '\0';
+    sys(SYS_prctl, PR_GET_NAME, arg(out));
+    out[15] = '\0';
+}
+
+int make_dir(int dir, const char* path, unsigned mode) {
+    return status(sys(SYS_mkdirat, dir, arg(path), mode));
+}
+
+int stat_fd(int fd, FileStat* st) {
+    return stat_impl(fd, "", st, AT_EMPTY_PATH);
+}
+
+int stat_at(int dir, const char* path, FileStat* st, bool follow) {
+    return stat_impl(dir, path, st, follow ? 0 : AT_SYMLINK_NOFOLLOW);
+}
+
+int chmod_fd(int fd, unsigned mode) {
+    return status(sys(SYS_fchmod, fd, mode));
+}
+
+int chown_fd(int fd, int uid, int gid) {
+    return status(sys(SYS_fchown, fd, uid, gid));
+}
+
+int open_unnamed(int dir, unsigned mode) {
+    return open_at(dir, ".", O_TMPFILE | O_RDWR, mode);
+}
+
+int create_file(int dir, const char* path, unsigned mode) {
+    return open_at(dir, path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW, mode);
+}
+
+int open_read(int dir, const char* path) {
+    return open_at(dir, path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+}
+
+int open_rw(int dir, const char* path) {
+    return open_at(dir, path, O_RDWR | O_NOFOLLOW | O_NONBLOCK);
+}
+
+int reserve_file(int fd, size_t size) {
+    return status(sys_restart(SYS_fallocate, fd, 0, 0, static_cast<long>(size)));
+}
+
+int write_at(int fd, const void* p, size_t n, uint64_t offset) {
+    const char* c = static_cast<const char*>(p);
+    while (n > 0) {
+        const long w = sys_restart(SYS_pwrite64, fd, arg(c), n, static_cast<long>(offset));
+        if (w < 0)
+            return status(w);
+        if (w == 0)
+            return -EIO;
+        c += w;
+        n -= static_cast<size_t>(w);
+        offset += static_cast<uint64_t>(w);
     }
-    return static_cast<int>(fd);
+    return 0;
 }
 
-int lock_shared(int fd) {
-    return static_cast<int>(sys_restart(SYS_flock, fd, LOCK_SH));
+long read_at(int fd, void* p, size_t n, uint64_t offset) {
+    return sys_restart(SYS_pread64, fd, arg(p), n, static_cast<long>(offset));
 }
 
-int resize_file(int fd, size_t size) {
-    return static_cast<int>(sys_restart(SYS_ftruncate, fd, size));
+int link_unnamed(int fd, int dir, const char* name) {
+    // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH on older kernels; the /proc/self/fd link works for
+    // anyone (where /proc is mounted).
+    long r = sys(SYS_linkat, fd, arg(""), dir, arg(name), AT_EMPTY_PATH);
+    if (r == -EPERM || r == -ENOENT || r == -EINVAL) {
+        char path[32] = "/proc/self/fd/";
+        size_t len = 14;
+        char digits[12];
+        int n = 0;
+        for (unsigned v = static_cast<unsigned>(fd); n == 0 || v != 0; v /= 10)
+            digits[n++] = static_cast<char>('0' + v % 10);
+        while (n > 0)
+            path[len++] = digits[--n];
+        path[len] = '\0';
+        r = sys(SYS_linkat, AT_FDCWD, arg(path), dir, arg(name), AT_SYMLINK_FOLLOW);
+    }
+    return status(r);
+}
+
+int rename_at(int dir, const char* from, const char* to) {
+    return status(sys(SYS_renameat2, dir, arg(from), dir, arg(to), 0));
+}
+
+int unlink_at(int dir, const char* name) {
+    return status(sys(SYS_unlinkat, dir, arg(name), 0));
+}
+
+long read_dir(int fd, void* buf, size_t n) {
+    return sys_restart(SYS_getdents64, fd, arg(buf), n);
 }
 
 void* map_file(int fd, size_t size) {
@@ -228,17 +362,19 @@ void unmap(void* p, size_t size) {
     sys(SYS_munmap, arg(p), static_cast<long>(size));
 }
 
-int rename_file(const char* from, const char* to) {
-    return static_cast<int>(sys(SYS_renameat2, AT_FDCWD, arg(from), AT_FDCWD, arg(to), 0));
-}
-
-int unlink_file(const char* path) {
-    return static_cast<int>(sys(SYS_unlinkat, AT_FDCWD, arg(path), 0));
-}
-
 void close_fd(int fd) {
-    sys(SYS_close, fd);
+    if (fd >= 0)
+        sys(SYS_close, fd);
 }
+
+int probe_pid(int pid) {
+    return status(sys(SYS_kill, pid, 0));
+}
+
+int geteuid() {
+    return static_cast<int>(sys(SYS_geteuid));
+}
+
 
 size_t resident_pages(const void* p, size_t npages) {
     const size_t ps = page_size();

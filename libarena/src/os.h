@@ -41,8 +41,8 @@ void yield();
 /// Writes all of [s, s+n) to file descriptor 2, retrying on EINTR and short writes.
 void write_stderr(const char* s, size_t n);
 
-/// Reads at most n-1 bytes of a small file (e.g. /proc/self/comm) into buf, NUL-terminated.
-/// Returns the number of bytes read, or -1.
+/// Reads at most n-1 bytes of a small file (e.g. /proc/self/comm) into buf, NUL-terminated,
+/// until a read returns less than asked. Returns the number of bytes read, or -1.
 long read_small_file(const char* path, char* buf, size_t n);
 
 /// getpid() through the system call (never cached across fork).
@@ -51,29 +51,82 @@ int getpid();
 /// gettid() through the system call.
 long gettid();
 
+/// An entry of the auxiliary vector (getauxval, errno kept); 0 when absent.
+unsigned long auxv(unsigned long type);
+
+/// True in a secure-exec process (setuid, setgid, file capabilities: AT_SECURE), where the
+/// environment belongs to a less privileged user.
+bool secure_exec();
+
 /// The value of environment variable `name`, or nullptr: getenv without libc (reads environ).
 const char* env(const char* name);
 
 /// CLOCK_REALTIME in nanoseconds.
 uint64_t unix_ns();
 
-// ---- Files, for the stats page (each returns -errno on failure, like the system calls) -------
+/// CLOCK_BOOTTIME in clock ticks (AT_CLKTCK, USER_HZ): the unit and clock of a process's start
+/// time in /proc/<pid>/stat.
+uint64_t boot_ticks();
 
-/// mkdir; when it created the directory, also sets `mode` exactly (the umask is not applied).
-/// 0 when the directory exists or was made.
-int make_dir(const char* path, unsigned mode);
-/// open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW) with `mode` set exactly.
-int create_file(const char* path, unsigned mode);
-/// A shared flock on fd, held until the descriptor's last copy is closed.
-int lock_shared(int fd);
-/// ftruncate.
-int resize_file(int fd, size_t size);
+/// The calling thread's name (prctl PR_GET_NAME: the comm), NUL-terminated, in out[16].
+void thread_name(char out[16]);
+
+// ---- Files, for the stats page (each returns -errno on failure, like the system calls) -------
+// Every descriptor these return is close-on-exec and never 0, 1 or 2: a program that started
+// with its standard descriptors closed must get them back from its own first open(), and must
+// not find its stdout writing into a stats page (keep_high() moves a descriptor above 2).
+
+/// File status, the kernel's layout (the same as glibc's struct stat on x86-64 and AArch64).
+struct FileStat {
+    uint64_t dev, ino;
+    uint32_t mode, nlink, uid, gid;
+    int64_t size;
+};
+
+/// openat(dir, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW): a directory that is not a symlink.
+/// `dir` may be kCwd.
+inline constexpr int kCwd = -100; // AT_FDCWD
+int open_dir(int dir, const char* path);
+/// mkdirat(dir, path, mode); 0 when made, -EEXIST when it was there.
+int make_dir(int dir, const char* path, unsigned mode);
+/// fstat of a descriptor, or (with `path`) fstatat(dir, path, AT_SYMLINK_NOFOLLOW), or with
+/// `follow`, of what the path leads to.
+int stat_fd(int fd, FileStat* st);
+int stat_at(int dir, const char* path, FileStat* st, bool follow);
+int chmod_fd(int fd, unsigned mode);
+int chown_fd(int fd, int uid, int gid); // -1 leaves that id as it is
+/// An unnamed regular file in directory `dir` (O_TMPFILE), mode `mode`, read-write.
+int open_unnamed(int dir, unsigned mode);
+/// openat(dir, path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW, mode).
+int create_file(int dir, const char* path, unsigned mode);
+/// openat(dir, path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK).
+int open_read(int dir, const char* path);
+/// openat(dir, path, O_RDWR | O_NOFOLLOW | O_NONBLOCK).
+int open_rw(int dir, const char* path);
+/// Reserves [0, size) of the file (fallocate): writes into it can never fail for want of space.
+int reserve_file(int fd, size_t size);
+/// pwrite of all of [p, p+n) at `offset`.
+int write_at(int fd, const void* p, size_t n, uint64_t offset);
+/// pread into [p, p+n) at `offset`: the bytes read, or -errno.
+long read_at(int fd, void* p, size_t n, uint64_t offset);
+/// Links the unnamed file `fd` as dir/name (linkat with AT_EMPTY_PATH, or through
+/// /proc/self/fd where that needs a privilege the process lacks).
+int link_unnamed(int fd, int dir, const char* name);
+int rename_at(int dir, const char* from, const char* to);
+int unlink_at(int dir, const char* name);
+/// getdents64: fills buf with linux_dirent64 records; the bytes filled, 0 at the end, or -errno.
+long read_dir(int fd, void* buf, size_t n);
 /// mmap(MAP_SHARED) of the first `size` bytes of fd; nullptr on failure.
 void* map_file(int fd, size_t size);
 void unmap(void* p, size_t size);
-int rename_file(const char* from, const char* to);
-int unlink_file(const char* path);
 void close_fd(int fd);
+/// Moves fd above 2 (F_DUPFD_CLOEXEC) when it is 0, 1 or 2; returns the descriptor to use.
+int keep_high(int fd);
+/// kill(pid, 0): 0 when the process exists, -ESRCH when it does not, -EPERM when it is
+/// another user's.
+int probe_pid(int pid);
+/// The effective uid.
+int geteuid();
 
 /// Number of resident pages among the `npages` pages from `p` (mincore).
 size_t resident_pages(const void* p, size_t npages);

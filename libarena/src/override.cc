@@ -18,30 +18,27 @@ namespace arena {
 namespace {
 
 struct Snapshot {
-    StatTotals stats;
+    snapshot::Snapshot page; // the same consistent copy a reader takes
     pages::Totals pages;
-    unsigned heaps_active, heaps_abandoned;
 };
 
-Snapshot snapshot() {
+Snapshot take_snapshot() {
     Snapshot s{};
-    s.stats = stats::totals();
+    stats::snapshot(&s.page);
     s.pages = pages::totals();
-    heap::count_heaps(&s.heaps_active, &s.heaps_abandoned);
     return s;
 }
 
 struct mallinfo2 make_mallinfo2() {
-    const Snapshot s = snapshot();
-    const uint64_t live = s.stats.live_bytes();
-    const uint64_t large_live =
-        s.stats.events[k_large_alloc_bytes] - s.stats.events[k_large_free_bytes];
+    const Snapshot s = take_snapshot();
+    const uint64_t live = s.page.live_bytes();
     struct mallinfo2 mi {};
     mi.arena = s.pages.used + s.pages.dirty;  // bytes obtained from the regions and not returned
     mi.ordblks = 0;
     mi.smblks = 0;
-    mi.hblks = s.stats.events[k_large_allocs] - s.stats.events[k_large_frees];
-    mi.hblkhd = large_live;
+    mi.hblks = s.page.event(ARENA_EV_large_allocs) - s.page.event(ARENA_EV_large_frees);
+    mi.hblkhd =
+        s.page.event(ARENA_EV_large_alloc_bytes) - s.page.event(ARENA_EV_large_free_bytes);
     mi.usmblks = 0;
     mi.fsmblks = 0;
     mi.uordblks = live;
@@ -52,10 +49,12 @@ struct mallinfo2 make_mallinfo2() {
 
 } // namespace
 
-/// malloc_stats(): glibc's lines first (some tools parse them), then libarena's own.
+/// malloc_stats(): glibc's lines first (some tools parse them), then every counter and gauge
+/// of the stats page by its name in stats_page.h's tables, a few to a line.
 void print_stats() {
-    const Snapshot s = snapshot();
-    const uint64_t live = s.stats.live_bytes();
+    stats::publish_global(); // gauges as of now, not of the last slow path
+    const Snapshot s = take_snapshot();
+    const uint64_t live = s.page.live_bytes();
     const uint64_t system = s.pages.used + s.pages.dirty;
     char buf[1024];
     int n = snprintf(buf, sizeof buf,
@@ -68,18 +67,39 @@ void print_stats() {
     if (n > 0)
         os::write_stderr(buf, static_cast<size_t>(n) < sizeof buf ? static_cast<size_t>(n) : sizeof buf - 1);
     Msg m;
-    m.str("arena: reserved ").bytes(s.pages.reserved).str(" in ").u64(s.pages.regions)
-        .str(" region(s); pages in use ").bytes(s.pages.used).str(", free resident ")
-        .bytes(s.pages.dirty).str(", returned to the kernel ").bytes(s.pages.purged).nl().emit();
-    m.str("arena: live ").bytes(live).str("; calls: malloc ").u64(s.stats.events[k_malloc_calls])
-        .str(", calloc ").u64(s.stats.events[k_calloc_calls]).str(", realloc ")
-        .u64(s.stats.events[k_realloc_calls]).str(", free ").u64(s.stats.events[k_free_calls])
-        .str(", new ").u64(s.stats.events[k_new_calls]).str(", delete ")
-        .u64(s.stats.events[k_delete_calls]).nl().emit();
-    m.str("arena: heaps ").u64(s.heaps_active).str(" active, ").u64(s.heaps_abandoned)
-        .str(" abandoned; errors: double free ").u64(heap_error_count(HeapError::DoubleFree))
-        .str(", invalid free ").u64(heap_error_count(HeapError::InvalidFree))
-        .str(", failed allocations ").u64(s.stats.events[k_failed_allocs]).nl().emit();
+    m.str("arena: live_bytes ").u64(live).str(" live_blocks ").u64(s.page.live_blocks()).nl()
+        .emit();
+    struct Field {
+        const char* name;
+        uint64_t value;
+        bool is_signed;
+    };
+    const Field fields[] = {
+#define ARENA_PRINT_EVENT(name, family, label, pass) {#name, s.page.event(ARENA_EV_##name), false},
+        ARENA_STATS_EVENTS(ARENA_PRINT_EVENT)
+#undef ARENA_PRINT_EVENT
+#define ARENA_PRINT_GAUGE(name, family, label, is_signed)                                         \
+    {#name, s.page.gauge(ARENA_G_##name), is_signed != 0},
+        ARENA_STATS_GAUGES(ARENA_PRINT_GAUGE)
+#undef ARENA_PRINT_GAUGE
+    };
+    constexpr unsigned kPerLine = 4;
+    unsigned on_line = 0;
+    for (const Field& f : fields) {
+        if (on_line == 0)
+            m.str("arena:");
+        m.chr(' ').str(f.name).chr(' ');
+        if (f.is_signed)
+            m.i64(static_cast<int64_t>(f.value));
+        else
+            m.u64(f.value);
+        if (++on_line == kPerLine) {
+            m.nl().emit();
+            on_line = 0;
+        }
+    }
+    if (on_line != 0)
+        m.nl().emit();
 }
 
 } // namespace arena

@@ -21,16 +21,23 @@ Msg& Msg::chr(char c) {
     return *this;
 }
 
-Msg& Msg::u64(uint64_t v) {
+size_t format_decimal(uint64_t v, char* out) {
     char tmp[24];
-    int n = 0;
+    size_t n = 0;
     do {
         tmp[n++] = static_cast<char>('0' + v % 10);
         v /= 10;
     } while (v != 0);
-    while (n > 0)
-        chr(tmp[--n]);
-    return *this;
+    for (size_t i = 0; i < n; ++i)
+        out[i] = tmp[n - 1 - i];
+    out[n] = '\0';
+    return n;
+}
+
+Msg& Msg::u64(uint64_t v) {
+    char digits[24];
+    format_decimal(v, digits);
+    return str(digits);
 }
 
 Msg& Msg::i64(int64_t v) {

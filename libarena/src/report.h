@@ -8,6 +8,9 @@
 
 namespace arena {
 
+/// Writes v in decimal into out (at least 21 bytes), NUL-terminated; returns its length.
+size_t format_decimal(uint64_t v, char* out);
+
 /// Builds one line in a fixed buffer and writes it with a single write(2). Truncates silently.
 class Msg {
 public:

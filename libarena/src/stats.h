@@ -3,13 +3,15 @@
 //
 // Each thread heap owns one shard of the page and is its only writer, so a counter update is a
 // single add to memory on a line no other thread writes. Threads without a heap (a thread that
-// only frees) and heaps beyond the page's shards use shard 0 with atomic adds. Readers sum all
-// shards. The page is a shared file mapping when stats are on, and anonymous memory with the
-// same layout when they are off (ARENA_STATS=0, or the directory is unusable), so the fast path
-// is the same either way.
+// only frees) use shard 0 with atomic adds; heaps beyond the page's shards count in a private
+// shard and add it to shard 0 on their slow paths. Readers sum all shards. The page is a shared
+// file mapping when stats are on (stats_file.h makes it), and anonymous memory with the same
+// layout when they are off (ARENA_STATS=0, a secure-exec process, an unusable directory, a full
+// filesystem), so the fast path is the same either way.
 #pragma once
 
 #include "arena/stats_page.h"
+#include "arena/stats_snapshot.h"
 #include "size_class.h"
 
 #include <atomic>
@@ -19,7 +21,7 @@
 namespace arena {
 
 enum Counter : unsigned {
-#define ARENA_COUNTER_ENUM(name, help) k_##name,
+#define ARENA_COUNTER_ENUM(name, family, label, pass) k_##name,
     ARENA_STATS_EVENTS(ARENA_COUNTER_ENUM)
 #undef ARENA_COUNTER_ENUM
         kCounterCount
@@ -71,16 +73,6 @@ inline void bump_shared(std::atomic<uint64_t>& c, uint64_t v = 1) {
     c.fetch_add(v, std::memory_order_relaxed);
 }
 
-/// The sum of all shards, read frees first (see the page protocol).
-struct StatTotals {
-    uint64_t events[kCounterCount] = {};
-    uint64_t class_alloc[kNumClasses] = {};
-    uint64_t class_free[kNumClasses] = {};
-
-    /// Bytes in live blocks: slots at their class size plus large blocks.
-    uint64_t live_bytes() const;
-};
-
 namespace stats {
 
 /// Creates the page (or the anonymous stand-in). Called once, from initialisation.
@@ -93,8 +85,8 @@ StatShard& shared_shard();
 /// more shards (the heap then uses shard 0 through its private overflow shard).
 StatShard* heap_shard(uint32_t id);
 
-/// Sums every shard.
-StatTotals totals();
+/// A consistent copy of this process's page (stats_snapshot.h, the readers' routine too).
+void snapshot(snapshot::Snapshot* out);
 
 /// A heap's live bytes are now `live` (last given as *published): adds the change to the
 /// process's live bytes and raises the peak. Called from allocation slow paths.
@@ -105,8 +97,12 @@ void note_live(int64_t live, int64_t* published);
 void publish_global();
 
 /// Serves trim and purge-delay requests from the page's control area, and republishes the
-/// gauges when they are older than 10 ms (stats.cc). Called from slow paths.
+/// gauges when they are older than 10 ms (stats.cc); the first such republish also does what
+/// start-up left (stats_file.h: the pid namespace, dead pages). Called from slow paths.
 void poll_control();
+
+/// The program's arguments (from the library constructor), for the page's command line.
+void set_args(int argc, char** argv);
 
 /// A malloc_trim call, for the trims counter.
 void count_trim();

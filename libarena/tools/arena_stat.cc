@@ -2,9 +2,12 @@
 // arena-stat: every process with a libarena stats page, as a table (once, or refreshed like
 // top with --watch) or as JSON for scripts. Rates (allocation and free calls per second) are
 // the difference between two refreshes, so the first frame, and --once, show them as '-'.
-// The columns are one table below: header, width, how to print, how to sort.
+// The columns are one table below: header, width, how to print, how to sort. The JSON is the
+// stats client library's (json.h), the same schema as cmond's GET /arena/<pid>, plus the rates.
 #include "cli_option.h"
-#include "stats_reader.h"
+#include "json.h"
+#include "reader.h"
+#include "schema.h"
 
 #include <nlohmann/json.hpp>
 
@@ -31,22 +34,24 @@
 
 namespace {
 
-using arena::stats::Process;
-using arena::stats::Scan;
-using arena::stats::Skip;
+using arena::client::Process;
+using arena::client::Scan;
+using arena::client::Skip;
 
 constexpr const char* kUsage =
     "Usage: arena-stat [OPTIONS]\n"
     "Shows every process running on libarena (with a stats page): pid, comm, live, peak,\n"
     "resident and reserved bytes, allocation and free calls per second, errors.\n"
     "\n"
-    "  --stats-dir DIR     directory of stats pages (default $ARENA_STATS_DIR or\n"
-    "                      " ARENA_STATS_DEFAULT_DIR ")\n"
+    "  --stats-dir DIR     base directory of stats pages, <DIR>/<uid>/<pid> (default\n"
+    "                      $ARENA_STATS_DIR or " ARENA_STATS_DEFAULT_DIR ")\n"
+    "  --path.procfs DIR   procfs mount point that tells live processes (default /proc)\n"
     "  --watch [SECONDS]   refresh every SECONDS (default 2, 0.1 to 86400) until Ctrl-C\n"
     "  --count N           with --watch: stop after N refreshes\n"
     "  --once              show one snapshot and exit (the default without --watch)\n"
     "  --json              print JSON instead of a table: one array of processes with every\n"
-    "                      counter (with --watch, one array per line and refresh)\n"
+    "                      counter, as cmond's GET /arena/PID (with --watch, one array per\n"
+    "                      line and refresh)\n"
     "  --sort COLUMN       pid, comm, live, peak, resident, reserved, allocs, frees or errors\n"
     "                      (default live; numbers sort descending). allocs and frees sort by\n"
     "                      rate once rates are known, else by the call counts.\n"
@@ -69,20 +74,6 @@ struct Row {
     std::optional<double> free_rate;
 };
 
-uint64_t allocation_calls(const Process& p) {
-    return p.event(ARENA_EV_malloc_calls) + p.event(ARENA_EV_calloc_calls) +
-           p.event(ARENA_EV_realloc_calls) + p.event(ARENA_EV_aligned_calls) +
-           p.event(ARENA_EV_new_calls);
-}
-
-uint64_t free_calls(const Process& p) {
-    return p.event(ARENA_EV_free_calls) + p.event(ARENA_EV_delete_calls);
-}
-
-uint64_t error_count(const Process& p) {
-    return p.global.double_frees + p.global.invalid_frees + p.event(ARENA_EV_failed_allocs);
-}
-
 /// The previous frame's counters, to compute rates. A process is the same one if its pid,
 /// start time and page creation time all match (a reused pid is a new process).
 struct Previous {
@@ -100,7 +91,7 @@ struct Previous {
 };
 
 Previous::Key key_of(const Process& p) {
-    return {p.pid, p.start_time, p.created_unix_ns};
+    return {p.pid, p.start_time, p.created_unix_ns()};
 }
 
 std::vector<Row> make_rows(const Scan& scan, const Previous& prev,
@@ -110,9 +101,9 @@ std::vector<Row> make_rows(const Scan& scan, const Previous& prev,
     for (const Process& p : scan.processes) {
         Row r;
         r.p = &p;
-        r.allocs = allocation_calls(p);
-        r.frees = free_calls(p);
-        r.errors = error_count(p);
+        r.allocs = arena::client::allocation_calls(p);
+        r.frees = arena::client::free_calls(p);
+        r.errors = arena::client::error_count(p);
         if (prev.valid && dt > 0) {
             const auto it = prev.counts.find(key_of(p));
             if (it != prev.counts.end()) {
@@ -207,14 +198,14 @@ const Column kColumns[] = {
      [](const Row& r) { return human_bytes(r.p->live_bytes()); },
      [](const Row& r, bool) { return gbl(r.p->live_bytes()); }},
     {"peak", "PEAK", 10, Order::Descending,
-     [](const Row& r) { return human_bytes(r.p->global.peak_live_bytes); },
-     [](const Row& r, bool) { return gbl(r.p->global.peak_live_bytes); }},
+     [](const Row& r) { return human_bytes(r.p->gauge(ARENA_G_peak_live_bytes)); },
+     [](const Row& r, bool) { return gbl(r.p->gauge(ARENA_G_peak_live_bytes)); }},
     {"resident", "RESIDENT", 10, Order::Descending,
-     [](const Row& r) { return human_bytes(r.p->global.resident_bytes); },
-     [](const Row& r, bool) { return gbl(r.p->global.resident_bytes); }},
+     [](const Row& r) { return human_bytes(r.p->gauge(ARENA_G_resident_bytes)); },
+     [](const Row& r, bool) { return gbl(r.p->gauge(ARENA_G_resident_bytes)); }},
     {"reserved", "RESERVED", 10, Order::Descending,
-     [](const Row& r) { return human_bytes(r.p->global.reserved_bytes); },
-     [](const Row& r, bool) { return gbl(r.p->global.reserved_bytes); }},
+     [](const Row& r) { return human_bytes(r.p->gauge(ARENA_G_reserved_bytes)); },
+     [](const Row& r, bool) { return gbl(r.p->gauge(ARENA_G_reserved_bytes)); }},
     {"allocs", "ALLOCS/S", 9, Order::Descending,
      [](const Row& r) { return rate_text(r.alloc_rate); },
      [](const Row& r, bool rates) { return rates ? r.alloc_rate.value_or(-1) : gbl(r.allocs); }},
@@ -276,7 +267,7 @@ std::string skipped_text(const Scan& scan) {
         if (scan.skipped[r] == 0)
             continue;
         s += s.empty() ? "" : ", ";
-        s += std::to_string(scan.skipped[r]) + " " + arena::stats::skip_name(Skip(r));
+        s += std::to_string(scan.skipped[r]) + " " + arena::client::skip_name(Skip(r));
     }
     return s;
 }
@@ -289,8 +280,8 @@ std::string render_table(const Scan& scan, const std::vector<Row>& rows, const C
     bool rates = false;
     for (const Row& r : rows) {
         live += r.p->live_bytes();
-        resident += r.p->global.resident_bytes;
-        reserved += r.p->global.reserved_bytes;
+        resident += r.p->gauge(ARENA_G_resident_bytes);
+        reserved += r.p->gauge(ARENA_G_reserved_bytes);
         errors += r.errors;
         if (r.alloc_rate) {
             rates = true;
@@ -338,57 +329,10 @@ std::string render_table(const Scan& scan, const std::vector<Row>& rows, const C
 
 // ---- JSON ----
 
-nlohmann::json rate_json(const std::optional<double>& rate) {
-    return rate ? nlohmann::json(*rate) : nlohmann::json(nullptr);
-}
-
-nlohmann::json to_json(const std::vector<Row>& rows) {
-    nlohmann::json all = nlohmann::json::array();
-    for (const Row& r : rows) {
-        const Process& p = *r.p;
-        const arena_stats_global& g = p.global;
-        nlohmann::json events = nlohmann::json::object();
-        for (size_t e = 0; e < ARENA_EV_COUNT; ++e)
-            events[arena::stats::kEvents[e].name] = p.events[e];
-        nlohmann::json classes = nlohmann::json::array();
-        for (const arena::stats::SizeClass& c : p.classes)
-            classes.push_back({{"size", c.size},
-                               {"allocs", c.allocs},
-                               {"frees", c.frees},
-                               {"live", c.allocs > c.frees ? c.allocs - c.frees : 0}});
-        all.push_back({
-            {"pid", p.pid},
-            {"comm", p.comm},
-            {"cmdline", p.cmdline},
-            {"start_time", p.start_time},
-            {"created_unix_ns", p.created_unix_ns},
-            {"page_size", p.page_size},
-            {"live_bytes", p.live_bytes()},
-            {"live_blocks", p.live_blocks()},
-            {"peak_live_bytes", g.peak_live_bytes},
-            {"resident_bytes", g.resident_bytes},
-            {"reserved_bytes", g.reserved_bytes},
-            {"committed_bytes", g.committed_bytes},
-            {"purged_bytes", g.purged_bytes},
-            {"purges", g.purges},
-            {"trims", g.trims},
-            {"regions", g.regions},
-            {"heaps_active", g.heaps_active},
-            {"heaps_abandoned", g.heaps_abandoned},
-            {"double_frees", g.double_frees},
-            {"invalid_frees", g.invalid_frees},
-            {"purge_delay_ms", g.purge_delay_ms},
-            {"updated_unix_ns", g.updated_unix_ns},
-            {"resident_unix_ns", g.resident_unix_ns},
-            {"allocs", r.allocs},
-            {"frees", r.frees},
-            {"errors", r.errors},
-            {"allocs_per_second", rate_json(r.alloc_rate)},
-            {"frees_per_second", rate_json(r.free_rate)},
-            {"events", events},
-            {"classes", classes},
-        });
-    }
+nlohmann::ordered_json to_json(const std::vector<Row>& rows) {
+    nlohmann::ordered_json all = nlohmann::ordered_json::array();
+    for (const Row& r : rows)
+        all.push_back(arena::client::process_json(*r.p, {r.alloc_rate, r.free_rate}));
     return all;
 }
 
@@ -396,6 +340,7 @@ nlohmann::json to_json(const std::vector<Row>& rows) {
 
 struct Options {
     std::string dir;
+    arena::client::ScanOptions scan; // procfs
     bool watch = false;
     bool once = false;
     double interval = 2.0;
@@ -422,7 +367,7 @@ std::optional<double> parse_seconds(const std::string& s) {
 
 Options parse(int argc, char** argv) {
     Options o;
-    o.dir = arena::stats::default_dir();
+    o.dir = arena::client::default_dir();
     for (int i = 1; i < argc; ++i) {
         arena::cli::Option arg(argc, argv, i, usage_error);
         if (arg == "--help" || arg == "-h") {
@@ -437,6 +382,10 @@ Options parse(int argc, char** argv) {
             o.dir = arg.value();
             if (o.dir.empty())
                 usage_error("--stats-dir needs a directory");
+        } else if (arg == "--path.procfs") {
+            o.scan.procfs = arg.value();
+            if (o.scan.procfs.empty())
+                usage_error("--path.procfs needs a directory");
         } else if (arg == "--watch") {
             o.watch = true;
             // The interval is optional: a following number is taken as it.
@@ -490,7 +439,9 @@ bool write_all(const std::string& s) {
 
 std::string json_text(const std::vector<Row>& rows, int indent) {
     // A comm or cmdline may hold any bytes: replace invalid UTF-8 instead of throwing.
-    return to_json(rows).dump(indent, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+    return to_json(rows).dump(indent, ' ', false,
+                              nlohmann::ordered_json::error_handler_t::replace) +
+           "\n";
 }
 
 /// The terminal's size (rows, columns), or zeros when unknown.
@@ -520,7 +471,7 @@ std::string fit_width(const std::string& text, size_t columns) {
 }
 
 int run_once(const Options& o) {
-    const Scan scan = arena::stats::scan(o.dir);
+    const Scan scan = arena::client::scan(o.dir, o.scan);
     if (!scan.error.empty()) {
         fprintf(stderr, "arena-stat: %s\n", scan.error.c_str());
         return 1;
@@ -556,7 +507,7 @@ int run_watch(const Options& o) {
     Previous prev;
     int status = 0;
     for (long frame = 0; o.count == 0 || frame < o.count; ++frame) {
-        const Scan scan = arena::stats::scan(o.dir);
+        const Scan scan = arena::client::scan(o.dir, o.scan);
         const auto now = std::chrono::steady_clock::now();
         std::vector<Row> rows = make_rows(scan, prev, now);
         prev = remember(rows, now);

@@ -143,19 +143,24 @@ coalesce = yes
         CHECK_FALSE(find_command(c.commands, "reboot")->coalesce);
     }
 
-    TEST_CASE("defaults: only /health and /logs coalesce; stats_dir follows ARENA_STATS_DIR") {
+    TEST_CASE("defaults: only /health and /logs coalesce; stats_dir follows ARENA_STATS_DIR, "
+              "procfs is /proc") {
         const Config c;
         for (const auto& spec : c.commands) {
             CAPTURE(spec.name);
             CHECK(spec.coalesce == (spec.name == "health" || spec.name == "logs"));
             CHECK(spec.coalesce_error().has_value() == (spec.method != "GET"));
         }
-        CHECK(c.stats_dir == arena::stats::default_dir());
+        CHECK(c.stats_dir == arena::client::default_dir());
+        CHECK(c.procfs == "/proc");
         CHECK(c.command_ld_preload.empty());
         Config set;
-        apply_config_text(
-            set, "stats_dir = /srv/pages\ncommand_ld_preload = /usr/lib/libarena.so\n", "t.conf");
+        apply_config_text(set,
+                          "stats_dir = /srv/pages\nprocfs = /host/proc\n"
+                          "command_ld_preload = /usr/lib/libarena.so\n",
+                          "t.conf");
         CHECK(set.stats_dir == "/srv/pages");
+        CHECK(set.procfs == "/host/proc");
         CHECK(set.command_ld_preload == "/usr/lib/libarena.so");
     }
 
@@ -189,6 +194,7 @@ coalesce = yes
             {"threads = 0", "threads: '0' is out of range"},
             {"shutdown_timeout = 30", "shutdown_timeout: '30' is not a duration"},
             {"stats_dir =", "stats_dir: must not be empty"},
+            {"procfs =", "procfs: must not be empty"},
             {"command_ld_preload =", "command_ld_preload: must not be empty"},
             {"[command reboot]\ncoalesce = true",
              "t.conf:2: command reboot: coalesce: only GET routes may share runs (POST /reboot "
@@ -283,6 +289,7 @@ coalesce = yes
         CHECK(example.syslog == defaults.syslog);
         CHECK(example.log_level == defaults.log_level);
         CHECK(example.stats_dir == defaults.stats_dir);
+        CHECK(example.procfs == defaults.procfs);
         CHECK(example.command_ld_preload == defaults.command_ld_preload);
         REQUIRE(example.commands.size() == defaults.commands.size());
         for (std::size_t i = 0; i < defaults.commands.size(); ++i) {
@@ -347,7 +354,7 @@ coalesce = yes
                                         "restart_exit_code = 3\nauth_max_failures = 2\n"
                                         "auth_failure_window = 1s\nauth_block_time = 1s\n"
                                         "syslog = false\nlog_level = debug\ntls_cert = c\n"
-                                        "tls_key = k\nstats_dir = /s\n"
+                                        "tls_key = k\nstats_dir = /s\nprocfs = /p\n"
                                         "command_ld_preload = /l.so\n",
                                         "all.conf"));
     }

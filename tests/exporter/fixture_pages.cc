@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <sys/stat.h>
+#include <unistd.h>
 
 namespace exptest {
 
@@ -24,20 +26,46 @@ void add_class(arena_stats_page& p, unsigned shard, unsigned c, uint64_t allocs,
 
 std::unique_ptr<testing::FakePage> blank_page(int pid, const char* comm) {
     auto page = std::make_unique<testing::FakePage>(pid);
-    arena_stats_page& p = page->page();
+    arena_stats_head& h = page->head();
     const std::vector<uint32_t> sizes = arena_class_sizes();
-    p.nclasses = static_cast<uint32_t>(sizes.size());
+    h.nclasses = static_cast<uint32_t>(sizes.size());
     for (size_t c = 0; c < sizes.size(); ++c)
-        p.class_size[c] = sizes[c];
-    std::memset(p.comm, 0, sizeof p.comm);
-    std::strncpy(p.comm, comm, sizeof p.comm - 1);
-    std::snprintf(p.cmdline, sizeof p.cmdline, "/usr/bin/%s --serve", comm);
-    p.created_unix_ns = 1700000000000000000ull + static_cast<uint64_t>(pid) * 1000000000ull;
-    p.global.purge_delay_ms = 10000;
+        h.class_size[c] = sizes[c];
+    std::memset(h.comm, 0, sizeof h.comm);
+    std::strncpy(h.comm, comm, sizeof h.comm - 1);
+    std::snprintf(h.cmdline, sizeof h.cmdline, "/usr/bin/%s --serve", comm);
+    h.created_unix_ns = 1700000000000000000ull + static_cast<uint64_t>(pid) * 1000000000ull;
+    h.global.gauges[ARENA_G_purge_delay_ms] = 10000;
     return page;
 }
 
+Place::Place(const std::string& dir) : base(dir + "/stats"), proc(dir + "/proc") {}
+
+std::string Place::add_live(const testing::FakePage& page) {
+    const arena_stats_head& h = page.page().head;
+    proc.add(h.pid, h.start_time, std::string(h.comm, strnlen(h.comm, sizeof h.comm)));
+    return page.write(base);
+}
+
+std::string Place::page_path(int pid) const {
+    return testing::FakePage::user_dir(base) + "/" + std::to_string(pid);
+}
+
+std::vector<std::string> Place::args() const {
+    return {"--stats-dir", base, "--path.procfs", proc.root()};
+}
+
+arena::client::ScanOptions Place::options() const {
+    arena::client::ScanOptions o;
+    o.procfs = proc.root();
+    return o;
+}
+
 namespace {
+
+uint64_t& gauge(arena_stats_page& p, arena_stats_gauge g) {
+    return p.head.global.gauges[g];
+}
 
 void events(arena_stats_page& p, unsigned shard,
             std::initializer_list<std::pair<arena_stats_event, uint64_t>> evs) {
@@ -47,8 +75,10 @@ void events(arena_stats_page& p, unsigned shard,
 
 } // namespace
 
-FixtureDir write_fixture_pages(const std::string& dir) {
-    FixtureDir f;
+std::unique_ptr<FixtureDir> write_fixture_pages(const std::string& dir) {
+    auto fixture = std::make_unique<FixtureDir>(dir);
+    FixtureDir& f = *fixture;
+    Place& place = f.place;
 
     // 1001 web: three threads' shards plus cross-thread frees in the shared shard 0.
     auto web1 = blank_page(1001, "web");
@@ -78,16 +108,16 @@ FixtureDir write_fixture_pages(const std::string& dir) {
         add_class(p, 1, 3, 200, 150);  // 64 B: live 50
         add_class(p, 2, 8, 100, 100);  // 160 B: none live
         add_class(p, 1, 15, 364, 314); // 512 B: live 50
-        p.global.reserved_bytes = 1ull << 30;
-        p.global.committed_bytes = 4ull << 20;
-        p.global.resident_bytes = 3ull << 20;
-        p.global.purged_bytes = 8ull << 20;
-        p.global.purges = 4;
-        p.global.trims = 1;
-        p.global.regions = 1;
-        p.global.heaps_active = 3;
-        p.global.heaps_abandoned = 1;
-        p.global.peak_live_bytes = 2ull << 20;
+        gauge(p, ARENA_G_reserved_bytes) = 1ull << 30;
+        gauge(p, ARENA_G_committed_bytes) = 4ull << 20;
+        gauge(p, ARENA_G_resident_bytes) = 3ull << 20;
+        gauge(p, ARENA_G_purged_bytes) = 8ull << 20;
+        gauge(p, ARENA_G_purges) = 4;
+        gauge(p, ARENA_G_trims) = 1;
+        gauge(p, ARENA_G_regions) = 1;
+        gauge(p, ARENA_G_heaps_active) = 3;
+        gauge(p, ARENA_G_heaps_abandoned) = 1;
+        gauge(p, ARENA_G_peak_live_bytes) = 2ull << 20;
     }
 
     // 1002 web: one thread, a double free caught.
@@ -100,12 +130,12 @@ FixtureDir write_fixture_pages(const std::string& dir) {
                 {ARENA_EV_bytes_requested, 9000}});
         add_class(p, 1, 1, 200, 195); // 32 B: live 5
         add_class(p, 1, 4, 100, 95);  // 80 B: live 5
-        p.global.reserved_bytes = 1ull << 30;
-        p.global.committed_bytes = 1ull << 20;
-        p.global.resident_bytes = 512ull << 10;
-        p.global.heaps_active = 1;
-        p.global.peak_live_bytes = 4096;
-        p.global.double_frees = 1;
+        gauge(p, ARENA_G_reserved_bytes) = 1ull << 30;
+        gauge(p, ARENA_G_committed_bytes) = 1ull << 20;
+        gauge(p, ARENA_G_resident_bytes) = 512ull << 10;
+        gauge(p, ARENA_G_heaps_active) = 1;
+        gauge(p, ARENA_G_peak_live_bytes) = 4096;
+        gauge(p, ARENA_G_double_frees) = 1;
     }
 
     // 1003 worker: large blocks only (C++).
@@ -120,11 +150,11 @@ FixtureDir write_fixture_pages(const std::string& dir) {
                 {ARENA_EV_large_frees, 1},
                 {ARENA_EV_large_alloc_bytes, 4 * 102400},
                 {ARENA_EV_large_free_bytes, 102400}});
-        p.global.reserved_bytes = 1ull << 30;
-        p.global.committed_bytes = 3 * 102400;
-        p.global.resident_bytes = 3 * 102400;
-        p.global.heaps_active = 1;
-        p.global.peak_live_bytes = 4 * 102400;
+        gauge(p, ARENA_G_reserved_bytes) = 1ull << 30;
+        gauge(p, ARENA_G_committed_bytes) = 3 * 102400;
+        gauge(p, ARENA_G_resident_bytes) = 3 * 102400;
+        gauge(p, ARENA_G_heaps_active) = 1;
+        gauge(p, ARENA_G_peak_live_bytes) = 4 * 102400;
     }
 
     // 1004 batch: heap errors, a failed allocation, foreign frees, the largest class.
@@ -139,44 +169,57 @@ FixtureDir write_fixture_pages(const std::string& dir) {
                 {ARENA_EV_foreign_frees, 5}});
         add_class(p, 1, 39, 20, 18); // 32768 B: live 2
         add_class(p, 1, 12, 19, 19); // 320 B
-        p.global.reserved_bytes = 2ull << 30;
-        p.global.committed_bytes = 2ull << 20;
-        p.global.resident_bytes = 1ull << 20;
-        p.global.heaps_active = 2;
-        p.global.peak_live_bytes = 20 * 32768;
-        p.global.invalid_frees = 2;
-        p.global.purge_delay_ms = -1;
+        gauge(p, ARENA_G_reserved_bytes) = 2ull << 30;
+        gauge(p, ARENA_G_committed_bytes) = 2ull << 20;
+        gauge(p, ARENA_G_resident_bytes) = 1ull << 20;
+        gauge(p, ARENA_G_heaps_active) = 2;
+        gauge(p, ARENA_G_peak_live_bytes) = 20 * 32768;
+        gauge(p, ARENA_G_invalid_frees) = 2;
+        gauge(p, ARENA_G_purge_delay_ms) = -1;
     }
-    for (auto* page : {&web1, &web2, &worker, &batch}) {
-        (*page)->write(dir, true);
-        f.live.push_back(std::move(*page));
-    }
+    for (auto* page : {&web1, &web2, &worker, &batch})
+        place.add_live(**page);
 
-    // Stale: nobody holds its lock, and no process can have its PID.
-    auto stale = blank_page(FixtureDir::kStalePid, "gone");
-    f.stale_path = stale->write(dir, false);
+    // Dead: a page whose process does not exist (its pid cannot).
+    f.stale_path = blank_page(FixtureDir::kStalePid, "gone")->write(place.base);
 
-    // Truncated: only the first 100 bytes of a header.
+    // Reused: the pid is alive, but its process started at another time.
+    f.reused_path = blank_page(FixtureDir::kReusedPid, "old")->write(place.base);
+    place.proc.add(FixtureDir::kReusedPid, 99999, "new");
+
+    // Truncated: only the first 100 bytes of a head.
     auto truncated = blank_page(1005, "cut");
-    truncated->write_truncated(dir, 100);
-    f.live.push_back(std::move(truncated));
+    place.proc.add(1005, truncated->head().start_time, "cut");
+    truncated->write_truncated(place.base, 100);
 
-    // Garbage named by a PID.
+    // Garbage of a page's size, named by a live pid.
+    place.proc.add(1006, 12345, "noise");
     {
-        std::ofstream garbage(dir + "/1006", std::ios::binary);
-        for (unsigned i = 0; i < 3000; ++i)
+        std::ofstream garbage(place.page_path(1006), std::ios::binary);
+        for (unsigned i = 0; i < sizeof(arena_stats_page); ++i)
             garbage.put(static_cast<char>((i * 131u + 7u) & 0xff));
     }
+    chmod(place.page_path(1006).c_str(), 0600);
 
     // A page of another ABI version.
-    auto v2 = blank_page(1007, "future");
-    v2->page().version = ARENA_STATS_VERSION + 1;
-    v2->write(dir, true);
-    f.live.push_back(std::move(v2));
+    auto future = blank_page(1007, "future");
+    future->head().version = ARENA_STATS_VERSION + 1;
+    place.add_live(*future);
 
-    // Not named by a PID: skipped as foreign.
-    std::ofstream(dir + "/README").put('x');
-    return f;
+    // Forged: the file 1009 holds the page of pid 1010 (both processes alive).
+    auto forged = blank_page(1010, "forger");
+    place.proc.add(1010, forged->head().start_time, "forger");
+    place.proc.add(1009, forged->head().start_time, "victim");
+    rename(forged->write(place.base).c_str(), place.page_path(1009).c_str());
+
+    // Being made: READY not set yet.
+    auto unready = blank_page(1011, "early");
+    unready->head().flags = 0;
+    place.add_live(*unready);
+
+    // Not named by a pid: skipped as foreign.
+    std::ofstream(testing::FakePage::user_dir(place.base) + "/README").put('x');
+    return fixture;
 }
 
 } // namespace exptest

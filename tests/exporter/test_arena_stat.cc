@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: MIT
-// arena-stat on the fixture stats directory: --json fields and values, every --sort order, the
-// table's human-readable bytes, rates between --watch refreshes, usage errors, and a clean exit
-// on Ctrl-C in a terminal (the cursor is shown again).
+// arena-stat on the fixture stats directory: --json fields and values (every field of the
+// page's tables), every --sort order, the table's human-readable bytes, rates between --watch
+// refreshes, usage errors, and a clean exit on Ctrl-C in a terminal (the cursor is shown again).
 #include "fixture_pages.h"
 #include "proc.h"
+#include "schema.h"
 
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
@@ -16,6 +17,7 @@
 #include <pty.h>
 #include <sstream>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -30,8 +32,10 @@ exptest::RunResult arena_stat(const std::vector<std::string>& args) {
     return exptest::run(argv, "", {"ARENA_STATS_DIR="});
 }
 
-json stat_json(const std::string& dir, const std::vector<std::string>& extra = {}) {
-    std::vector<std::string> args = {"--json", "--stats-dir", dir};
+json stat_json(const exptest::Place& place, const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> args = {"--json"};
+    const std::vector<std::string> where = place.args();
+    args.insert(args.end(), where.begin(), where.end());
     args.insert(args.end(), extra.begin(), extra.end());
     const exptest::RunResult r = arena_stat(args);
     INFO("stderr: ", r.err);
@@ -55,9 +59,9 @@ TEST_SUITE_BEGIN("exporter");
 
 TEST_CASE("arena-stat --json: every process with its counters") {
     exptest::TempDir dir("stat");
-    const exptest::FixtureDir pages = exptest::write_fixture_pages(dir.path());
-    const json procs = stat_json(dir.path());
-    REQUIRE(procs.size() == 4); // stale, truncated, garbage, other-version and README skipped
+    const auto pages = exptest::write_fixture_pages(dir.path());
+    const json procs = stat_json(pages->place);
+    REQUIRE(procs.size() == 4); // every other entry of the fixture is skipped
 
     std::map<int, json> by_pid;
     for (const json& p : procs)
@@ -65,40 +69,88 @@ TEST_CASE("arena-stat --json: every process with its counters") {
     const json& web = by_pid.at(1001);
     CHECK(web.at("comm") == "web");
     CHECK(web.at("cmdline") == "/usr/bin/web --serve");
+    CHECK(web.at("uid") == geteuid());
+    CHECK(web.at("start_time") == 12345);
+    CHECK(web.at("path") == pages->place.page_path(1001));
     // 100 x 16 + 50 x 64 + 50 x 512 small, 2 x 64 KiB large.
     CHECK(web.at("live_bytes") == 1600 + 3200 + 25600 + 131072);
     CHECK(web.at("live_blocks") == 100 + 50 + 50 + 2);
-    CHECK(web.at("peak_live_bytes") == 2 << 20);
-    CHECK(web.at("resident_bytes") == 3 << 20);
-    CHECK(web.at("reserved_bytes") == 1 << 30);
-    CHECK(web.at("committed_bytes") == 4 << 20);
-    CHECK(web.at("allocs") == 1000 + 500 + 50 + 10 + 5 + 2);
-    CHECK(web.at("frees") == 800 + 430 + 20 + 40);
-    CHECK(web.at("errors") == 0);
+    const json& gauges = web.at("gauges");
+    CHECK(gauges.at("peak_live_bytes") == 2 << 20);
+    CHECK(gauges.at("resident_bytes") == 3 << 20);
+    CHECK(gauges.at("reserved_bytes") == 1 << 30);
+    CHECK(gauges.at("committed_bytes") == 4 << 20);
+    CHECK(gauges.at("heaps_active") == 3);
+    CHECK(gauges.at("purge_delay_ms") == 10000);
+    CHECK(gauges.size() == ARENA_G_COUNT);
     CHECK(web.at("allocs_per_second").is_null());
     CHECK(web.at("frees_per_second").is_null());
     CHECK(web.at("events").at("malloc_calls") == 1500);
+    CHECK(web.at("events").at("free_calls") == 800 + 430 + 20);
     CHECK(web.at("events").at("bytes_requested") == 150000);
     CHECK(web.at("events").size() == ARENA_EV_COUNT);
-    REQUIRE(web.at("classes").size() == 40);
-    CHECK(web.at("classes")[0] ==
-          json{{"size", 16}, {"allocs", 900}, {"frees", 800}, {"live", 100}});
-    CHECK(web.at("heaps_active") == 3);
-    CHECK(web.at("purge_delay_ms") == 10000);
+    REQUIRE(web.at("size_classes").size() == 40);
+    CHECK(web.at("size_classes")[0] == json{{"size", 16},
+                                            {"allocs", 900},
+                                            {"frees", 800},
+                                            {"live_blocks", 100},
+                                            {"live_bytes", 1600}});
+    CHECK(web.at("control").at("trim_pending") == false);
+    CHECK(web.at("control").at("purge_delay_request").is_null());
 
-    CHECK(by_pid.at(1002).at("errors") == 1);     // a double free
-    CHECK(by_pid.at(1004).at("errors") == 2 + 1); // invalid frees + a failed allocation
-    CHECK(by_pid.at(1004).at("double_frees") == 0);
-    CHECK(by_pid.at(1004).at("invalid_frees") == 2);
-    CHECK(by_pid.at(1004).at("purge_delay_ms") == -1);
+    CHECK(by_pid.at(1002).at("gauges").at("double_frees") == 1);
+    CHECK(by_pid.at(1004).at("gauges").at("double_frees") == 0);
+    CHECK(by_pid.at(1004).at("gauges").at("invalid_frees") == 2);
+    CHECK(by_pid.at(1004).at("events").at("failed_allocs") == 1);
+    CHECK(by_pid.at(1004).at("gauges").at("purge_delay_ms") == -1);
     CHECK(by_pid.at(1003).at("live_bytes") == 3 * 102400);
+}
+
+TEST_CASE("arena-stat --json: every field of the page's tables, by name, signed ones signed") {
+    exptest::TempDir dir("stat-fields");
+    exptest::Place place(dir.path());
+    testing::FakePage page(5002);
+    page.head().control.purge_delay_ms = 250;
+    page.head().control.purge_requests = 1; // pending: not served yet
+    for (const arena::client::Field& f : arena::client::fields()) {
+        if (f.kind == arena::client::FieldKind::Event) {
+            page.page().shards[3].events[f.index] = 7000 + f.index;
+        } else {
+            const int64_t v = 9000 + f.index;
+            page.head().global.gauges[f.index] = static_cast<uint64_t>(f.is_signed ? -v : v);
+        }
+    }
+    place.add_live(page);
+    const json procs = stat_json(place);
+    REQUIRE(procs.size() == 1);
+    const json& p = procs[0];
+    size_t events = 0, gauges = 0;
+#define CHECK_EVENT(name, family, label, pass)                                                     \
+    CHECK(p.at("events").at(#name) == 7000 + ARENA_EV_##name);                                     \
+    ++events;
+    ARENA_STATS_EVENTS(CHECK_EVENT)
+#undef CHECK_EVENT
+#define CHECK_GAUGE(name, family, label, is_signed)                                                \
+    CHECK(p.at("gauges").at(#name) == ((is_signed) ? -1 : 1) * int64_t(9000 + ARENA_G_##name));    \
+    ++gauges;
+    ARENA_STATS_GAUGES(CHECK_GAUGE)
+#undef CHECK_GAUGE
+    CHECK(p.at("events").size() == events);
+    CHECK(p.at("gauges").size() == gauges);
+    CHECK(p.at("control") == json{{"trim_requests", 0},
+                                  {"trims_served", 0},
+                                  {"trim_pending", false},
+                                  {"purge_requests", 1},
+                                  {"purges_served", 0},
+                                  {"purge_delay_request", 250}});
 }
 
 TEST_CASE("arena-stat --sort: each column, numbers descending, ties by pid") {
     exptest::TempDir dir("stat-sort");
-    const exptest::FixtureDir pages = exptest::write_fixture_pages(dir.path());
+    const auto pages = exptest::write_fixture_pages(dir.path());
+    const exptest::Place& place = pages->place;
     // Default: live, descending.
-    CHECK(pids(stat_json(dir.path())) == std::vector<int>{1003, 1001, 1004, 1002});
+    CHECK(pids(stat_json(place)) == std::vector<int>{1003, 1001, 1004, 1002});
     const std::map<std::string, std::vector<int>> want = {
         {"pid", {1001, 1002, 1003, 1004}},
         {"comm", {1004, 1001, 1002, 1003}}, // batch, web, web, worker
@@ -114,21 +166,22 @@ TEST_CASE("arena-stat --sort: each column, numbers descending, ties by pid") {
         const std::string& column = entry.first;
         const std::vector<int>& order = entry.second;
         CAPTURE(column);
-        CHECK(pids(stat_json(dir.path(), {"--sort", column})) == order);
-        CHECK(pids(stat_json(dir.path(), {"--sort=" + column})) == order);
+        CHECK(pids(stat_json(place, {"--sort", column})) == order);
+        CHECK(pids(stat_json(place, {"--sort=" + column})) == order);
     }
 }
 
 TEST_CASE("arena-stat table: header, totals, human-readable bytes, rates as '-'") {
     exptest::TempDir dir("stat-table");
-    const exptest::FixtureDir pages = exptest::write_fixture_pages(dir.path());
-    const exptest::RunResult r = arena_stat({"--stats-dir", dir.path()});
+    const auto pages = exptest::write_fixture_pages(dir.path());
+    const exptest::RunResult r = arena_stat(pages->place.args());
     INFO(r.out, r.err);
     REQUIRE(r.status == 0);
     CHECK(r.out.find("arena-stat ") == 0);
     CHECK(r.out.find("4 processes") != std::string::npos);
-    CHECK(r.out.find("skipped: 1 foreign, 1 truncated, 1 bad_magic, 1 bad_version, 1 dead") !=
-          std::string::npos);
+    // Every reason with a count, in the reader's order.
+    CHECK(r.out.find("\nskipped: 1 foreign, 1 truncated, 1 bad_magic, 1 bad_version, 1 not_ready, "
+                     "1 forged, 1 dead, 1 pid_reused\n") != std::string::npos);
     CHECK(r.out.find("     PID COMM                   LIVE       PEAK   RESIDENT   RESERVED  "
                      "ALLOCS/S   FREES/S  ERRORS") != std::string::npos);
     // live 300 KiB, peak 400 KiB, resident 300 KiB, reserved 1 GiB, no rates, no errors.
@@ -152,18 +205,20 @@ TEST_CASE("arena-stat table: header, totals, human-readable bytes, rates as '-'"
 
 TEST_CASE("arena-stat --watch --json: rates between refreshes") {
     exptest::TempDir dir("stat-watch");
-    const exptest::FixtureDir pages = exptest::write_fixture_pages(dir.path());
+    const auto pages = exptest::write_fixture_pages(dir.path());
     exptest::TempDir out("stat-watch-out");
-    exptest::Child child({required_env("ARENA_STAT"), "--watch", "1", "--count", "2", "--json",
-                          "--sort", "allocs", "--stats-dir", dir.path()},
-                         {}, out / "stdout", out / "stderr");
+    std::vector<std::string> argv = {
+        required_env("ARENA_STAT"), "--watch", "1", "--count", "2", "--json", "--sort", "allocs"};
+    for (const std::string& a : pages->place.args())
+        argv.push_back(a);
+    exptest::Child child(argv, {}, out / "stdout", out / "stderr");
     REQUIRE(child.started());
     // After the first frame, 1000 more mallocs in process 1001, in place as a writer would.
     for (int i = 0; i < 500 && child.out().find('\n') == std::string::npos; ++i)
         exptest::sleep_s(0.01);
     REQUIRE(child.out().find('\n') != std::string::npos);
     {
-        const int fd = open((dir / "1001").c_str(), O_RDWR);
+        const int fd = open(pages->place.page_path(1001).c_str(), O_RDWR);
         REQUIRE(fd >= 0);
         void* map =
             mmap(nullptr, sizeof(arena_stats_page), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -215,6 +270,8 @@ TEST_CASE("arena-stat: usage errors exit 2 with a message, an unreadable directo
         {{"--once", "--watch"}, "--once and --watch exclude each other"},
         {{"--json=yes"}, "option '--json' takes no value"},
         {{"--stats-dir="}, "--stats-dir needs a directory"},
+        {{"--path.procfs="}, "--path.procfs needs a directory"},
+        {{"--path.procfs"}, "option '--path.procfs' needs a value"},
         {{"extra"}, "unknown argument 'extra'"},
     };
     for (const auto& entry : bad) {
@@ -237,14 +294,17 @@ TEST_CASE("arena-stat: usage errors exit 2 with a message, an unreadable directo
     const exptest::RunResult missing_json = arena_stat({"--json", "--stats-dir", dir / "missing"});
     CHECK(missing_json.status == 1);
     // An empty directory is fine: an empty array.
-    CHECK(stat_json(dir.path()).empty());
+    const exptest::Place empty(dir.path());
+    REQUIRE(mkdir(empty.base.c_str(), 01777) == 0);
+    CHECK(stat_json(empty).empty());
 }
 
 TEST_CASE("arena-stat --watch in a terminal: Ctrl-C exits 0 and shows the cursor again") {
     exptest::TempDir dir("stat-tty");
-    const exptest::FixtureDir pages = exptest::write_fixture_pages(dir.path());
+    const auto pages = exptest::write_fixture_pages(dir.path());
     const std::string exe = required_env("ARENA_STAT");
-    const std::string stats_dir = dir.path();
+    const std::string stats_dir = pages->place.base;
+    const std::string procfs = pages->place.proc.root();
     int master = -1;
     winsize ws{};
     ws.ws_row = 24;
@@ -253,7 +313,7 @@ TEST_CASE("arena-stat --watch in a terminal: Ctrl-C exits 0 and shows the cursor
     REQUIRE(pid >= 0);
     if (pid == 0) {
         execl(exe.c_str(), exe.c_str(), "--watch", "0.2", "--stats-dir", stats_dir.c_str(),
-              static_cast<char*>(nullptr));
+              "--path.procfs", procfs.c_str(), static_cast<char*>(nullptr));
         _exit(127);
     }
     std::string seen;

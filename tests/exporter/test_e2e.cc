@@ -8,7 +8,8 @@
 //
 // Checks: the workload's arena_live_bytes{pid} appears, grows while the workload holds memory
 // and falls once it frees; arena_calls_total{api="malloc"} never decreases; the page is gone
-// after the workload exits. Every process is stopped and reaped by its guard and TMP removed,
+// after the workload exits (<stats>/<uid>/<pid>). The exporter checks processes in the real
+// /proc. Every process is stopped and reaped by its guard and TMP removed,
 // whatever fails. Without a prometheus binary the test exits 77 (meson: SKIP).
 #include "proc.h"
 
@@ -21,6 +22,7 @@
 #include <cstdio>
 #include <optional>
 #include <sys/stat.h>
+#include <unistd.h>
 
 namespace {
 
@@ -203,7 +205,7 @@ TEST_CASE("e2e: Prometheus scrapes arena-exporter while a preloaded workload run
     // A normal exit removes the page.
     CHECK(workload.stop(SIGTERM, 10) == 0);
     struct stat st;
-    CHECK(stat((stats + "/" + pid).c_str(), &st) != 0);
+    CHECK(stat((stats + "/" + std::to_string(geteuid()) + "/" + pid).c_str(), &st) != 0);
 }
 
 TEST_SUITE_END();

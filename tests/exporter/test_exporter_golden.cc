@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // Golden-file and promtool tests of arena-exporter --once.
 //
-// The fixture stats directory (fixture_pages.cc) is exported with --group-by pid and comm and
+// The fixture stats directory (fixture_pages.cc, with its fake procfs as --path.procfs) is
+// exported with --group-by pid and comm and
 // compared with tests/fixtures/exporter-pid.prom and exporter-comm.prom after normalising what
 // legitimately varies: the scrape duration sample is dropped and the build_info version is
 // replaced by "VERSION". To regenerate the golden files after an intended change:
@@ -23,9 +24,12 @@ namespace {
 
 using exptest::required_env;
 
-std::string exporter_once(const std::string& dir, const std::string& group_by) {
-    const exptest::RunResult r = exptest::run(
-        {required_env("ARENA_EXPORTER"), "--once", "--stats-dir", dir, "--group-by", group_by});
+std::string exporter_once(const exptest::Place& place, const std::string& group_by) {
+    std::vector<std::string> argv = {required_env("ARENA_EXPORTER"), "--once", "--group-by",
+                                     group_by};
+    for (const std::string& a : place.args())
+        argv.push_back(a);
+    const exptest::RunResult r = exptest::run(argv);
     INFO("stderr: ", r.err);
     REQUIRE(r.status == 0);
     CHECK(r.err.empty());
@@ -106,44 +110,53 @@ TEST_SUITE_BEGIN("exporter");
 
 TEST_CASE("golden: --group-by pid") {
     exptest::TempDir dir("golden");
-    const exptest::FixtureDir pages = exptest::write_fixture_pages(dir.path());
-    REQUIRE(exists(pages.stale_path));
+    const auto pages = exptest::write_fixture_pages(dir.path());
+    const exptest::Place& place = pages->place;
+    REQUIRE(exists(pages->stale_path));
+    REQUIRE(exists(pages->reused_path));
 
-    const std::string first = exporter_once(dir.path(), "pid");
+    const std::string first = exporter_once(place, "pid");
     compare_golden(normalise(first), "exporter-pid.prom");
 
-    // The stale page was removed and counted; the pages skipped for other reasons stay.
-    CHECK_FALSE(exists(pages.stale_path));
-    CHECK(first.find("\narena_exporter_stale_pages_removed_total 1\n") != std::string::npos);
+    // The stale pages (a dead process, a reused pid) were removed and counted; the pages
+    // skipped for other reasons stay.
+    CHECK_FALSE(exists(pages->stale_path));
+    CHECK_FALSE(exists(pages->reused_path));
+    CHECK(first.find("\narena_exporter_stale_pages_removed_total 2\n") != std::string::npos);
     CHECK(first.find("\narena_exporter_pages_skipped{reason=\"dead\"} 1\n") != std::string::npos);
-    CHECK(exists(dir / "1005"));
-    CHECK(exists(dir / "1006"));
-    CHECK(exists(dir / "1007"));
-    CHECK(exists(dir / "README"));
+    CHECK(first.find("\narena_exporter_pages_skipped{reason=\"pid_reused\"} 1\n") !=
+          std::string::npos);
+    for (const int pid : {1005, 1006, 1007, 1009, 1011}) {
+        CAPTURE(pid);
+        CHECK(exists(place.page_path(pid)));
+    }
+    CHECK(exists(testing::FakePage::user_dir(place.base) + "/README"));
 
     // A second run finds nothing stale any more.
-    const std::string second = exporter_once(dir.path(), "pid");
+    const std::string second = exporter_once(place, "pid");
     CHECK(second.find("\narena_exporter_stale_pages_removed_total 0\n") != std::string::npos);
     CHECK(second.find("\narena_exporter_pages_skipped{reason=\"dead\"} 0\n") != std::string::npos);
 }
 
 TEST_CASE("golden: --group-by comm") {
     exptest::TempDir dir("golden");
-    const exptest::FixtureDir pages = exptest::write_fixture_pages(dir.path());
-    compare_golden(normalise(exporter_once(dir.path(), "comm")), "exporter-comm.prom");
-    CHECK_FALSE(exists(pages.stale_path));
+    const auto pages = exptest::write_fixture_pages(dir.path());
+    compare_golden(normalise(exporter_once(pages->place, "comm")), "exporter-comm.prom");
+    CHECK_FALSE(exists(pages->stale_path));
 }
 
 TEST_CASE("promtool: check metrics accepts both outputs") {
     exptest::TempDir dir("promtool");
-    const exptest::FixtureDir pages = exptest::write_fixture_pages(dir.path());
+    const auto pages = exptest::write_fixture_pages(dir.path());
     for (const char* group_by : {"pid", "comm"}) {
         CAPTURE(group_by);
-        promtool_check(exporter_once(dir.path(), group_by));
+        promtool_check(exporter_once(pages->place, group_by));
     }
     // An empty stats directory (no processes) is valid exposition too.
     exptest::TempDir empty("promtool-empty");
-    promtool_check(exporter_once(empty.path(), "pid"));
+    const exptest::Place none(empty.path());
+    REQUIRE(mkdir(none.base.c_str(), 01777) == 0);
+    promtool_check(exporter_once(none, "pid"));
 }
 
 TEST_CASE("promtool: the check itself catches a bad exposition") {

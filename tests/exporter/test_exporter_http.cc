@@ -47,15 +47,18 @@ TEST_SUITE_BEGIN("exporter");
 TEST_CASE("http: /metrics at scrape time, / and 404, graceful stop") {
     exptest::TempDir dir("http");
     exptest::TempDir logs("http-logs");
+    exptest::Place place(dir.path());
     auto first = exptest::blank_page(3001, "first");
     first->page().shards[1].events[ARENA_EV_malloc_calls] = 5;
-    first->write(dir.path(), true);
+    place.add_live(*first);
 
     for (const int sig : {SIGTERM, SIGINT}) {
         CAPTURE(sig);
-        exptest::Child child(
-            {required_env("ARENA_EXPORTER"), "--listen", "127.0.0.1:0", "--stats-dir", dir.path()},
-            {}, logs / ("out" + std::to_string(sig)), logs / ("err" + std::to_string(sig)));
+        std::vector<std::string> argv = {required_env("ARENA_EXPORTER"), "--listen", "127.0.0.1:0"};
+        for (const std::string& a : place.args())
+            argv.push_back(a);
+        exptest::Child child(argv, {}, logs / ("out" + std::to_string(sig)),
+                             logs / ("err" + std::to_string(sig)));
         const int port = start_exporter(child);
         REQUIRE(port > 0);
         httplib::Client client("127.0.0.1", port);
@@ -72,17 +75,18 @@ TEST_CASE("http: /metrics at scrape time, / and 404, graceful stop") {
 
         // Nothing is cached: a page written now is in the next scrape.
         auto second = exptest::blank_page(3002, "second");
-        second->write(dir.path(), true);
+        place.add_live(*second);
         res = client.Get("/metrics");
         REQUIRE(res);
         CHECK(res->body.find("arena_live_bytes{comm=\"second\",pid=\"3002\"} 0\n") !=
               std::string::npos);
         CHECK(res->body.find("arena_exporter_pages_read 2\n") != std::string::npos);
-        second.reset(); // its lock is released: stale from now on
+        place.proc.remove(3002); // its process exits: the page is stale from now on
         res = client.Get("/metrics");
         REQUIRE(res);
         CHECK(res->body.find("pid=\"3002\"") == std::string::npos);
         CHECK(res->body.find("arena_exporter_stale_pages_removed_total 1\n") != std::string::npos);
+        CHECK(res->body.find("arena_exporter_scrape_truncated 0\n") != std::string::npos);
 
         res = client.Get("/");
         REQUIRE(res);
@@ -136,6 +140,8 @@ TEST_CASE("flags: usage errors exit 2 with a message; --help and --version exit 
         {{"--group-by", "host"}, "invalid --group-by 'host'"},
         {{"--group-by"}, "option '--group-by' needs a value"},
         {{"--stats-dir", ""}, "--stats-dir needs a directory"},
+        {{"--path.procfs", ""}, "--path.procfs needs a directory"},
+        {{"--path.procfs"}, "option '--path.procfs' needs a value"},
         {{"--once=yes"}, "option '--once' takes no value"},
         {{"metrics"}, "unknown argument 'metrics'"},
     };
@@ -153,6 +159,7 @@ TEST_CASE("flags: usage errors exit 2 with a message; --help and --version exit 
     CHECK(help.status == 0);
     CHECK(help.out.find("Usage: arena-exporter") == 0);
     CHECK(help.out.find("--group-by pid|comm") != std::string::npos);
+    CHECK(help.out.find("--path.procfs DIR") != std::string::npos);
     const exptest::RunResult version = exporter({"--version"});
     CHECK(version.status == 0);
     CHECK(version.out == "arena-exporter " + required_env("ARENA_VERSION") + "\n");
@@ -166,10 +173,11 @@ TEST_CASE("--once: a missing directory still prints valid metrics, with scrape_s
     CHECK(r.out.find("# TYPE arena_live_bytes gauge\n") != std::string::npos);
     CHECK(r.err.find(dir / "missing") != std::string::npos);
     // The default directory comes from $ARENA_STATS_DIR.
-    auto page = exptest::blank_page(3003, "envdir");
-    page->write(dir.path(), true);
-    const exptest::RunResult env = exptest::run({required_env("ARENA_EXPORTER"), "--once"}, "",
-                                                {"ARENA_STATS_DIR=" + dir.path()});
+    exptest::Place place(dir.path());
+    place.add_live(*exptest::blank_page(3003, "envdir"));
+    const exptest::RunResult env =
+        exptest::run({required_env("ARENA_EXPORTER"), "--once", "--path.procfs", place.proc.root()},
+                     "", {"ARENA_STATS_DIR=" + place.base});
     CHECK(env.status == 0);
     CHECK(env.out.find("pid=\"3003\"") != std::string::npos);
 }

@@ -359,7 +359,7 @@ TEST_CASE("errors are reported once but all counted") {
     const testing::ChildResult r = testing::run_child("many_double_frees");
     CHECK(r.code == 0);
     CHECK(testing::count_occurrences(r.err, "arena: error: double free") == 1);
-    CHECK(r.err.find("errors: double free 10,") != std::string::npos);
+    CHECK(r.err.find(" double_frees 10 ") != std::string::npos); // malloc_stats() at exit
     const testing::ChildResult v = testing::run_child("many_double_frees", {"ARENA_VERBOSE=1"});
     CHECK(testing::count_occurrences(v.err, "arena: error: double free") == 10);
 }

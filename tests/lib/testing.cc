@@ -78,6 +78,23 @@ ChildRegistrar::ChildRegistrar(const char* name, ChildFn fn) {
     registry()[name] = fn;
 }
 
+namespace {
+
+int wait_for_stdin() {
+    void* (*volatile do_malloc)(size_t) = malloc; // never elided
+    void* p = do_malloc(1000);
+    printf("ready %d\n", getpid());
+    fflush(stdout);
+    char c;
+    while (read(0, &c, 1) > 0) {
+    }
+    free(p);
+    return 0;
+}
+const ChildRegistrar wait_for_stdin_child("wait_for_stdin", wait_for_stdin);
+
+} // namespace
+
 int run_registered_child(const char* name) {
     auto it = registry().find(name);
     if (it == registry().end()) {

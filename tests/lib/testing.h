@@ -64,6 +64,9 @@ private:
     std::string buffered_;
 };
 
+/// A child every test binary has, "wait_for_stdin": allocates a block, prints "ready <pid>",
+/// and holds the block (and its stats page) until its stdin is closed; exits 0.
+
 /// Called by main() for `--child=NAME`. Returns the exit code.
 int run_registered_child(const char* name);
 
