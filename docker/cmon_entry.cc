@@ -6,8 +6,9 @@
 // container joins another one's PID namespace), and exit with the child's status.
 //
 // Privileges: nothing runs as root. Started as root (compose does that for cmond only, with
-// just the capabilities to read the key and change user), cmon-entry reads the key file and
-// then becomes the cmon user for good before it writes anything or starts the child. The key
+// just the capabilities to read the key and change user), cmon-entry reads the key file, makes
+// libarena's stats directories as its tmpfiles.d file says (the base must be root's), and then
+// becomes the cmon user for good before it writes anything else or starts the child. The key
 // is copied to CMON_RUN_DIR as cmond.key (0400, what cmond reads: cmond refuses keys that
 // group or others can read) and scrape.key (0440, for a Prometheus that runs with the cmon
 // group), so that the mounted secret may have any owner and mode.
@@ -163,11 +164,51 @@ void write_key(const std::string& dir, const char* name, const std::string& key,
 
 // ---- Privileges ----
 
+/// As systemd-tmpfiles does at boot, for the `d` lines of libarena's tmpfiles.d file
+/// (ARENA_TMPFILES): makes each directory if missing and gives it the line's mode and owner,
+/// through a descriptor opened without following symlinks. Runs as root, before drop_root(): the
+/// stats base must be root's (a base owned by the cmon user would let that user steer root's
+/// pages). Containers started as another user skip it; libarena then makes what it needs.
+void apply_tmpfiles() {
+    const std::string path = env_or("ARENA_TMPFILES", "/usr/local/lib/tmpfiles.d/arena.conf");
+    FILE* f = fopen(path.c_str(), "re");
+    if (f == nullptr)
+        return; // an image without libarena's file: nothing to make
+    char line[512];
+    while (fgets(line, sizeof line, f) != nullptr) {
+        char type[8], dir[256], mode[8], owner[64], owner_group[64];
+        if (line[0] == '#' ||
+            sscanf(line, "%7s %255s %7s %63s %63s", type, dir, mode, owner, owner_group) != 5 ||
+            std::string(type) != "d")
+            continue;
+        const passwd* pw = getpwnam(owner);
+        const struct group* gr = getgrnam(owner_group);
+        char* end = nullptr;
+        const unsigned long bits = strtoul(mode, &end, 8);
+        if (pw == nullptr || gr == nullptr || end == mode || *end != '\0' || bits > 07777) {
+            say("warning: " + path + ": cannot apply '" + std::string(dir) + "'");
+            continue;
+        }
+        if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+            say("warning: cannot make " + std::string(dir) + ": " + strerror(errno));
+            continue;
+        }
+        const int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 || fchown(fd, pw->pw_uid, gr->gr_gid) != 0 ||
+            fchmod(fd, static_cast<mode_t>(bits)) != 0)
+            say("warning: cannot set up " + std::string(dir) + ": " + strerror(errno));
+        if (fd >= 0)
+            close(fd);
+    }
+    fclose(f);
+}
+
 /// Started as root: become CMON_USER (all groups dropped, no capabilities left). Otherwise
 /// keep the user the container was started with.
 void drop_root() {
     if (geteuid() != 0 && getuid() != 0)
         return;
+    apply_tmpfiles();
     const std::string name = env_or("CMON_USER", "cmon");
     errno = 0;
     const passwd* pw = getpwnam(name.c_str());

@@ -335,6 +335,15 @@ run_phase() {
     grep -q '"code":200' <<<"$body" || fail "GET /health with a Bearer key: $body"
     log "cmond: /health 401 without the key, 200 with it (access_token and Bearer)"
 
+    # ---- The stats directories: root's base and root's directory (libarena's tmpfiles.d line,
+    # applied by cmon-entry as root), the cmon user's own directory made by libarena ----
+    local modes
+    modes=$(podman exec "$c_cmond" stat -c '%n %u %a' /dev/shm/arena /dev/shm/arena/0 \
+        /dev/shm/arena/10001 2>&1 | tr '\n' ';')
+    [ "$modes" = "/dev/shm/arena 0 1777;/dev/shm/arena/0 0 700;/dev/shm/arena/10001 10001 700;" ] ||
+        fail "stats directories (name uid mode): $modes"
+    log "stats directories: the base 1777 and 0/ 0700 root's, 10001/ 0700 the cmon user's"
+
     # ---- arena-exporter: the demo's allocator series, and the sawtooth ----
     local url="http://127.0.0.1:$p_exporter/metrics" text="" live=""
     for _ in $(seq 100); do
