@@ -12,7 +12,8 @@ build=(g++ meson ninja-build pkg-config doctest-dev libssl-dev libcpp-httplib-de
 # What the test suites run: real programs for the preload suite, promtool, the allocator peers
 # and load tools for the benchmark smoke tests.
 test=("${build[@]}" python3 git perl sqlite3 cmake curl coreutils findutils tar xz-utils gzip
-      gawk procps prometheus libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 wrk webhook)
+      gawk procps prometheus libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 wrk webhook
+      libpython3.11-testsuite)
 # The demo: openssl makes the key, procps has the uptime that cmond's /health runs.
 demo=("${build[@]}" curl openssl procps)
 # The container suite: podman (runc as its runtime), debootstrap for the base image, ip, curl and

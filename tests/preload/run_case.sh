@@ -44,6 +44,8 @@ declare -A NEEDS=(
   [node]="node"
   [cmake]="cmake cc c++"
   [arena-run]=$COREUTILS_NEEDS
+  [cpython-posix]="env"
+  [cpython-subprocess]="env"
 )
 
 # =============================================================================================
@@ -280,6 +282,49 @@ steps_python3() {
   fi
 }
 
+# ---- cpython-posix, cpython-subprocess -------------------------------------------------------
+
+# CPython's own regression tests of the process interfaces a preloaded library can disturb:
+# descriptors (posix_spawn with stdin closed, pass_fds, close_fds), fork, exec, signals,
+# environments. Debian's interpreter and its tests (libpython3.X-testsuite), not PATH's python3,
+# which may be a pyenv shim without them. Each runs in one regrtest process, which starts a few
+# hundred children, all on the preload.
+readonly CPYTHON=/usr/bin/python3
+
+# cpython_regrtest MODULE SECONDS: the step passes when regrtest does (its exit status); stdout
+# gets the per-test outcomes (outcomes.py), so a test failing only under the preload is named in
+# the diff. SECONDS bounds the module (regrtest --timeout: it dumps the tracebacks and exits);
+# meson's timeout for the case is more than twice that, so this fires first.
+cpython_regrtest() {
+  local module=$1 seconds=$2 rc=0
+  export PYTHONMALLOC=malloc PYTHONDONTWRITEBYTECODE=1
+  # test_subprocess compares its children's stderr byte for byte, so a banner in every child
+  # would fail it; the step runner has printed the one the harness looks for already.
+  unset ARENA_VERBOSE
+  # env --default-signal: a runner started in the background inherits SIGINT ignored, and
+  # Python then installs no KeyboardInterrupt handler; neither module failed that way here, but
+  # the run should not depend on how meson was started. The log (timings, load averages) stays
+  # out of the diff.
+  env --default-signal=INT "$CPYTHON" -m test --timeout "$seconds" --junit-xml "$PWD/$module.xml" -v \
+    "$module" >"$module.log" 2>&1 || rc=$?
+  forward_alerts "$module.log"
+  "$CPYTHON" "$CASES/cpython/outcomes.py" "$module.xml"
+  if ((rc != 0)); then
+    tail -n 4 "$module.log" >&2
+  fi
+  return "$rc"
+}
+
+steps_cpython_posix() {
+  # About 2 s of 159 tests here.
+  step test_posix cpython_regrtest test_posix 60
+}
+
+steps_cpython_subprocess() {
+  # About 31 s of 330 tests here, mostly waiting: its tests sleep and time out on purpose.
+  step test_subprocess cpython_regrtest test_subprocess 150
+}
+
 # ---- perl, node, sqlite3 ----------------------------------------------------------------------
 
 steps_perl() {
@@ -392,6 +437,13 @@ check_needs() {
     python3)
       python3 -c 'import sqlite3, zlib, hashlib, concurrent.futures' 2>/dev/null ||
         skip "python3 ($(command -v python3)) lacks one of the modules sqlite3, zlib, hashlib"
+      ;;
+    cpython-*)
+      local module=test_${CASE#cpython-}
+      [[ -x $CPYTHON ]] || skip "needs Debian's interpreter $CPYTHON, which is missing"
+      "$CPYTHON" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec(sys.argv[1]) is None)' \
+        "test.$module" 2>/dev/null ||
+        skip "needs CPython's test.$module for $CPYTHON (Debian: libpython$("$CPYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')-testsuite, or scripts/deps.sh test)"
       ;;
     arena-run)
       [[ -n ${ARENA_RUN:-} ]] || skip "needs the arena-run launcher, but ARENA_RUN is not set"
