@@ -18,9 +18,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <dirent.h>
+#include <elf.h>
 #include <fcntl.h>
 #include <iterator>
-#include <elf.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <unordered_map>
@@ -432,6 +432,17 @@ Verdict stale(const UserDir& dir, const char* name, const struct stat& st, Skip 
     return v;
 }
 
+/// The verdict on a page whose process procfs shows gone (stale) or cannot show (unreadable);
+/// nullopt while it is alive.
+std::optional<Verdict> unless_alive(Life life, const UserDir& dir, const char* name,
+                                    const struct stat& st) {
+    if (life == Life::Gone)
+        return stale(dir, name, st, Skip::Dead);
+    if (life == Life::Unknown)
+        return refuse(Skip::Unreadable);
+    return std::nullopt;
+}
+
 bool other_namespace(const Context& cx, const arena_stats_head& head) {
     return head.pid_ns != 0 && cx.pid_ns != 0 && head.pid_ns != cx.pid_ns;
 }
@@ -465,15 +476,7 @@ std::optional<Verdict> judge_gone(const Context& cx, const UserDir& dir, const c
     }
     if (other_namespace(cx, head))
         return refuse(Skip::OtherNamespace);
-    switch (read_stat(cx.proc.get(), pid, ps)) {
-    case Life::Gone:
-        return stale(dir, name, st, Skip::Dead);
-    case Life::Unknown:
-        return refuse(Skip::Unreadable);
-    case Life::Alive:
-        break;
-    }
-    return std::nullopt;
+    return unless_alive(read_stat(cx.proc.get(), pid, ps), dir, name, st);
 }
 
 /// Judges dir/name (a canonical pid `pid`; `type` is the entry's d_type or DT_UNKNOWN). When the
@@ -549,25 +552,15 @@ Verdict judge(const Context& cx, const UserDir& dir, const char* name, int pid, 
     // started: a process that started later has taken the pid of a dead one.
     if (ps.start_time > head.start_time) {
         // The pid may have been taken by the page's own (new) process between the two reads.
-        switch (read_stat(cx.proc.get(), pid, &ps)) {
-        case Life::Gone:
-            return stale(dir, name, st, Skip::Dead);
-        case Life::Unknown:
-            return refuse(Skip::Unreadable);
-        case Life::Alive:
-            if (ps.start_time > head.start_time)
-                return stale(dir, name, st, Skip::PidReused);
-        }
+        if (std::optional<Verdict> v =
+                unless_alive(read_stat(cx.proc.get(), pid, &ps), dir, name, st))
+            return *v;
+        if (ps.start_time > head.start_time)
+            return stale(dir, name, st, Skip::PidReused);
     }
     uid_t uids[4];
-    switch (read_uids(cx.proc.get(), pid, uids)) {
-    case Life::Gone:
-        return stale(dir, name, st, Skip::Dead);
-    case Life::Unknown:
-        return refuse(Skip::Unreadable);
-    case Life::Alive:
-        break;
-    }
+    if (std::optional<Verdict> v = unless_alive(read_uids(cx.proc.get(), pid, uids), dir, name, st))
+        return *v;
     if (st.st_uid != 0 && std::find(uids, uids + 4, st.st_uid) == uids + 4)
         return refuse(Skip::ForeignOwner);
     if ((head.exec_entry != 0 || head.exec_random != 0) &&
