@@ -973,9 +973,11 @@ ControlResult request_trim(const std::string& base, int pid, const ScanOptions& 
 
 ControlResult request_purge_delay(const std::string& base, int pid, int64_t ms,
                                   const ScanOptions& options) {
-    if (ms < -1 || ms > 3600000)
+    if (ms < ARENA_STATS_PURGE_DELAY_MIN_MS || ms > ARENA_STATS_PURGE_DELAY_MAX_MS)
         return control_error(ControlError::Invalid,
-                             "The purge delay must be between -1 and 3600000 ms, not " +
+                             "The purge delay must be between " +
+                                 std::to_string(ARENA_STATS_PURGE_DELAY_MIN_MS) + " and " +
+                                 std::to_string(ARENA_STATS_PURGE_DELAY_MAX_MS) + " ms, not " +
                                  std::to_string(ms) + ".");
     return with_control(
         base, pid, options, [ms](int fd, const arena_stats_control& c, const std::string& path) {

@@ -23,7 +23,8 @@ enum class OptionKind : uint8_t { Bool, Int, Size, String };
     X(RESERVE, Size, int64_t{64} << 30, int64_t{16} << 20, int64_t{1} << 46, nullptr,            \
       "Bytes of virtual address space reserved up front (suffixes K, M, G, T). Costs no memory " \
       "until used; halved until the kernel accepts it.")                                          \
-    X(PURGE_DELAY_MS, Int, 500, -1, 3600000, nullptr,                                             \
+    X(PURGE_DELAY_MS, Int, 500, ARENA_STATS_PURGE_DELAY_MIN_MS, ARENA_STATS_PURGE_DELAY_MAX_MS,   \
+      nullptr,                                                                                    \
       "Milliseconds a free page stays resident before it is returned to the kernel with "        \
       "madvise; 0 returns pages at once, -1 only on malloc_trim.")                                \
     X(ABORT_ON_ERROR, Bool, 0, 0, 1, nullptr,                                                     \

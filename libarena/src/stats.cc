@@ -105,11 +105,15 @@ void fill_identity(arena_stats_head& h, const stats_file::Identity& who, bool fo
         join_args(h.cmdline, sizeof h.cmdline);
 }
 
-/// Copies the gauges and the shards in use of `from`: a fork child starts from its parent's
-/// counters.
+/// Copies the gauges of `from` (a fork child starts from its parent's), with a fresh seqlock.
+void copy_gauges(arena_stats_head& to, const arena_stats_head& from) {
+    memcpy(&to.global, &from.global, sizeof to.global);
+    to.global.seq = 0;
+}
+
+/// Copies the gauges and the shards in use of `from`.
 void copy_counters(arena_stats_page* to, const arena_stats_page* from) {
-    memcpy(&to->head.global, &from->head.global, sizeof to->head.global);
-    to->head.global.seq = 0;
+    copy_gauges(to->head, from->head);
     memcpy(to->shards, from->shards, shards_in_use() * sizeof(arena_stats_shard));
 }
 
@@ -117,9 +121,8 @@ void copy_counters(arena_stats_page* to, const arena_stats_page* from) {
 /// parent's page after fork (`context`, or null).
 void fill_file_head(arena_stats_head* h, const stats_file::Identity& who, const void* context) {
     const auto* parent = static_cast<const arena_stats_page*>(context);
-    if (parent != nullptr) {
-        memcpy(&h->global, &parent->head.global, sizeof h->global);
-        h->global.seq = 0;
+    if (parent != nullptr) { // its shards are Content::shards
+        copy_gauges(*h, parent->head);
         memcpy(h->cmdline, parent->head.cmdline, sizeof h->cmdline);
     }
     fill_layout(*h);

@@ -68,6 +68,11 @@ extern "C" {
 
 #define ARENA_STATS_READY 1u /* flags: the page is complete */
 
+/* The purge delays a control request may ask for, in ms (-1: only on trim); also the range of
+   ARENA_PURGE_DELAY_MS. */
+#define ARENA_STATS_PURGE_DELAY_MIN_MS (-1)
+#define ARENA_STATS_PURGE_DELAY_MAX_MS 3600000
+
 /* ---- The schema -------------------------------------------------------------------------- */
 
 /* Metric types of the families below. */
@@ -199,7 +204,7 @@ struct arena_stats_global {
 struct arena_stats_control {
     uint64_t trim_requests;  /* a reader increments this to ask for malloc_trim(0) */
     uint64_t trims_served;   /* written by the allocator */
-    int64_t purge_delay_ms;  /* the purge delay asked for (-1..3600000), written first */
+    int64_t purge_delay_ms;  /* the purge delay asked for (ARENA_STATS_PURGE_DELAY_*), first */
     uint64_t purge_requests; /* then this is incremented */
     uint64_t purges_served;  /* written by the allocator */
     uint64_t reserved[3];
