@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 // The command runner: exit codes, capture, caps, timeouts that take the whole process group,
-// exec failures, descriptor and signal hygiene. Test scripts use /bin/sh; cmond itself never does.
+// exec failures, descriptor and signal hygiene, and descendants that leave the command's group or
+// session (setsid, daemons), which must die with their run all the same. Test scripts use
+// /bin/sh; cmond itself never does.
 #include "helpers.h"
 #include "runner.h"
 
@@ -8,7 +10,9 @@
 
 #include <atomic>
 #include <csignal>
+#include <dirent.h>
 #include <sstream>
+#include <sys/wait.h>
 #include <thread>
 
 using namespace cmond;
@@ -25,6 +29,88 @@ RunSpec sh(const std::string& script, std::chrono::milliseconds timeout = 10s,
 pid_t read_pid(const std::string& path) {
     const std::string s = cmond_test::read_file(path);
     return s.empty() ? -1 : static_cast<pid_t>(std::stol(s));
+}
+
+// Live (not zombie) processes whose session is `sid`, from /proc/PID/stat.
+std::vector<pid_t> session_members(pid_t sid) {
+    std::vector<pid_t> found;
+    DIR* proc = ::opendir("/proc");
+    if (proc == nullptr) {
+        return found;
+    }
+    while (const dirent* e = ::readdir(proc)) {
+        const std::string name = e->d_name;
+        if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) {
+            continue;
+        }
+        const std::string stat = cmond_test::read_file("/proc/" + name + "/stat");
+        const auto paren = stat.rfind(')');
+        if (paren == std::string::npos) {
+            continue;
+        }
+        std::istringstream in(stat.substr(paren + 2));
+        char state = 0;
+        long ppid = 0, pgrp = 0, session = 0;
+        in >> state >> ppid >> pgrp >> session;
+        if (in && session == sid && state != 'Z' && state != 'X') {
+            found.push_back(static_cast<pid_t>(std::stol(name)));
+        }
+    }
+    ::closedir(proc);
+    return found;
+}
+
+// A shell snippet that starts `body` in a new session (setsid) in the background, with the pid
+// of that session's first process written to `pidfile` (`body` runs as that process), and
+// returns only once the pid file is there.
+std::string escapee(const std::string& pidfile, const std::string& body = "exec sleep 300") {
+    return "setsid sh -c 'echo $$ > " + pidfile + "; " + body + "' & while [ ! -s " + pidfile +
+           " ]; do sleep 0.01; done; ";
+}
+
+// Kills, at the end of a test, whatever is left of the sessions a test's commands started, so
+// that a failing test (or the runner before issue 13) leaves nothing running. Also the check:
+// gone() says whether every process of a session has ended.
+class Sessions {
+public:
+    Sessions() = default;
+    Sessions(const Sessions&) = delete;
+    Sessions& operator=(const Sessions&) = delete;
+    ~Sessions() {
+        for (const pid_t sid : sids_) {
+            for (const pid_t p : session_members(sid)) {
+                ::kill(p, SIGKILL);
+            }
+        }
+    }
+    /// Remembers the session whose leader's pid is in `pidfile`; returns it (-1: none).
+    pid_t add(const std::string& pidfile) { return add_sid(read_pid(pidfile)); }
+    pid_t add_sid(pid_t sid) {
+        if (sid > 0) {
+            sids_.push_back(sid);
+        }
+        return sid;
+    }
+    /// True when no process of session `sid` is left (polled for up to `limit`).
+    static bool gone(pid_t sid, std::chrono::milliseconds limit = std::chrono::seconds(2)) {
+        return cmond_test::eventually([&] { return session_members(sid).empty(); }, limit);
+    }
+
+private:
+    std::vector<pid_t> sids_;
+};
+
+// Open descriptors of this process.
+std::size_t open_fds() {
+    std::size_t n = 0;
+    DIR* d = ::opendir("/proc/self/fd");
+    while (d != nullptr && ::readdir(d) != nullptr) {
+        ++n;
+    }
+    if (d != nullptr) {
+        ::closedir(d);
+    }
+    return n;
 }
 
 } // namespace
@@ -98,13 +184,46 @@ TEST_SUITE("runner") {
         CHECK(res.output == "deploy main in " + dir.path() + "\n");
     }
 
-    TEST_CASE("output over the cap is dropped, the command still completes") {
+    TEST_CASE("output cap: reading stops there, the pipe is closed as by `| head -c N`") {
         Runner r;
-        auto res = r.run(sh("head -c 1000000 /dev/zero | tr '\\0' a; echo; exit 4", 10s, 1024));
+        // A command that ignores SIGPIPE gets EPIPE and keeps its own exit status.
+        auto res = r.run(sh(
+            "trap '' PIPE; head -c 1000000 /dev/zero | tr '\\0' a; echo more; exit 4", 10s, 1024));
         CHECK(res.outcome == RunResult::Outcome::Exited);
         CHECK(res.exit_code == 4);
         CHECK(res.output == std::string(1024, 'a'));
         CHECK(res.truncated);
+        CHECK_FALSE(res.ended_by_cap);
+
+        // Exactly the cap is not truncated.
+        auto exact = r.run(sh("head -c 1024 /dev/zero | tr '\\0' b", 10s, 1024));
+        CHECK(exact.ok());
+        CHECK(exact.output == std::string(1024, 'b'));
+        CHECK_FALSE(exact.truncated);
+        CHECK_FALSE(exact.ended_by_cap);
+    }
+
+    TEST_CASE("output cap: an endless writer ends at once, not at its timeout") {
+        Runner r;
+        const auto t0 = std::chrono::steady_clock::now();
+        auto res = r.run({{"yes"}, "", 20s, 500ms, 4096});
+        CHECK(std::chrono::steady_clock::now() - t0 < 3s);
+        CHECK(res.output.size() == 4096);
+        CHECK(res.output.substr(0, 4) == "y\ny\n");
+        CHECK(res.truncated);
+        CHECK(res.outcome == RunResult::Outcome::Signaled);
+        CHECK(res.exit_code == 128 + SIGPIPE);
+        CHECK(res.ended_by_cap);
+
+        // Through a shell, which reports its child's SIGPIPE as exit status 141.
+        const auto t1 = std::chrono::steady_clock::now();
+        auto shell = r.run(sh("yes; exit $?", 20s, 100));
+        CHECK(std::chrono::steady_clock::now() - t1 < 3s);
+        CHECK(shell.output.size() == 100);
+        CHECK(shell.truncated);
+        CHECK(shell.outcome == RunResult::Outcome::Exited);
+        CHECK(shell.exit_code == 128 + SIGPIPE);
+        CHECK(shell.ended_by_cap);
     }
 
     TEST_CASE("timeout: the whole process group dies, grandchildren included") {
@@ -242,6 +361,197 @@ TEST_SUITE("runner") {
         }
         CHECK(good == 160);
         CHECK(r.running() == 0);
+    }
+
+    // ---- Descendants that leave the command's process group or session (issue 13) ----
+
+    TEST_CASE("a setsid background child dies when the command ends") {
+        TempDir dir;
+        const std::string pidfile = dir.file("escapee.pid");
+        Sessions sessions;
+        Runner r;
+        const auto t0 = std::chrono::steady_clock::now();
+        // The escapee keeps the output pipe open, so the runner lingers kLinger first.
+        auto res = r.run(sh(escapee(pidfile) + "echo done"));
+        const pid_t sid = sessions.add(pidfile);
+        CHECK(res.ok());
+        CHECK(res.output == "done\n");
+        CHECK(std::chrono::steady_clock::now() - t0 < 3s);
+        REQUIRE(sid > 0);
+        CHECK(Sessions::gone(sid));
+    }
+
+    TEST_CASE("a daemon (fork, setsid, fork, middle exits) dies when the command ends") {
+        TempDir dir;
+        const std::string pidfile = dir.file("daemon.pid");
+        // $1: the pid file; $2: the stage. The daemon's parent exits, so it is an orphan in a
+        // session of its own, with its descriptors closed: nothing links it to the command.
+        const auto daemon = dir.write("daemon.sh",
+                                      "#!/bin/sh\n"
+                                      "if [ \"$2\" = daemon ]; then\n"
+                                      "    echo $$ > \"$1\"; exec sleep 300\n"
+                                      "elif [ \"$2\" = middle ]; then\n"
+                                      "    \"$0\" \"$1\" daemon </dev/null >/dev/null 2>&1 &\n"
+                                      "    while [ ! -s \"$1\" ]; do sleep 0.01; done\n"
+                                      "else\n"
+                                      "    setsid \"$0\" \"$1\" middle\n"
+                                      "    echo started\n"
+                                      "fi\n",
+                                      0755);
+        Sessions sessions;
+        Runner r;
+        const auto t0 = std::chrono::steady_clock::now();
+        auto res = r.run({{daemon, pidfile}, "", 10s, 500ms, 4096});
+        const pid_t pid = read_pid(pidfile);
+        CHECK(res.ok());
+        CHECK(res.output == "started\n");
+        // Nothing holds the pipe: no linger.
+        CHECK(std::chrono::steady_clock::now() - t0 < Runner::kLinger + 1s);
+        REQUIRE(pid > 0);
+        const std::string stat = cmond_test::read_file("/proc/" + std::to_string(pid) + "/stat");
+        // The daemon's session is the one its middle process made; kill that at the end.
+        const auto paren = stat.rfind(')');
+        if (paren != std::string::npos) {
+            std::istringstream in(stat.substr(paren + 2));
+            char state = 0;
+            long ppid = 0, pgrp = 0, session = 0;
+            in >> state >> ppid >> pgrp >> session;
+            sessions.add_sid(static_cast<pid_t>(session));
+        }
+        CHECK(cmond_test::eventually([&] { return !cmond_test::process_alive(pid); }, 2s));
+    }
+
+    TEST_CASE("a timeout takes the escaped descendants too") {
+        TempDir dir;
+        const std::string pidfile = dir.file("escapee.pid");
+        Sessions sessions;
+        Runner r;
+        auto res = r.run(sh(escapee(pidfile, "trap \"\" TERM; exec sleep 300 >/dev/null 2>&1") +
+                                "echo started; sleep 30",
+                            500ms));
+        const pid_t sid = sessions.add(pidfile);
+        CHECK(res.outcome == RunResult::Outcome::TimedOut);
+        CHECK(res.output == "started\n");
+        CHECK(res.duration < 5s);
+        REQUIRE(sid > 0);
+        CHECK(Sessions::gone(sid));
+    }
+
+    TEST_CASE("kill_all takes the escaped descendants too") {
+        TempDir dir;
+        const std::string pidfile = dir.file("escapee.pid");
+        Sessions sessions;
+        Runner r;
+        RunResult res;
+        std::thread t([&] { res = r.run(sh(escapee(pidfile) + "sleep 30")); });
+        REQUIRE(cmond_test::eventually([&] { return read_pid(pidfile) > 0; }, 5s));
+        const pid_t sid = sessions.add(pidfile);
+        r.kill_all();
+        t.join();
+        CHECK(res.outcome == RunResult::Outcome::Killed);
+        CHECK(res.exit_code == 128 + SIGKILL);
+        CHECK(r.running() == 0);
+        CHECK(Sessions::gone(sid));
+    }
+
+    TEST_CASE("an escaped descendant that keeps forking while it is killed") {
+        TempDir dir;
+        const std::string pidfile = dir.file("forker.pid");
+        Sessions sessions;
+        Runner r;
+        // 300 children, started as fast as the shell can; the run ends while it is at it.
+        auto res = r.run(sh(escapee(pidfile, "i=0; while [ $i -lt 300 ]; do sleep 300 & "
+                                             "i=$((i+1)); done >/dev/null 2>&1; wait") +
+                            "echo done"));
+        const pid_t sid = sessions.add(pidfile);
+        CHECK(res.ok());
+        REQUIRE(sid > 0);
+        CHECK(Sessions::gone(sid, 5s));
+    }
+
+    TEST_CASE("when cmond dies, the processes of its runs die too") {
+        TempDir dir;
+        const std::string command_pid = dir.file("command.pid");
+        const std::string escapee_pid = dir.file("escapee.pid");
+        Sessions sessions;
+        // A stand-in for cmond: a child of this test (single-threaded here) that runs a command
+        // and is killed with SIGKILL while it runs.
+        const pid_t daemon = ::fork();
+        REQUIRE(daemon >= 0);
+        if (daemon == 0) {
+            Runner r;
+            r.run(sh("echo $$ > " + command_pid + "; " + escapee(escapee_pid) + "sleep 30"));
+            ::_exit(0);
+        }
+        const bool started = cmond_test::eventually(
+            [&] { return read_pid(command_pid) > 0 && read_pid(escapee_pid) > 0; }, 5s);
+        const pid_t command_sid = sessions.add(command_pid); // the command leads its session
+        const pid_t escapee_sid = sessions.add(escapee_pid);
+        ::kill(daemon, SIGKILL);
+        int status = 0;
+        ::waitpid(daemon, &status, 0);
+        REQUIRE(started);
+        CHECK(Sessions::gone(command_sid));
+        CHECK(Sessions::gone(escapee_sid));
+    }
+
+    TEST_CASE("concurrent runs: ending one run kills its tree only") {
+        TempDir dir;
+        Sessions sessions;
+        Runner r;
+        // A long run with an escapee, which waits for `release`.
+        const std::string long_pid = dir.file("long.pid");
+        const std::string release = dir.file("release");
+        RunResult long_res;
+        std::thread long_run([&] {
+            long_res = r.run(sh(escapee(long_pid) + "while [ ! -e " + release +
+                                " ]; do sleep 0.01; done; echo long"));
+        });
+        REQUIRE(cmond_test::eventually([&] { return read_pid(long_pid) > 0; }, 5s));
+        const pid_t long_sid = sessions.add(long_pid);
+
+        // Short runs on four threads at once, each with its own escapee.
+        constexpr int kShort = 4;
+        std::vector<RunResult> short_res(kShort);
+        std::vector<std::thread> threads;
+        for (int i = 0; i < kShort; ++i) {
+            threads.emplace_back([&, i] {
+                const std::string pidfile = dir.file("short" + std::to_string(i) + ".pid");
+                short_res[i] = r.run(sh(escapee(pidfile) + "echo short " + std::to_string(i)));
+            });
+        }
+        for (auto& t : threads) {
+            t.join();
+        }
+        for (int i = 0; i < kShort; ++i) {
+            CHECK(short_res[i].ok());
+            CHECK(short_res[i].output == "short " + std::to_string(i) + "\n");
+            const pid_t sid = sessions.add(dir.file("short" + std::to_string(i) + ".pid"));
+            REQUIRE(sid > 0);
+            CHECK(Sessions::gone(sid));
+        }
+        // The long run and its escapee are untouched.
+        CHECK(r.running() == 1);
+        CHECK_FALSE(session_members(long_sid).empty());
+
+        dir.write("release", "");
+        long_run.join();
+        CHECK(long_res.ok());
+        CHECK(long_res.output == "long\n");
+        CHECK(Sessions::gone(long_sid));
+        CHECK(r.running() == 0);
+    }
+
+    TEST_CASE("no descriptor is left behind") {
+        Runner r;
+        const std::size_t before = open_fds();
+        for (int i = 0; i < 20; ++i) {
+            r.run(sh("echo hi"));
+            r.run({{"yes"}, "", 5s, 500ms, 16});
+            r.run({{"/nonexistent/program"}, "", 5s, 500ms, 16});
+            r.run(sh("sleep 5", 50ms));
+        }
+        CHECK(open_fds() == before);
     }
 
 } // TEST_SUITE
