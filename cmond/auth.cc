@@ -61,13 +61,43 @@ std::string_view ltrim_spaces(std::string_view s) {
     return s;
 }
 
+// What a non-regular file is, for the message.
+const char* file_kind(mode_t mode) {
+    switch (mode & S_IFMT) {
+    case S_IFDIR:
+        return "a directory";
+    case S_IFIFO:
+        return "a FIFO";
+    case S_IFCHR:
+        return "a character device";
+    case S_IFBLK:
+        return "a block device";
+    case S_IFSOCK:
+        return "a socket";
+    default:
+        return "of an unknown type";
+    }
+}
+
 } // namespace
 
 // ---- Key ----
 
 Key Key::load(const std::string& path) {
     const std::string where = "key file '" + path + "': ";
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    auto not_regular = [&](mode_t mode) {
+        return KeyError(where + "not a regular file (" + file_kind(mode) + ")");
+    };
+    // Look before opening: opening a FIFO waits for a writer, and opening a device can have
+    // effects of its own. Symlinks are followed (a secret mounted as a symlink to a file is
+    // fine); what counts is the file they lead to.
+    struct stat st {};
+    if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+        throw not_regular(st.st_mode);
+    }
+    // O_NONBLOCK: should the name be replaced by a FIFO after that look, open still returns at
+    // once and the fstat below refuses it. It changes nothing for a regular file.
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) {
         throw KeyError(where + "cannot open: " + std::strerror(errno) +
                        " (create one with: openssl rand -hex 32 > " + path + "; chmod 600 " + path +
@@ -77,12 +107,11 @@ Key Key::load(const std::string& path) {
         int fd;
         ~FdCloser() { ::close(fd); }
     } closer{fd};
-    struct stat st {};
     if (::fstat(fd, &st) != 0) {
         throw KeyError(where + "cannot stat: " + std::strerror(errno));
     }
     if (!S_ISREG(st.st_mode)) {
-        throw KeyError(where + "not a regular file");
+        throw not_regular(st.st_mode);
     }
     if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
         char mode[8];
@@ -92,7 +121,8 @@ Key Key::load(const std::string& path) {
                        "(chmod 600 " +
                        path + ")");
     }
-    // 64 hex digits plus an optional "\r\n": anything longer is malformed, so read one more.
+    // 64 hex digits plus an optional "\r\n": anything longer is malformed, so read one more
+    // byte and no further (the read is capped whatever the file's size).
     char buf[kKeyHexChars + 3];
     Cleanser clean_buf{buf, sizeof buf};
     std::size_t len = 0;

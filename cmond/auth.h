@@ -31,8 +31,10 @@ public:
 /// The server's 256-bit key. Not copyable; cleansed when destroyed.
 class Key {
 public:
-    /// Loads `path`: a regular file, no permission bits for group or others, containing exactly
-    /// 64 hex digits optionally followed by one newline ("\n" or "\r\n"). Throws KeyError.
+    /// Loads `path`: a regular file (a symlink to one is fine), no permission bits for group or
+    /// others, containing exactly 64 hex digits optionally followed by one newline ("\n" or
+    /// "\r\n"). Anything else (a FIFO, a device, a directory) is refused at once, without
+    /// waiting for or reading from it; at most 67 bytes are read. Throws KeyError.
     static Key load(const std::string& path);
 
     /// A key from 64 hex digits (tests). Throws KeyError when `hex` is not that.
