@@ -157,11 +157,28 @@ const std::array kOptions = {
                   c.threads = static_cast<unsigned>(parse_integer(k, v, 1, 1024));
               },
               [](const Config& c) { return std::to_string(c.threads); }},
-    OptionDef{"http_timeout", "DURATION", "read and write timeout of a client connection",
+    OptionDef{"http_timeout", "DURATION",
+              "deadline for a whole request (head and body) to arrive, for an answer to be "
+              "written, and for an idle keep-alive connection",
               [](Config& c, std::string_view k, std::string_view v) {
                   c.http_timeout = parse_duration(k, v, 1ms, kMaxDuration);
               },
               [](const Config& c) { return show_duration(c.http_timeout); }},
+    OptionDef{"max_connections", "N",
+              "client connections open at once (1..65536); past it, the oldest connection that "
+              "has not sent a whole request is closed for the new one",
+              [](Config& c, std::string_view k, std::string_view v) {
+                  c.max_connections = static_cast<unsigned>(parse_integer(k, v, 1, 65536));
+              },
+              [](const Config& c) { return std::to_string(c.max_connections); }},
+    OptionDef{"max_connections_per_address", "N",
+              "client connections open at once from one address (1..65536); past it, that "
+              "address's oldest connection that has not sent a whole request is closed",
+              [](Config& c, std::string_view k, std::string_view v) {
+                  c.max_connections_per_address =
+                      static_cast<unsigned>(parse_integer(k, v, 1, 65536));
+              },
+              [](const Config& c) { return std::to_string(c.max_connections_per_address); }},
     OptionDef{"shutdown_timeout", "DURATION",
               "on SIGINT, SIGTERM or restart, how long running commands may finish before "
               "their process groups are killed",

@@ -2,6 +2,8 @@
 // The cmond_* metric families; see metrics.h.
 #include "metrics.h"
 
+#include "front/message.h"
+
 #include <prometheus/text_serializer.h>
 
 #include <chrono>
@@ -40,7 +42,7 @@ Metrics::Metrics()
                         .Name("cmond_command_runs_total")
                         .Help("Command processes run (one per run, however many requests "
                               "shared it), by command and result (ok, failed, timeout, killed, "
-                              "signaled, spawn_failed).")
+                              "signaled, output_cap, spawn_failed).")
                         .Register(*registry_)),
       command_duration_(prometheus::BuildHistogram()
                             .Name("cmond_command_duration_seconds")
@@ -67,8 +69,9 @@ Metrics::Metrics()
                             .Register(*registry_)),
       auth_failures_(prometheus::BuildCounter()
                          .Name("cmond_auth_failures_total")
-                         .Help("Requests refused with 401, by reason (missing, malformed, "
-                               "wrong, ambiguous).")
+                         .Help("Requests without a valid key (answered 401, or 429 while "
+                               "their address is blocked), by reason (missing, malformed, wrong, "
+                               "ambiguous).")
                          .Register(*registry_)),
       rate_limited_requests_(prometheus::BuildCounter()
                                  .Name("cmond_rate_limited_requests_total")
@@ -86,7 +89,17 @@ Metrics::Metrics()
                                 .Name("cmond_rate_limited_clients")
                                 .Help("Client addresses blocked now.")
                                 .Register(*registry_)
-                                .Add({})) {
+                                .Add({})),
+      http_rejections_(prometheus::BuildCounter()
+                           .Name("cmond_http_rejections_total")
+                           .Help("Connections and requests the HTTP front end refused or closed "
+                                 "before cmond saw a request, by reason.")
+                           .Register(*registry_)),
+      http_connections_(prometheus::BuildGauge()
+                            .Name("cmond_http_connections")
+                            .Help("Client connections open now.")
+                            .Register(*registry_)
+                            .Add({})) {
     prometheus::BuildGauge()
         .Name("cmond_build_info")
         .Help("Always 1; the version label tells the build.")
@@ -103,6 +116,17 @@ Metrics::Metrics()
     for (const char* reason : {"missing", "malformed", "wrong", "ambiguous"}) {
         auth_failures_.Add({{"reason", reason}}); // present at 0 from the start
     }
+    for (const std::string_view reason : cmon::front::kRejectionReasons) {
+        http_rejections_.Add({{"reason", str(reason)}});
+    }
+}
+
+void Metrics::http_rejected(std::string_view reason) {
+    http_rejections_.Add({{"reason", str(reason)}}).Increment();
+}
+
+void Metrics::set_connections(std::size_t n) {
+    http_connections_.Set(static_cast<double>(n));
 }
 
 void Metrics::request(std::string_view route, int code, double seconds) {

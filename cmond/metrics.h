@@ -30,7 +30,7 @@ public:
 
     /// One command run: cmond_command_runs_total{command,result} and
     /// cmond_command_duration_seconds{command}. result: ok, failed, timeout, killed, signaled,
-    /// spawn_failed.
+    /// output_cap, spawn_failed.
     void command_run(std::string_view command, std::string_view result, double seconds);
 
     /// A command request answered with the result of a run that another request's thread
@@ -62,6 +62,13 @@ public:
     /// Addresses blocked now (cmond_rate_limited_clients), set before each render.
     void set_blocked_clients(std::size_t n);
 
+    /// The HTTP front end refused or closed something (cmond_http_rejections_total{reason},
+    /// reasons: front::kRejectionReasons).
+    void http_rejected(std::string_view reason);
+
+    /// Client connections open now (cmond_http_connections), set before each render.
+    void set_connections(std::size_t n);
+
     /// Adds a source of further metric families to /metrics (kept alive by the shared_ptr).
     void add_collectable(std::shared_ptr<prometheus::Collectable> collectable);
 
@@ -82,6 +89,8 @@ private:
     prometheus::Counter& rate_limited_requests_;
     prometheus::Counter& rate_limited_clients_total_;
     prometheus::Gauge& rate_limited_clients_;
+    prometheus::Family<prometheus::Counter>& http_rejections_;
+    prometheus::Gauge& http_connections_;
 
     mutable std::mutex extra_mutex_;
     std::vector<std::shared_ptr<prometheus::Collectable>> extra_;

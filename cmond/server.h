@@ -1,12 +1,20 @@
 // SPDX-License-Identifier: MIT
-// The HTTP side of cmond: cpp-httplib wiring, the route table, per-request auth, 404/405 with
-// Allow, JSON errors for everything the library rejects, the access log and the request
-// metrics, command routes with their concurrency limits and shared runs (coalescer.h),
-// /restart, /metrics (cmond_* and, through arena::client::ArenaCollector, arena_* families) and the
-// /arena routes over the stats pages in config.stats_dir (arena_routes.h).
-// Lifecycle: bind(), then run() until request_stop() or
-// POST /restart; run() returns once in-flight requests are done, killing running commands at
-// the shutdown deadline.
+// cmond's HTTP application on the front end (front/server.h, which owns the sockets and their
+// limits): one route table matched once per request, authentication before anything else is
+// said, the failure limiter, the command routes with their concurrency limits and shared runs
+// (coalescer.h), /restart, /metrics (cmond_* and, through arena::client::ArenaCollector,
+// arena_* families), the /arena routes (arena_routes.h), the access log and request metrics.
+//
+// Request flow (front::Application):
+//   admit   event loop, before any body is read: match the route (for labels only); check
+//           the key; a bad or missing key gets 401, or 429 when its address has failed too
+//           often (a valid key is always let through, so the limiter cannot lock it out);
+//           then 404/405 and the query check (query.h). Everything not admitted here is
+//           answered at once and its body never read.
+//   serve   a worker: the route's handler (a command runs here).
+//   finished / rejected   the access log and the metrics, with the client's address.
+// Lifecycle: bind(), then run() until request_stop() or POST /restart; run() returns once
+// in-flight requests are done, killing running commands at the shutdown deadline.
 #pragma once
 
 #include "auth.h"
@@ -14,6 +22,8 @@
 #include "config.h"
 #include "metrics.h"
 #include "runner.h"
+
+#include "front/server.h"
 
 #include <atomic>
 #include <condition_variable>
@@ -25,12 +35,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-namespace httplib {
-class Server;
-struct Request;
-struct Response;
-} // namespace httplib
 
 namespace cmond {
 
@@ -46,12 +50,12 @@ enum class RunOutcome {
     Failed,  // the accept loop failed
 };
 
-class Server {
+class Server : private cmon::front::Application {
 public:
     /// Builds the routes. With TLS configured, loads the certificate and key now and throws
     /// ConfigError when they are unusable.
     Server(const Config& config, Key key);
-    ~Server();
+    ~Server() override;
     Server(const Server&) = delete;
     Server& operator=(const Server&) = delete;
 
@@ -69,41 +73,43 @@ public:
     /// Kills every running command now (a second SIGINT/SIGTERM). Thread-safe.
     void kill_commands();
 
-private:
-    using Handler = std::function<void(const httplib::Request&, httplib::Response&)>;
-    struct Route {
-        std::string method;
-        std::string pattern; // the path; a ":name" segment matches any one non-empty segment.
-                             // Also the metrics and log label ("/arena/:pid/trim").
-        std::string command; // command name for logs; empty for builtin routes
-        Handler handler;
-    };
-    struct CommandSlot {
-        const CommandSpec* spec;
-        std::atomic<unsigned> in_progress{0}; // requests admitted: running or waiting for a run
-        Coalescer coalescer;                  // used when spec->coalesce
-    };
+    struct Route;
+    struct CommandSlot;
+    struct RequestState;
 
-    void add_route(std::string method, std::string pattern, std::string command, Handler handler);
+private:
+    // front::Application
+    std::optional<cmon::front::Response> admit(cmon::front::Exchange& exchange) override;
+    cmon::front::Response serve(cmon::front::Exchange& exchange) override;
+    void finished(const cmon::front::Exchange& exchange, const cmon::front::Response& response,
+                  bool delivered) override;
+    void rejected(const cmon::front::Rejection& rejection, bool log, unsigned suppressed) override;
+    cmon::front::Response error_response(int status, std::string_view message) override;
+
     void build_routes();
-    void install_handlers();
-    void handle_command(CommandSlot& slot, const httplib::Request& req, httplib::Response& res);
-    void handle_restart(const httplib::Request& req, httplib::Response& res);
-    void handle_metrics(const httplib::Request& req, httplib::Response& res);
+    std::optional<cmon::front::Response> authenticate(cmon::front::Exchange& exchange,
+                                                      RequestState& state);
+    cmon::front::Response handle_command(CommandSlot& slot, RequestState& state);
+    std::optional<cmon::front::Response> refuse_command(CommandSlot& slot,
+                                                        const RequestState& state,
+                                                        std::string& branch);
+    Coalescer::Outcome run_command(CommandSlot& slot, std::string_view branch);
+    cmon::front::Response command_reply(const CommandSpec& spec, const Coalescer::Outcome& got,
+                                        RequestState& state);
+    cmon::front::Response handle_restart();
+    cmon::front::Response handle_metrics();
     /// request_stop(), recording whether it is a restart; false when already stopping.
     bool start_stop(bool restart);
-    void finish_request(const httplib::Request& req, const httplib::Response& res);
 
     const Config config_;
     const Key key_;
     Metrics metrics_;
     Runner runner_;
     FailureLimiter limiter_;
-    std::unique_ptr<httplib::Server> http_;
+    std::unique_ptr<boost::asio::ssl::context> tls_;
+    std::unique_ptr<cmon::front::Server> front_;
     std::deque<CommandSlot> slots_;
     std::vector<Route> routes_;
-    int listen_fd_ = -1;
-    bool adopted_ = false; // listen_fd_ handed to httplib, which closes it
 
     std::mutex stop_mutex_;
     std::condition_variable stop_cv_;

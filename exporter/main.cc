@@ -7,7 +7,7 @@
 #include "collector.h"
 #include "reader.h"
 
-#include <httplib.h>
+#include "front/server.h"
 #include <prometheus/text_serializer.h>
 
 #include <atomic>
@@ -19,6 +19,7 @@
 #include <cstring>
 #include <pthread.h>
 #include <string>
+#include <optional>
 #include <string_view>
 #include <thread>
 
@@ -49,6 +50,8 @@ constexpr const char* kUsage =
     "written, 2 on a usage error.\n";
 
 constexpr const char* kContentType = "text/plain; version=0.0.4; charset=utf-8";
+// A scrape in progress at SIGTERM may finish within this; the rest is closed.
+constexpr std::chrono::milliseconds kStopDeadline{2000};
 
 struct Options {
     std::string host = "127.0.0.1";
@@ -147,45 +150,91 @@ constexpr const char* kIndex =
     "<h1>arena-exporter</h1>\n<p>libarena allocator statistics of every process with a stats "
     "page.</p>\n<p><a href=\"/metrics\">Metrics</a></p>\n</body></html>\n";
 
+// The HTTP side: read-only, GET and HEAD on / and /metrics; the front end (front/server.h)
+// holds the connection limits, so a scanner or a slow client cannot starve Prometheus.
+class Exporter final : public cmon::front::Application {
+public:
+    explicit Exporter(const arena::client::ArenaCollector& collector) : collector_(collector) {}
+
+    std::optional<cmon::front::Response> admit(cmon::front::Exchange& ex) override {
+        const auto& req = ex.request;
+        if (req.method != "GET" && req.method != "HEAD") {
+            cmon::front::Response res = text(405, "405 Method Not Allowed\n");
+            res.headers.emplace_back("Allow", "GET, HEAD");
+            return res;
+        }
+        if (req.path != "/" && req.path != "/metrics") {
+            return text(404, "404 Not Found: see /metrics\n");
+        }
+        return std::nullopt;
+    }
+
+    cmon::front::Response serve(cmon::front::Exchange& ex) override {
+        if (ex.request.path == "/") {
+            cmon::front::Response res = text(200, kIndex);
+            res.content_type = "text/html; charset=utf-8";
+            return res;
+        }
+        cmon::front::Response res;
+        res.content_type = kContentType;
+        res.body = prometheus::TextSerializer().Serialize(collector_.Collect());
+        return res;
+    }
+
+    void finished(const cmon::front::Exchange& ex, const cmon::front::Response& res,
+                  bool delivered) override {
+        if (!delivered) {
+            fprintf(stderr, "arena-exporter: client %s: answer %d to %s not delivered\n",
+                    ex.request.remote.c_str(), res.status, ex.request.path == "/" ? "/" : "/metrics");
+        }
+    }
+
+    void rejected(const cmon::front::Rejection& r, bool log, unsigned suppressed) override {
+        if (log) {
+            fprintf(stderr, "arena-exporter: rejected client=%s reason=%.*s%s%s\n",
+                    r.remote.empty() ? "-" : r.remote.c_str(), static_cast<int>(r.reason.size()),
+                    r.reason.data(),
+                    r.status != 0 ? (" code=" + std::to_string(r.status)).c_str() : "",
+                    suppressed != 0
+                        ? (" (" + std::to_string(suppressed) + " more not logged)").c_str()
+                        : "");
+        }
+    }
+
+    cmon::front::Response error_response(int status, std::string_view message) override {
+        return text(status, std::string(message) + "\n");
+    }
+
+private:
+    static cmon::front::Response text(int status, std::string body) {
+        cmon::front::Response res;
+        res.status = status;
+        res.content_type = "text/plain; charset=utf-8";
+        res.body = std::move(body);
+        return res;
+    }
+
+    const arena::client::ArenaCollector& collector_;
+};
+
 int serve(const Options& o, const arena::client::ArenaCollector& collector) {
     // SIGINT and SIGTERM are taken by one thread with sigwait, which stops the server; every
-    // other thread (the server's pool included) inherits the blocked mask.
+    // other thread (the server's loop and workers) inherits the blocked mask.
     sigset_t stop_signals;
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGINT);
     sigaddset(&stop_signals, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-    httplib::Server server;
-    server.set_tcp_nodelay(true);
-    // Read-only: every other method is 405, on every path.
-    server.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
-        if (req.method == "GET" || req.method == "HEAD")
-            return httplib::Server::HandlerResponse::Unhandled;
-        res.status = 405;
-        res.set_header("Allow", "GET, HEAD");
-        res.set_content("405 Method Not Allowed\n", "text/plain; charset=utf-8");
-        return httplib::Server::HandlerResponse::Handled;
-    });
-    server.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) {
-        res.set_content(prometheus::TextSerializer().Serialize(collector.Collect()), kContentType);
-    });
-    server.Get("/", [](const httplib::Request&, httplib::Response& res) {
-        res.set_content(kIndex, "text/html; charset=utf-8");
-    });
-    server.set_error_handler([](const httplib::Request&, httplib::Response& res) {
-        if (res.body.empty())
-            res.set_content(res.status == 404 ? "404 Not Found: see /metrics\n"
-                                              : std::to_string(res.status) + "\n",
-                            "text/plain; charset=utf-8");
-    });
-
-    errno = 0;
-    const int port = o.port == 0 ? server.bind_to_any_port(o.host.c_str())
-                                 : (server.bind_to_port(o.host.c_str(), o.port) ? o.port : -1);
-    if (port < 0) {
-        fprintf(stderr, "arena-exporter: cannot listen on %s:%d: %s\n", o.host.c_str(), o.port,
-                errno != 0 ? strerror(errno) : "bind failed");
+    Exporter app(collector);
+    cmon::front::Limits limits;
+    limits.workers = 4; // scrapes; each is bounded by the reader's deadline
+    cmon::front::Server server(app, limits);
+    int port = 0;
+    try {
+        port = server.bind(o.host, o.port);
+    } catch (const cmon::front::BindError& e) {
+        fprintf(stderr, "arena-exporter: %s\n", e.what());
         return 1;
     }
     const bool v6 = o.host.find(':') != std::string::npos;
@@ -194,21 +243,18 @@ int serve(const Options& o, const arena::client::ArenaCollector& collector) {
             "%s)\n",
             v6 ? "[" : "", o.host.c_str(), v6 ? "]" : "", port, o.stats_dir.c_str(),
             o.scan.procfs.c_str(), arena::client::group_by_name(o.group_by));
-
     std::atomic<bool> serving{true};
     std::thread stopper([&] {
         int sig = 0;
         sigwait(&stop_signals, &sig);
-        if (serving.load())
+        if (serving.load()) {
             fprintf(stderr, "arena-exporter: %s, stopping\n", strsignal(sig));
-        // stop() does nothing until the server runs: a signal right after start waits for it.
-        while (serving.load() && !server.is_running())
-            std::this_thread::sleep_for(std::chrono::milliseconds(5));
-        server.stop();
+        }
+        server.stop(kStopDeadline);
     });
-    const bool ok = server.listen_after_bind();
-    // listen_after_bind returns after stop(), or on an accept failure: then wake the signal
-    // thread (the signal stays pending for its sigwait, as it is blocked everywhere).
+    const bool ok = server.run();
+    // run() returns after stop(), or when the listener failed: then wake the signal thread (the
+    // signal stays pending for its sigwait, as it is blocked everywhere).
     serving.store(false);
     pthread_kill(stopper.native_handle(), SIGTERM);
     stopper.join();
@@ -218,7 +264,6 @@ int serve(const Options& o, const arena::client::ArenaCollector& collector) {
     }
     return 0;
 }
-
 } // namespace
 
 int main(int argc, char** argv) {

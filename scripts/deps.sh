@@ -7,7 +7,7 @@
 # Runs apt-get as root, or through sudo when available. Prints what it installs.
 set -euo pipefail
 
-build=(g++ meson ninja-build pkg-config doctest-dev libssl-dev libcpp-httplib-dev
+build=(g++ meson ninja-build pkg-config doctest-dev libssl-dev libcpp-httplib-dev libboost1.81-dev
        prometheus-cpp-dev nlohmann-json3-dev)
 # What the test suites run: real programs for the preload suite, promtool, the allocator peers
 # and load tools for the benchmark smoke tests.

@@ -57,6 +57,8 @@ TEST_SUITE("metrics") {
             "cmond_rate_limited_requests_total",
             "cmond_rate_limited_clients_total",
             "cmond_rate_limited_clients",
+            "cmond_http_rejections_total",
+            "cmond_http_connections",
             "cmond_build_info",
             "cmond_start_time_seconds",
         };

@@ -1,15 +1,20 @@
 // SPDX-License-Identifier: MIT
 // arena-exporter as a server and as a command line: GET /metrics (content type, scrape-time
 // reads), GET / and 404s, stopping on SIGTERM and SIGINT, a clear exit 1 when the address is
-// taken, and exit 2 with a message for every bad flag.
+// taken, exit 2 with a message for every bad flag, and what hostile clients cannot do to it
+// (header floods, slow and silent connections, Range, a slow client at SIGTERM).
 #include "fixture_pages.h"
+#include "hostile.h"
 #include "proc.h"
 
 #include <doctest/doctest.h>
 #include <httplib.h>
 
 #include <arpa/inet.h>
+#include <chrono>
 #include <csignal>
+#include <thread>
+#include <vector>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -108,6 +113,75 @@ TEST_CASE("http: /metrics at scrape time, / and 404, graceful stop") {
         CHECK(child.stop(sig, 5) == 0);
         CHECK(child.err().find("stopping") != std::string::npos);
     }
+}
+
+TEST_CASE("http: hostile clients do not stop scrapes or the stop") {
+    using namespace std::chrono_literals;
+    exptest::TempDir dir("hostile");
+    exptest::TempDir logs("hostile-logs");
+    exptest::Place place(dir.path());
+    auto page = exptest::blank_page(3101, "victim");
+    place.add_live(*page);
+    std::vector<std::string> argv = {required_env("ARENA_EXPORTER"), "--listen", "127.0.0.1:0"};
+    for (const std::string& a : place.args())
+        argv.push_back(a);
+    exptest::Child child(argv, {}, logs / "out", logs / "err");
+    const int port = start_exporter(child);
+    REQUIRE(port > 0);
+    const auto scrape_ms = [&] {
+        httplib::Client client("127.0.0.1", port);
+        client.set_read_timeout(5, 0);
+        const auto t0 = std::chrono::steady_clock::now();
+        auto res = client.Get("/metrics");
+        REQUIRE(res);
+        CHECK(res->status == 200);
+        return std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::steady_clock::now() - t0)
+            .count();
+    };
+    scrape_ms();
+    const long rss_before = hostile::rss_kib(child.pid());
+
+    // 16 MB of header lines, and a line with no newline: 431, memory stays put.
+    for (const std::string unit : {std::string("X-Flood: ") + std::string(100, 'a') + "\r\n",
+                                   std::string(1000, 'a')}) {
+        hostile::Conn c(port);
+        REQUIRE(c.ok());
+        c.send("GET /metrics HTTP/1.1\r\nHost: x\r\n");
+        CHECK(c.flood(unit, 16 << 20) < (16u << 20));
+        CHECK(hostile::status_of(c.read_all(5s)) == 431);
+    }
+    CHECK(hostile::rss_kib(child.pid()) < rss_before + 32 * 1024);
+
+    // 32 slow and 32 silent connections (within the per-address cap): scrapes are answered.
+    std::vector<hostile::Conn> open;
+    for (int i = 0; i < 32; ++i) {
+        open.emplace_back(port);
+        open.back().send("GET /metrics HTTP/1.1\r\nHost: x\r\n");
+        open.emplace_back(port);
+    }
+    for (int round = 0; round < 3; ++round) {
+        for (std::size_t i = 0; i < open.size(); i += 2)
+            open[i].send("X-Slow: 1\r\n");
+        CHECK(scrape_ms() < 1000);
+    }
+
+    // Range is not implemented: the whole exposition.
+    hostile::Conn ranged(port);
+    std::string ranges = "Range: bytes=0-";
+    for (int i = 0; i < 2000; ++i)
+        ranges += ",0-";
+    ranged.send("GET /metrics HTTP/1.1\r\nHost: x\r\n" + ranges + "\r\nConnection: close\r\n\r\n");
+    const std::string out = ranged.read_all(5s);
+    CHECK(hostile::status_of(out) == 200);
+    CHECK(out.size() < (1u << 20));
+
+    // SIGTERM with the slow clients still trickling: a prompt exit.
+    const auto t0 = std::chrono::steady_clock::now();
+    CHECK(child.stop(SIGTERM, 5) == 0);
+    CHECK(std::chrono::steady_clock::now() - t0 < 2500ms);
+    CHECK(child.err().find("rejected client=127.0.0.1 reason=head_too_large code=431") !=
+          std::string::npos);
 }
 
 TEST_CASE("http: an address in use is a clear error, exit 1") {
