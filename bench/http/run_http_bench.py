@@ -19,42 +19,25 @@ Exit status 77 (meson: skipped) when wrk or webhook is missing.
 
 import argparse
 import datetime
-import json
 import os
 import platform
-import re
-import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 
-THREADS = 2
-CONNECTIONS = 10
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url, headers, limit=10.0):
-    end = time.monotonic() + limit
-    while time.monotonic() < end:
-        try:
-            req = urllib.request.Request(url, headers=headers)
-            with urllib.request.urlopen(req, timeout=2) as resp:
-                if resp.status == 200:
-                    return resp.read().decode(errors="replace")
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} did not answer 200 within {limit} s")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import (  # noqa: E402
+    CONNECTIONS,
+    THREADS,
+    launch_cmond,
+    metric,
+    run_wrk,
+    start_webhook,
+    stop,
+    write_key,
+)
 
 
 def start_cmond(cmond, tmp, coalesce):
@@ -63,90 +46,16 @@ def start_cmond(cmond, tmp, coalesce):
     name = "coalesce-on" if coalesce else "coalesce-off"
     home = os.path.join(tmp, name)
     os.makedirs(home)
-    key = secrets.token_hex(32)
-    key_path = os.path.join(home, "client_secret.key")
-    with open(key_path, "w") as f:
-        f.write(key + "\n")
-    os.chmod(key_path, 0o600)
-    conf = os.path.join(home, "cmond.conf")
-    with open(conf, "w") as f:
-        # The real command; concurrency above wrk's connection count so that no request is
-        # refused with 429 (the default limit for health is 8; waiting requests count too),
-        # and threads above the sum of all commands' limits.
-        f.write("key_file = client_secret.key\nsyslog = false\n"
-                f"threads = {CONNECTIONS + 14}\n"
-                f"[command health]\nargv = [\"uptime\"]\nconcurrency = {CONNECTIONS + 2}\n"
-                f"coalesce = {'true' if coalesce else 'false'}\n")
-    err_path = os.path.join(home, "cmond.stderr")
-    err = open(err_path, "w")
-    env = dict(os.environ, ARENA_STATS_DIR=os.path.join(tmp, "stats"))
-    proc = subprocess.Popen([cmond, "--config", conf, "--port", "0"], cwd=home, env=env,
-                            stdout=subprocess.PIPE, stderr=err, text=True)
-    line = proc.stdout.readline()
-    m = re.match(r"cmond: listening on (http://127\.0\.0\.1:(\d+))", line)
-    if not m:
-        proc.kill()
-        raise RuntimeError("cmond did not start: " + line + open(err_path).read())
-    base = m.group(1)
-    headers = {"access_token": key}
-    body = wait_http(base + "/health", headers)
-    if "load average" not in body:
-        raise RuntimeError("cmond /health does not run uptime: " + body)
+    key = write_key(home)
+    # The real command; concurrency above wrk's connection count so that no request is
+    # refused with 429 (the default limit for health is 8; waiting requests count too),
+    # and threads above the sum of all commands' limits.
+    config = ("key_file = client_secret.key\nsyslog = false\n"
+              f"threads = {CONNECTIONS + 14}\n"
+              f"[command health]\nargv = [\"uptime\"]\nconcurrency = {CONNECTIONS + 2}\n"
+              f"coalesce = {'true' if coalesce else 'false'}\n")
+    proc, base = launch_cmond(cmond, home, config, os.path.join(tmp, "stats"))
     return proc, base, key
-
-
-def start_webhook(tmp):
-    uptime = shutil.which("uptime")
-    hooks = os.path.join(tmp, "hooks.json")
-    with open(hooks, "w") as f:
-        json.dump([{"id": "health", "execute-command": uptime,
-                    "include-command-output-in-response": True}], f)
-    for _ in range(5):
-        port = free_port()
-        log = open(os.path.join(tmp, "webhook.log"), "w")
-        proc = subprocess.Popen(["webhook", "-hooks", hooks, "-ip", "127.0.0.1",
-                                 "-port", str(port)], stdout=log, stderr=subprocess.STDOUT)
-        try:
-            body = wait_http(f"http://127.0.0.1:{port}/hooks/health", {}, limit=5)
-        except RuntimeError:
-            proc.kill()
-            proc.wait()
-            continue  # port taken in between: try another
-        if "load average" not in body:
-            proc.kill()
-            raise RuntimeError("webhook hook does not run uptime: " + body)
-        return proc, f"http://127.0.0.1:{port}"
-    raise RuntimeError("webhook did not start; see " + os.path.join(tmp, "webhook.log"))
-
-
-def to_ms(text):
-    m = re.match(r"([\d.]+)(us|ms|s)$", text)
-    value, unit = float(m.group(1)), m.group(2)
-    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-
-
-def run_wrk(url, seconds, headers=None):
-    cmd = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency"]
-    for k, v in (headers or {}).items():
-        cmd += ["-H", f"{k}: {v}"]
-    cmd.append(url)
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p99 = to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: (.*)", out)
-    if bad or errors:
-        raise RuntimeError(f"wrk against {url} saw failures:\n{out}")
-    return rps, p99
-
-
-def metric(base, key, series):
-    """The value of one sample of cmond's /metrics."""
-    req = urllib.request.Request(base + "/metrics", headers={"access_token": key})
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        text = resp.read().decode()
-    m = re.search("^" + re.escape(series) + r" (\S+)$", text, re.M)
-    return float(m.group(1)) if m else 0.0
 
 
 def run_ceiling(binary, seconds):
@@ -211,12 +120,7 @@ def main():
             pages = metric(on_url, on_key, "cmond_arena_pages_read")
         finally:
             for proc in daemons:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                stop(proc)
         for proc in (cmond_on, cmond_off):
             if proc.returncode != 0:
                 raise RuntimeError(f"cmond exited with {proc.returncode} after SIGTERM")
