@@ -2,6 +2,8 @@
 // Key loading, constant-time credential checks and the failure limiter; see auth.h.
 #include "auth.h"
 
+#include "hex.h"
+
 #include <openssl/crypto.h>
 
 #include <algorithm>
@@ -16,19 +18,6 @@
 namespace cmond {
 
 namespace {
-
-int hex_value(char c) {
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
 
 // Decodes exactly 64 hex digits into out; false for anything else. Not constant-time: it only
 // ever sees the client's own input or is followed by cleansing of the key file buffer.

@@ -2,6 +2,8 @@
 // Query string parsing and the per-route parameter check; see query.h for the rules.
 #include "query.h"
 
+#include "hex.h"
+
 #include "log.h"
 
 namespace cmond {
@@ -9,19 +11,6 @@ namespace cmond {
 namespace {
 
 constexpr std::string_view kMalformed = "Malformed query: ";
-
-int hex_digit(char c) {
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
 
 bool is_control(unsigned char c) {
     return c < 0x20 || c == 0x7f;
@@ -36,8 +25,8 @@ Decode decode(std::string_view in, std::string& out) {
     for (std::size_t i = 0; i < in.size(); ++i) {
         char c = in[i];
         if (c == '%') {
-            const int hi = i + 1 < in.size() ? hex_digit(in[i + 1]) : -1;
-            const int lo = i + 2 < in.size() ? hex_digit(in[i + 2]) : -1;
+            const int hi = i + 1 < in.size() ? hex_value(in[i + 1]) : -1;
+            const int lo = i + 2 < in.size() ? hex_value(in[i + 2]) : -1;
             if (hi < 0 || lo < 0) {
                 return Decode::BadEscape;
             }

@@ -161,8 +161,8 @@ public:
     template <class... Args>
     Session(Server::Impl& server, std::string remote, Args&&... args)
         : SessionBase(server, std::move(remote)), stream_(std::forward<Args>(args)...),
-          deadline_(server.ioc),
-          buffer_(server.limits.parse.max_head_bytes + server.limits.parse.max_body_bytes) {}
+          buffer_(server.limits.parse.max_head_bytes + server.limits.parse.max_body_bytes),
+          deadline_(server.ioc) {}
 
     void start() override {
         if constexpr (kTls<Stream>) {
@@ -306,13 +306,8 @@ private:
                               std::to_string(server_.limits.parse.max_head_bytes / 1024) +
                               " KiB");
         }
-        if (ec == http::error::body_limit) {
-            return reject(413, "body_too_large",
-                          "Payload Too Large: no route takes a body over " +
-                              std::to_string(server_.limits.parse.max_body_bytes / 1024) +
-                              " KiB");
-        }
-        if (ec == http::error::bad_content_length && huge_length()) {
+        if (ec == http::error::body_limit ||
+            (ec == http::error::bad_content_length && huge_length())) {
             return reject(413, "body_too_large",
                           "Payload Too Large: no route takes a body over " +
                               std::to_string(server_.limits.parse.max_body_bytes / 1024) +
@@ -499,6 +494,14 @@ void Server::Impl::on_accept(const error_code& ec, tcp::socket socket) {
         const bool starved = ec == asio::error::no_descriptors || ec.value() == ENFILE ||
                              ec == asio::error::no_buffer_space || ec == asio::error::no_memory;
         report("", 0, starved ? "accept_starved" : "accept_failed");
+        // A listener that is no longer one (EBADF, EINVAL, ENOTSOCK) will never accept again:
+        // stop, and let run() say so. Everything else (an aborted connection, a firewall's
+        // EPERM, a lack of descriptors) passes.
+        if (ec == asio::error::bad_descriptor || ec == asio::error::invalid_argument ||
+            ec == asio::error::not_socket) {
+            failed = true;
+            return begin_stop(limits.write_timeout);
+        }
         accept_retry.expires_after(starved ? kAcceptRetry : 1ms);
         accept_retry.async_wait([this](const error_code& e) {
             if (!e && !stopping) {
