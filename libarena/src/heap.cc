@@ -5,7 +5,8 @@
 // ---- Remote frees ---------------------------------------------------------------------------
 // A thread freeing into a slab it does not own:
 //   1. checks that the slot was handed out (Slab::handed) and that the block does not carry the
-//      free key (a double free: types.h, "free key"), and writes the key into it. It does not
+//      free key (a suspected double free, confirmed or refuted by confirm.cc: types.h, "free
+//      key"), and writes the key into it. It does not
 //      read the owner's bitmap: the owner writes that line on every malloc, and reading it here
 //      cost a cache miss per remote free (bench xthread: +36% in paired runs without it). Every free slot that was
 //      ever handed out carries the key, so the two checks see every double and invalid free
@@ -19,9 +20,10 @@
 //      the owner's bitmap) is a double free;
 //   4. if `queued` was 0, sets it to 1 and pushes the slab on the owner heap's remote stack.
 // The owner pops the whole stack at once (exchange with null), and for each slab first sets
-// `queued` to 0, then exchanges each remote word with 0 and ORs it into free_bits. With
-// sequentially consistent RMWs on both sides, a bit set after the owner's collection always
-// finds `queued` at 0 and queues the slab again, so no remote free is ever lost.
+// `queued` to 0, then for each remote word ORs it into free_bits and clears those bits in it
+// (fetch_and). With sequentially consistent operations on both sides, a bit set after the
+// owner read the word always finds `queued` at 0 and queues the slab again, so no remote free
+// is ever lost.
 //
 // Batches are published when they move to another slab word or fill up, and all of a thread's
 // batches on its alloc_refill slow path, in trim (malloc_trim; other threads on their next slow
@@ -39,7 +41,9 @@
 //   - A slab in a batch is never owned by the batch's heap: heaps change threads only by
 //     adoption, by a thread without a heap, and an abandoned heap's batches are empty.
 //   - While a slot is in a batch its bit is invisible, but its free key is not: a second free by
-//     any thread (free_local, free_remote) and realloc (block_info) see the key.
+//     any thread (free_local, free_remote) and realloc (block_info) see the key, and find the
+//     slot in the batch (confirm.cc reads other threads' batches between Heap::batch_seq
+//     brackets, which publish_batch takes).
 //   - The free is counted (live bytes, class_free, call counter) when it is made; a double free
 //     found only when its batch is published (its key was overwritten in between) takes back
 //     its live bytes and class count.
@@ -67,6 +71,7 @@
 // The next new thread adopts it, or any thread's malloc_trim drains it. Heaps are never freed.
 #include "heap.h"
 
+#include "confirm.h"
 #include "lock.h"
 #include "meta.h"
 #include "options.h"
@@ -142,6 +147,19 @@ Slab* list_pop(Slab*& head) {
     return s;
 }
 
+// ---- Sequence words -------------------------------------------------------------------------
+
+/// Brackets a change that another thread reading without a lock must not see half done
+/// (Heap::batch_seq, Heap::flush_seq; confirm.cc is the reader): the word is odd while it lasts.
+void seq_open(std::atomic<uint64_t>& q) {
+    q.store(q.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_release);
+}
+
+void seq_close(std::atomic<uint64_t>& q) {
+    q.store(q.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+}
+
 // ---- Free caches -------------------------------------------------------------------------------
 
 /// The slab holding a small block (the pagemap entry of its page).
@@ -150,18 +168,25 @@ Slab* slab_of(uintptr_t a) {
     return reinterpret_cast<Slab*>(r->pagemap[r->page_of(a)].load(std::memory_order_relaxed));
 }
 
-/// Returns every cached block to its slab's bitmap (trim, thread exit).
+/// Returns every cached block to its slab's bitmap (trim, thread exit). A block is set free in
+/// its bitmap before it leaves the list, so that a thread looking for it (confirm.cc: the list,
+/// then the bitmap) finds it in one or the other; its link is read first, as freeing the last
+/// slot may release the slab.
 void flush_caches(Heap* h) {
+    seq_open(h->flush_seq);
     for (unsigned c = 0; c < kNumClasses; ++c) {
         FreeCache& fc = h->cache[c];
         while (CachedBlock* b = fc.head) {
-            fc.head = b->next; // b keeps the free key: it stays free
+            CachedBlock* next = b->next; // b keeps the free key: it stays free
             const uintptr_t a = reinterpret_cast<uintptr_t>(b);
             Slab* s = slab_of(a);
             free_to_slab(h, s, static_cast<uint64_t>(slot_index(s, a)));
+            std::atomic_signal_fence(std::memory_order_seq_cst);
+            fc.head = next;
         }
         fc.count = 0;
     }
+    seq_close(h->flush_seq);
 }
 
 // ---- Slab life cycle ---------------------------------------------------------------------------
@@ -300,18 +325,21 @@ ARENA_COLD void report_remote_double_frees(uintptr_t base, uint32_t size, unsign
     }
 }
 
-/// Folds a slab's remote frees into its bitmap. Returns the slots freed.
+/// Folds a slab's remote frees into its bitmap. Returns the slots freed. A bit is set in the
+/// bitmap before it is cleared in the remote word, so that a thread looking for the slot
+/// (confirm.cc: remote bits, then the bitmap) sees it in one or the other.
 uint32_t collect_slab(Slab* s) {
     uint32_t freed = 0;
     for (unsigned wi = 0; wi < s->nwords; ++wi) {
-        if (s->remote_bits[wi].load(std::memory_order_relaxed) == 0)
+        const uint64_t r = s->remote_bits[wi].load(std::memory_order_seq_cst);
+        if (r == 0)
             continue;
-        const uint64_t r = s->remote_bits[wi].exchange(0, std::memory_order_seq_cst);
         const uint64_t cur = s->free_bits[wi].load(std::memory_order_relaxed);
         const uint64_t dbl = cur & r;
+        s->free_bits[wi].store(cur | r, std::memory_order_release);
+        s->remote_bits[wi].fetch_and(~r, std::memory_order_seq_cst); // bits set since stay
         if (ARENA_UNLIKELY(dbl != 0))
             report_remote_double_frees(s->base, s->size, wi, dbl);
-        s->free_bits[wi].store(cur | r, std::memory_order_relaxed);
         s->nonempty |= uint32_t{1} << wi;
         freed += static_cast<uint32_t>(__builtin_popcountll(r & ~dbl));
     }
@@ -319,9 +347,8 @@ uint32_t collect_slab(Slab* s) {
     return freed;
 }
 
-void collect_remote(Heap* h) {
-    if (h->remote.load(std::memory_order_relaxed) == nullptr)
-        return;
+/// Folds in the remote frees of every slab on h's remote queue.
+void collect_queued(Heap* h) {
     Slab* list = h->remote.exchange(nullptr, std::memory_order_acquire);
     while (list != nullptr) {
         Slab* s = list;
@@ -333,6 +360,15 @@ void collect_remote(Heap* h) {
         else
             slab_after_free(h, s);
     }
+}
+
+/// The owner's (or drainer's) side of remote frees: folds in remote bits, then settles the
+/// suspected double frees other threads left to it (confirm.cc).
+void collect_remote(Heap* h) {
+    if (h->remote.load(std::memory_order_relaxed) != nullptr)
+        collect_queued(h);
+    if (ARENA_UNLIKELY(h->suspects.load(std::memory_order_relaxed) != nullptr))
+        settle_suspects(h);
 }
 
 // ---- Heap life cycle ---------------------------------------------------------------------------
@@ -526,8 +562,6 @@ void slab_gained_free(Heap* h, Slab* s) {
     stats::poll_control();
 }
 
-namespace {
-/// count_free with the API known only at run time.
 void count_free_as(Heap* h, const Slab* s, Api api) {
     switch (api) {
     case Api::Free:
@@ -538,7 +572,6 @@ void count_free_as(Heap* h, const Slab* s, Api api) {
         return count_free<Api::Realloc>(h, s);
     }
 }
-} // namespace
 
 void free_uncached(Heap* h, Slab* s, uint64_t idx, Api api) {
     count_free_as(h, s, api);
@@ -564,8 +597,12 @@ uint64_t publish_remote(Slab* s, unsigned wi, uint64_t bits) {
     return old & bits;
 }
 
-/// Publishes h's batch of class cls and empties it (it stays marked in h->batch_pending).
+/// Publishes h's batch of class cls and empties it (it stays marked in h->batch_pending). The
+/// bits are set in the slab before the batch is emptied, and both inside h->batch_seq's
+/// bracket, so that a thread reading the batch (confirm.cc: the batches, then the remote bits)
+/// finds a slot in one or the other.
 void publish_batch(Heap* h, unsigned cls) {
+    seq_open(h->batch_seq);
     RemoteBatch& b = h->batch[cls];
     Slab* s = reinterpret_cast<Slab*>(b.tag & ~kTagMask);
     const auto wi = static_cast<unsigned>(b.tag & kTagMask);
@@ -584,16 +621,18 @@ void publish_batch(Heap* h, unsigned cls) {
     }
     if (bits != 0)
         dbl |= publish_remote(s, wi, bits);
-    if (ARENA_UNLIKELY(dbl != 0)) {
+    const uintptr_t base = b.base;
+    b.tag = 0;
+    b.bits = 0;
+    b.count = 0;
+    seq_close(h->batch_seq);
+    if (ARENA_UNLIKELY(dbl != 0)) { // reported outside the bracket: stderr may block
         const uint32_t size = kClasses[cls].size;
-        report_remote_double_frees(b.base, size, wi, dbl);
+        report_remote_double_frees(base, size, wi, dbl);
         const auto n = static_cast<uint64_t>(__builtin_popcountll(dbl));
         h->live += static_cast<int64_t>(n * size); // not freed after all
         bump(h->stats->class_free[cls], -n);
     }
-    b.tag = 0;
-    b.bits = 0;
-    b.count = 0;
 }
 
 /// The batch of class cls holds another slab word (or none): publish it, start one with `bit`.
@@ -634,22 +673,11 @@ ARENA_SLOW_PATH void free_remote_now(Slab* s, uintptr_t a, unsigned wi, uint64_t
         bump_shared(shared.events[call_counter(api)]);
 }
 
-} // namespace
-
-void free_remote(Heap* h, Slab* s, uintptr_t a, Api api) {
-    // Every call below is a tail call, and the error reports (which would build the table of
-    // API names here) are out of line: the common case saves no registers.
-    const int64_t idx = slot_index(s, a);
-    if (ARENA_UNLIKELY(idx < 0))
-        return report_free_error(HeapError::InvalidFree, a, api);
+/// The rest of free_remote, once the block is known not to be free (see the top, step 2).
+ARENA_FAST_PATH void free_remote_checked(Heap* h, Slab* s, uintptr_t a, uint64_t idx, Api api) {
     const auto wi = static_cast<unsigned>(idx >> 6);
     const uint64_t bit = uint64_t{1} << (idx & 63);
-    // Never handed out, or already free (it carries the free key): see the top, step 1.
-    if (ARENA_UNLIKELY(static_cast<uint64_t>(idx) >= s->handed.load(std::memory_order_relaxed)))
-        return report_free_error(HeapError::InvalidFree, a, api);
     auto* block = reinterpret_cast<CachedBlock*>(a);
-    if (ARENA_UNLIKELY(block->key == g_free_key))
-        return report_free_error(HeapError::DoubleFree, a, api);
     if (ARENA_UNLIKELY(h == &g_empty_heap))
         return free_remote_now(s, a, wi, bit, api);
     const unsigned cls = s->cls;
@@ -674,6 +702,35 @@ void free_remote(Heap* h, Slab* s, uintptr_t a, Api api) {
         return;
     }
     return batch_restart(h, cls, tag, bit);
+}
+
+/// A remote free of a block that carries the free key: a suspected double free (confirm.cc).
+ARENA_SLOW_PATH void free_remote_suspect(Heap* h, Slab* s, uintptr_t a, uint64_t idx, Api api) {
+    switch (where_is(h, s, a, idx)) {
+    case Where::Free:
+        return report_free_error(HeapError::DoubleFree, a, api);
+    case Where::Unknown:
+        return defer_free(s, a, api);
+    case Where::Live:
+        break;
+    }
+    return free_remote_checked(h, s, a, idx, api);
+}
+
+} // namespace
+
+void free_remote(Heap* h, Slab* s, uintptr_t a, Api api) {
+    // Every call below is a tail call, and the error reports (which would build the table of
+    // API names here) are out of line: the common case saves no registers.
+    const int64_t idx = slot_index(s, a);
+    if (ARENA_UNLIKELY(idx < 0))
+        return report_free_error(HeapError::InvalidFree, a, api);
+    // Never handed out, or suspected free (it carries the free key): see the top, step 1.
+    if (ARENA_UNLIKELY(static_cast<uint64_t>(idx) >= s->handed.load(std::memory_order_relaxed)))
+        return report_free_error(HeapError::InvalidFree, a, api);
+    if (ARENA_UNLIKELY(reinterpret_cast<CachedBlock*>(a)->key == g_free_key))
+        return free_remote_suspect(h, s, a, static_cast<uint64_t>(idx), api);
+    return free_remote_checked(h, s, a, static_cast<uint64_t>(idx), api);
 }
 
 void flush_remote(Heap* h) {
@@ -715,6 +772,10 @@ void rebase_stats(char* old, char* now, size_t bytes) {
         if (s >= old && s < old + bytes)
             h->stats = reinterpret_cast<StatShard*>(now + (s - old));
     }
+}
+
+Heap* all_heaps() {
+    return g_all_heaps.load(std::memory_order_acquire);
 }
 
 uint32_t created() {
