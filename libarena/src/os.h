@@ -143,7 +143,7 @@ bool is_mapped(const void* p);
 // "helper side" run on it: they make raw system calls only and never touch TLS or errno.
 
 /// True when helpers can be made here: x86-64 or AArch64, close_range (Linux 5.9) and seccomp
-/// filters are available. Probed once.
+/// filters are available, and not under Valgrind (which cannot run one). Probed once.
 bool helpers_supported();
 
 /// Where the helper runs: a private stack and thread-pointer area (helper_area_bytes, from
