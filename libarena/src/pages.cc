@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "pages.h"
 
+#include "heap.h"
 #include "lock.h"
 #include "options.h"
 #include "os.h"
@@ -50,6 +51,8 @@ struct Batch {
 };
 constinit Batch g_batch;
 constinit bool g_tick_open = false; // a background tick is under way: its scan position
+constinit bool g_remote_due = false;  // its first step: the pages of remote frees (heap.cc)
+constinit bool g_remote_pending = false; // slabs with remote frees changed at the last look
 constinit unsigned g_scan_region = 0;
 constinit size_t g_scan_page = 0;
 
@@ -227,7 +230,8 @@ void free(Region* r, size_t first, size_t npages) {
         maybe_tick();
         // Dirty pages now wait for a tick: the background purger makes sure one comes even if
         // this was the process's last page operation for a while.
-        poke = delay > 0 && purger::want_poke_locked(dirty_pages_locked() << kPageShift);
+        poke = delay > 0 &&
+               purger::want_poke_locked([] { return dirty_pages_locked() << kPageShift; });
     }
     if (poke)
         purger::poke();
@@ -303,11 +307,13 @@ size_t resident_bytes() {
 }
 
 int64_t background_step(uint64_t now, uint32_t* seq) {
+    bool remote = false;
     {
         LockGuard guard(g_lock);
         if (!g_tick_open) {
             const int64_t delay = option(Opt::PURGE_DELAY_MS);
-            if (delay <= 0 || dirty_pages_locked() == 0) {
+            g_remote_pending = purger::take_remote_note() || g_remote_pending;
+            if (delay <= 0 || (dirty_pages_locked() == 0 && !g_remote_pending)) {
                 *seq = purger::idle_locked();
                 return -1;
             }
@@ -315,9 +321,29 @@ int64_t background_step(uint64_t now, uint32_t* seq) {
                 return static_cast<int64_t>(static_cast<uint64_t>(delay) - (now - g_last_tick));
             g_last_tick = now;
             g_tick_open = true;
+            g_remote_due = true;
             g_scan_region = 0;
             g_scan_page = 0;
         }
+        if (g_remote_due) {
+            g_remote_due = false;
+            remote = true;
+        }
+    }
+    if (remote) { // no lock needed: heap.cc's queues are lock-free
+        purger::listen_remote();
+        bool pending = false;
+        const size_t bytes = heap::purge_remote_pages(&pending);
+        LockGuard guard(g_lock);
+        g_remote_pending = pending;
+        if (bytes != 0) {
+            g_purged += bytes;
+            ++g_purges;
+        }
+        return 0;
+    }
+    {
+        LockGuard guard(g_lock);
         // A: the next batch from the scan position, or the end of the tick.
         const unsigned n = g_nregions.load(std::memory_order_relaxed);
         size_t got = 0;

@@ -71,6 +71,7 @@
 
 #include "options.h"
 #include "os.h"
+#include "heap.h"
 #include "pages.h"
 
 #include <atomic>
@@ -176,6 +177,45 @@ void start_claimed() {
 
 } // namespace
 
+constinit std::atomic<uint32_t> g_remote_listen{1};
+
+namespace {
+constinit std::atomic<uint32_t> g_remote_pushes{0}; // before the first purger: toward kStartPushes
+constinit std::atomic<bool> g_remote_note{false};
+} // namespace
+
+void note_remote_push_slow() {
+    g_remote_note.store(true, std::memory_order_release);
+    switch (g_state.load(std::memory_order_acquire)) {
+    case kRunning:
+        if (g_remote_listen.exchange(0, std::memory_order_acq_rel) != 0 &&
+            g_alive.load(std::memory_order_acquire) != 0) {
+            g_word.fetch_add(1, std::memory_order_release);
+            os::futex_wake(&g_word, 1);
+        }
+        return;
+    case kNone:
+        if (g_remote_pushes.fetch_add(1, std::memory_order_relaxed) + 1 >= kStartPushes) {
+            g_remote_listen.store(0, std::memory_order_relaxed);
+            poke();
+        }
+        return;
+    case kFailed:
+        g_remote_listen.store(0, std::memory_order_relaxed);
+        return;
+    default:
+        return;
+    }
+}
+
+void listen_remote() {
+    g_remote_listen.store(1, std::memory_order_release);
+}
+
+bool take_remote_note() {
+    return g_remote_note.exchange(false, std::memory_order_acq_rel);
+}
+
 void init() {
     g_owner = os::getpid();
     // Only the main thread's word: it lives as long as the process (the initial thread's TCB is
@@ -184,10 +224,10 @@ void init() {
         g_main_tid.store(os::tid_address(), std::memory_order_relaxed);
 }
 
-bool want_poke_locked(size_t dirty_bytes) {
+bool want_poke_locked(size_t (*dirty_bytes)()) {
     switch (g_state.load(std::memory_order_acquire)) {
     case kNone:
-        return dirty_bytes >= kStartBytes;
+        return dirty_bytes() >= kStartBytes;
     case kRunning:
         if (g_alive.load(std::memory_order_acquire) == 0)
             return true; // it ended: reap it, start another
@@ -227,6 +267,7 @@ bool running() {
 
 uint32_t idle_locked() {
     g_idle = true;
+    g_remote_listen.store(1, std::memory_order_release);
     return g_word.load(std::memory_order_acquire);
 }
 
@@ -262,6 +303,9 @@ void fork_child() {
     g_setup_failed.store(false, std::memory_order_relaxed);
     g_idle = false;
     g_starts = 0;
+    g_remote_listen.store(1, std::memory_order_relaxed);
+    g_remote_pushes.store(0, std::memory_order_relaxed);
+    g_remote_note.store(false, std::memory_order_relaxed);
     g_owner = os::getpid();
     // The parent's main thread made this child: its word (now holding the child's pid) is
     // still the one that lives as long as the process. Any other thread's is not watched.
@@ -269,6 +313,7 @@ void fork_child() {
     if (mine == nullptr || mine != g_main_tid.load(std::memory_order_relaxed))
         g_main_tid.store(nullptr, std::memory_order_relaxed);
     pages::adopt_busy_after_fork();
+    heap::adopt_held_after_fork();
 }
 
 } // namespace arena::purger

@@ -4,6 +4,7 @@
 // and exec.cc tell it about the process's life cycle.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 
@@ -13,10 +14,11 @@ namespace arena::purger {
 void init();
 
 /// Called with the pages lock held after free pages became dirty and a purge delay > 0 is set;
-/// `dirty_bytes` are the free pages now waiting for a purge. True when the caller must call
+/// `dirty_bytes()` tells how many bytes of free pages wait for a purge (asked only while there
+/// is no purger). True when the caller must call
 /// poke() once it has dropped the lock: there is no purger yet and at least kStartBytes wait,
 /// or it sleeps with nothing to do, or it has ended.
-bool want_poke_locked(size_t dirty_bytes);
+bool want_poke_locked(size_t (*dirty_bytes)());
 
 /// The purger is started once this much free memory waits for a purge: a short-lived program
 /// that frees a few pages (most commands in a shell pipeline) does not pay for a clone, and a
@@ -28,6 +30,25 @@ void poke();
 
 /// True while a purger runs: the in-band tick then leaves it the madvise (pages.cc).
 bool running();
+
+/// After a remote free put a slab on its owner's remote queue (heap.cc, publish_remote): the
+/// owner may never collect it, so the purger looks at such slabs (heap.cc, "Pages of remote
+/// frees"). Wakes a sleeping purger, or starts one after kStartPushes of them. One relaxed
+/// load while the purger is awake (the flag is set only while it sleeps, or before it exists).
+extern std::atomic<uint32_t> g_remote_listen;
+void note_remote_push_slow();
+inline void note_remote_push() {
+    if (g_remote_listen.load(std::memory_order_relaxed) != 0)
+        note_remote_push_slow();
+}
+inline constexpr uint32_t kStartPushes = 64;
+
+/// Called by the purger before it looks at the remote queues: pushes from now on are noted
+/// (and the first wakes it), so that none made during or after the look is missed.
+void listen_remote();
+
+/// Called by the purger (pages lock held): whether a remote push was noted since the last call.
+bool take_remote_note();
 
 /// Called by the purger with the pages lock held when nothing is dirty: it will sleep until
 /// poked. Returns the wake word's value to sleep on.

@@ -273,6 +273,27 @@ ARENA_TEST_CHILD(idle_after_small_frees) {
     return expect_rss_back(baseline, peak - baseline, "60000 blocks of 4100 bytes");
 }
 
+ARENA_TEST_CHILD(idle_after_remote_frees) {
+    // The blocks are allocated by a thread that then sleeps, and freed by this one: the owner
+    // never sees the frees (it makes no further call), yet its slabs' pages must go back.
+    const size_t baseline = rss_now();
+    std::vector<void*> v;
+    testing::IdleThread owner([&v] {
+        for (int i = 0; i < 30000; ++i) {
+            void* p = do_malloc(4100);
+            if (p == nullptr)
+                return;
+            memset(p, 0x44, 4100);
+            v.push_back(p);
+        }
+    });
+    if (v.size() != 30000)
+        return 2;
+    const size_t peak = rss_now();
+    free_all(v);
+    return expect_rss_back(baseline, peak - baseline, "30000 blocks freed by another thread");
+}
+
 ARENA_TEST_CHILD(purger_is_invisible) {
     struct sigaction sa {};
     sa.sa_handler = on_sigchld;
@@ -505,6 +526,13 @@ TEST_CASE("RSS returns after a large free followed by idleness") {
 
 TEST_CASE("RSS returns after many 4 KiB blocks are freed and the process idles") {
     const testing::ChildResult r = testing::run_child("idle_after_small_frees", {kDelayEnv});
+    MESSAGE(r.out);
+    CHECK(r.exited);
+    CHECK_MESSAGE(r.code == 0, r.out << r.err);
+}
+
+TEST_CASE("RSS returns after another thread frees a sleeping thread's blocks") {
+    const testing::ChildResult r = testing::run_child("idle_after_remote_frees", {kDelayEnv});
     MESSAGE(r.out);
     CHECK(r.exited);
     CHECK_MESSAGE(r.code == 0, r.out << r.err);
