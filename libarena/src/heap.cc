@@ -840,11 +840,14 @@ private:
         uintptr_t a;
         size_t n;
     };
-    static constexpr size_t kMax = 256;
-    Range r_[kMax];
+    static constexpr size_t kMax = 4096;
+    Range* r_ = g_ranges;
     size_t count_ = 0;
     size_t released_ = 0;
+    // Static, not on the purger's stack (64 KiB); only the purger uses it.
+    static Range g_ranges[kMax];
 };
+constinit PurgeRanges::Range PurgeRanges::g_ranges[PurgeRanges::kMax] = {};
 
 /// Adds to `out` the pages of s that only remote-freed slots cover, once its remote slots have
 /// been the same for a whole tick; sets *pending when s changed since the last look.

@@ -50,6 +50,8 @@ struct Batch {
     std::atomic<bool> live{false};     // between the end of A and the end of C
 };
 constinit Batch g_batch;
+constinit bool g_start_wanted = false; // maybe_tick: the next free starts the purger
+constinit bool g_after_idle = true;     // the purger's next tick is its first after an idle spell
 constinit bool g_tick_open = false; // a background tick is under way: its scan position
 constinit bool g_remote_due = false;  // its first step: the pages of remote frees (heap.cc)
 constinit bool g_remote_pending = false; // slabs with remote frees changed at the last look
@@ -103,7 +105,8 @@ Region* create_region(size_t want, size_t min_bytes) {
 }
 
 /// Runs a purge tick when the delay has passed (and the background purger has not), looking at
-/// the clock on every 8th page operation only (a clock read costs as much as the rest of a page operation's bookkeeping).
+/// the clock on every 8th page operation only (a clock read costs as much as the rest of a page
+/// operation's bookkeeping).
 /// Called with the lock held.
 void maybe_tick() {
     const int64_t delay = option(Opt::PURGE_DELAY_MS);
@@ -115,9 +118,19 @@ void maybe_tick() {
     if (now - g_last_tick < static_cast<uint64_t>(delay))
         return;
     // A running purger makes this tick on time, and without madvise under the lock in a
-    // program thread; this one runs only when it is late by a whole delay.
-    if (now - g_last_tick < 2 * static_cast<uint64_t>(delay) && purger::running())
+    // program thread: this one runs only when that is late by a whole delay. A purger that
+    // sleeps has nothing to do (the page operation that changes that wakes it).
+    if (purger::running() &&
+        (purger::sleeping_locked() || now - g_last_tick < 2 * static_cast<uint64_t>(delay)))
         return;
+    // A process that lives past a delay and keeps freeing pages gets a purger now (the next
+    // free starts it) rather than this tick: a tick made here would leave the purger's first
+    // one a delay later with what was freed since (settle_locked). If no free comes before the
+    // next look at the clock, the tick is made here after all.
+    if (purger::startable_locked() && !g_start_wanted) {
+        g_start_wanted = true;
+        return;
+    }
     g_last_tick = now;
     const unsigned n = g_nregions.load(std::memory_order_relaxed);
     for (unsigned i = 0; i < n; ++i) {
@@ -168,6 +181,22 @@ size_t purge_batch(bool* purged) {
         bytes += got;
     }
     return bytes;
+}
+
+/// The purger is woken (or started) because pages became dirty in a process that had none
+/// waiting: the next tick comes a quarter of a delay from now, not at once. After an idle
+/// spell every dirty page is young (freed since), so that tick returns nothing and only makes
+/// them old; made at once, it would come in the middle of a burst of frees (a cache dropped,
+/// a gigabyte freed block by block), and what the burst freed after it would wait two delays
+/// instead of one and a quarter. Moving a tick later never purges anything sooner. Called
+/// with the lock held.
+void settle_locked(uint64_t delay) {
+    const uint64_t now = os::now_ms();
+    if (now < delay)
+        return;
+    const uint64_t t = now - delay + delay / 4;
+    if (t > g_last_tick && !g_tick_open)
+        g_last_tick = t;
 }
 
 bool claim_in(Region& r, size_t npages, size_t align_pages, Run* out) {
@@ -231,7 +260,11 @@ void free(Region* r, size_t first, size_t npages) {
         // Dirty pages now wait for a tick: the background purger makes sure one comes even if
         // this was the process's last page operation for a while.
         poke = delay > 0 &&
-               purger::want_poke_locked([] { return dirty_pages_locked() << kPageShift; });
+               (g_start_wanted ||
+                purger::want_poke_locked([] { return dirty_pages_locked() << kPageShift; }));
+        g_start_wanted = false;
+        if (poke)
+            settle_locked(static_cast<uint64_t>(delay));
     }
     if (poke)
         purger::poke();
@@ -315,7 +348,14 @@ int64_t background_step(uint64_t now, uint32_t* seq) {
             g_remote_pending = purger::take_remote_note() || g_remote_pending;
             if (delay <= 0 || (dirty_pages_locked() == 0 && !g_remote_pending)) {
                 *seq = purger::idle_locked();
+                g_after_idle = true;
                 return -1;
+            }
+            if (g_after_idle) { // the first tick after a start or an idle spell: settle_locked
+                g_after_idle = false;
+                const uint64_t d = static_cast<uint64_t>(delay);
+                if (now >= d && now - d + d / 4 > g_last_tick)
+                    g_last_tick = now - d + d / 4;
             }
             if (now - g_last_tick < static_cast<uint64_t>(delay))
                 return static_cast<int64_t>(static_cast<uint64_t>(delay) - (now - g_last_tick));

@@ -13,10 +13,12 @@
 //   signal is 0, so the program gets no SIGCHLD for it, and wait/waitpid/waitid without
 //   __WALL or __WCLONE never see it, running or ended: waitpid(-1, WNOHANG) still answers
 //   ECHILD. (A program that waits with __WALL, like a tracer, can see it; see "Limits".)
-// - Started lazily, by the first page operation that leaves at least kStartBytes of free pages
-//   to purge (pages.cc: free), and only when the delay is > 0, the process is not secure-exec (AT_SECURE) and the
-//   kernel has what it needs (os::helpers_supported). Otherwise the in-band tick is all there
-//   is, as before.
+// - Started lazily: by the first page operation that leaves at least kStartBytes of free pages
+//   to purge (pages.cc: free), by the first free after a process that lives past a delay would
+//   have made an in-band tick (maybe_tick), or after kStartPushes remote frees; and only when
+//   the delay is > 0, the process is not secure-exec (AT_SECURE) and the kernel has what it
+//   needs (os::helpers_supported: not under Valgrind either). Otherwise the in-band tick is all
+//   there is, as before.
 // - It sleeps on a futex word: until the next tick is due while pages are dirty, without any
 //   timeout when none are (no wake-up at all in an idle process). Freeing pages wakes it only
 //   if it sleeps without timeout (idle_locked, want_poke_locked: both under the pages lock, so
@@ -26,7 +28,11 @@
 //   busy under the lock, purged unlocked, and freed again under the lock, so program threads
 //   never wait for a purge of a gigabyte. Every step leaves fork-safe states (bitmap.h,
 //   pages.cc): a fork in the middle leaks at worst, and the child takes over a batch that
-//   was in flight (fork_child).
+//   was in flight (fork_child). The first tick after a start or an idle spell comes a quarter
+//   of a delay later (pages.cc, settle_locked), so that a burst of frees is returned after
+//   about 1.25 delays, not 2. Each tick also returns the pages of blocks that other threads
+//   freed into the slabs of a thread gone quiet (heap.cc, "Pages of remote frees"); a remote
+//   free wakes a sleeping purger for that (note_remote_push).
 //
 // What it must never do to the program, and how:
 // - Descriptors: CLONE_FILES at clone time and, as its first call, close_range(0, ~0,
@@ -64,7 +70,9 @@
 // RSS), it counts against RLIMIT_NPROC and a cgroup's pids.max (a failed clone leaves the
 // in-band tick in charge), a __WALL waiter sees it, and a raw-syscall exec while the main
 // thread's word is not watched (kernel < 5.16, or main thread gone) leaves it with the old
-// image until the new one exits. A process whose purger was SIGKILLed alone while it held the
+// image until the new one exits. When it ends after a raw-syscall exec, the new image gets a
+// SIGCHLD and a child to reap (the kernel turns the exit signal of a child whose parent has
+// exec'd into SIGCHLD); the libc exec family never lets that happen. A process whose purger was SIGKILLed alone while it held the
 // pages lock would hang: nothing in the program can name it, and a kill of the whole process
 // group kills the program too.
 #include "purger.h"
@@ -263,6 +271,14 @@ void poke() {
 bool running() {
     return g_state.load(std::memory_order_relaxed) == kRunning &&
            g_alive.load(std::memory_order_relaxed) != 0;
+}
+
+bool sleeping_locked() {
+    return g_idle;
+}
+
+bool startable_locked() {
+    return g_state.load(std::memory_order_relaxed) == kNone;
 }
 
 uint32_t idle_locked() {

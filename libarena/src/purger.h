@@ -31,6 +31,13 @@ void poke();
 /// True while a purger runs: the in-band tick then leaves it the madvise (pages.cc).
 bool running();
 
+/// With the pages lock held: the purger sleeps with nothing to do (idle_locked).
+bool sleeping_locked();
+
+/// With the pages lock held: there is no purger, and this process has not given up on one
+/// (poke may start it).
+bool startable_locked();
+
 /// After a remote free put a slab on its owner's remote queue (heap.cc, publish_remote): the
 /// owner may never collect it, so the purger looks at such slabs (heap.cc, "Pages of remote
 /// frees"). Wakes a sleeping purger, or starts one after kStartPushes of them. One relaxed

@@ -55,7 +55,8 @@ size_t rss_now() {
         return 0;
     buf[n] = '\0';
     const char* p = strchr(buf, ' ');
-    return p == nullptr ? 0 : strtoul(p + 1, nullptr, 10) * static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    return p == nullptr ? 0 : strtoul(p + 1, nullptr, 10) * page;
 }
 
 /// Sleeps without allocating until RSS is below `target` or `deadline_ms` passes; returns the
