@@ -576,15 +576,21 @@ bool under_valgrind() {
 } // namespace
 
 bool helpers_supported() {
+    // Not in a process under a seccomp filter (PR_GET_SECCOMP answers 2; 0 when none): the
+    // filter's author listed the system calls the program makes, and one not listed may kill
+    // it (systemd's SystemCallFilter= does, with SIGSYS) rather than fail. Asked every time: a
+    // program may install one after start-up (sandboxes do). The question is a prctl, which
+    // glibc makes anyway.
+    if (!kHelperArch || sys(SYS_prctl, PR_GET_SECCOMP) != 0)
+        return false;
     // 0 unknown, 1 yes, 2 no.
     static constinit std::atomic<int> known{0};
     int k = known.load(std::memory_order_relaxed);
     if (k != 0)
         return k == 1;
-    // close_range of one descriptor number nobody can have is a no-op where the call exists.
+    // close_range of one descriptor number nobody can have: a no-op where the call exists.
     // (qemu-user refuses the clone itself with EINVAL: start_helper then fails, harmlessly.)
-    const bool ok = kHelperArch && !under_valgrind() && sys(SYS_close_range, ~0u, ~0u, 0) == 0 &&
-                    sys(SYS_prctl, PR_GET_SECCOMP) >= 0;
+    const bool ok = !under_valgrind() && sys(SYS_close_range, ~0u, ~0u, 0) == 0;
     known.store(ok ? 1 : 2, std::memory_order_relaxed);
     return ok;
 }

@@ -143,7 +143,9 @@ bool is_mapped(const void* p);
 // "helper side" run on it: they make raw system calls only and never touch TLS or errno.
 
 /// True when helpers can be made here: x86-64 or AArch64, close_range (Linux 5.9) and seccomp
-/// filters are available, and not under Valgrind (which cannot run one). Probed once.
+/// filters are available, the process is under no seccomp filter of its own (which may kill it
+/// for a system call it does not list: asked every time), and not under Valgrind (which cannot
+/// run one). The rest is probed once.
 bool helpers_supported();
 
 /// Where the helper runs: a private stack and thread-pointer area (helper_area_bytes, from

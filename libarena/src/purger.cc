@@ -72,9 +72,11 @@
 // thread's word is not watched (kernel < 5.16, or main thread gone) leaves it with the old
 // image until the new one exits. When it ends after a raw-syscall exec, the new image gets a
 // SIGCHLD and a child to reap (the kernel turns the exit signal of a child whose parent has
-// exec'd into SIGCHLD); the libc exec family never lets that happen. A process whose purger was SIGKILLed alone while it held the
-// pages lock would hang: nothing in the program can name it, and a kill of the whole process
-// group kills the program too.
+// exec'd into SIGCHLD); the libc exec family never lets that happen. A process under a
+// seccomp filter of its own (a systemd SystemCallFilter=, a container's default profile) gets
+// no purger: a system call its filter does not list could kill it. A process whose purger was
+// SIGKILLed alone while it held the pages lock would hang: nothing in the program can name
+// it, and a kill of the whole process group kills the program too.
 #include "purger.h"
 
 #include "options.h"

@@ -3,7 +3,8 @@
 // back within the purge delay (two ticks) plus a margin, for large blocks and for many 4 KiB
 // blocks; and the background purger that makes it so is invisible to the program: no thread,
 // no descriptor, nothing for waitpid, no SIGCHLD, none in a fork child, none after exec, none
-// with ARENA_PURGE_DELAY_MS=-1 or 0. (Secure-exec: test_page_safety, the setuid probe.)
+// with ARENA_PURGE_DELAY_MS=-1 or 0 or under a seccomp filter. (Secure-exec: test_page_safety,
+// the setuid probe.)
 //
 // Every check runs in a child process of this binary (options are read once per process) and
 // bounds its own waiting; each prints what it saw.
@@ -19,8 +20,11 @@
 #include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <poll.h>
 #include <string>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <thread>
@@ -397,6 +401,21 @@ ARENA_TEST_CHILD(no_purger) {
     return n == 0 ? 0 : 1;
 }
 
+ARENA_TEST_CHILD(no_purger_under_seccomp) {
+    // A filter that allows everything: the purger still stays away, since another filter might
+    // kill the process for a system call the purger needs.
+    sock_filter allow[] = {BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)};
+    sock_fprog prog{1, allow};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
+        return 2;
+    free_a_lot();
+    usleep(3 * kDelayMs * 1000);
+    const size_t n = children_of(getpid()).size();
+    printf("child processes %zu\n", n);
+    return n == 0 ? 0 : 1;
+}
+
 ARENA_TEST_CHILD(report_children) {
     // An image made by exec: it must have inherited no purger, and get no SIGCHLD for one.
     struct sigaction sa {};
@@ -551,6 +570,12 @@ TEST_CASE("no purger with ARENA_PURGE_DELAY_MS=-1 or 0") {
         CHECK(r.exited);
         CHECK_MESSAGE(r.code == 0, env << ": " << r.out << r.err);
     }
+}
+
+TEST_CASE("no purger in a process under a seccomp filter") {
+    const testing::ChildResult r = testing::run_child("no_purger_under_seccomp", {kDelayEnv});
+    CHECK(r.exited);
+    CHECK_MESSAGE(r.code == 0, r.out << r.err);
 }
 
 TEST_CASE("a fork child has no purger until it needs one; exec leaves none behind") {
