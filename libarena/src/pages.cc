@@ -50,10 +50,10 @@ struct Batch {
     std::atomic<bool> live{false};     // between the end of A and the end of C
 };
 constinit Batch g_batch;
-constinit bool g_start_wanted = false; // maybe_tick: the next free starts the purger
-constinit bool g_after_idle = true;     // the purger's next tick is its first after an idle spell
-constinit bool g_tick_open = false; // a background tick is under way: its scan position
-constinit bool g_remote_due = false;  // its first step: the pages of remote frees (heap.cc)
+constinit bool g_start_wanted = false;   // maybe_tick: the next free starts the purger
+constinit bool g_after_idle = true;      // the purger's next tick is its first after idling
+constinit bool g_tick_open = false;      // a background tick is under way: its scan position
+constinit bool g_remote_due = false;     // its first step: the pages of remote frees (heap.cc)
 constinit bool g_remote_pending = false; // slabs with remote frees changed at the last look
 constinit unsigned g_scan_region = 0;
 constinit size_t g_scan_page = 0;
@@ -153,8 +153,8 @@ size_t dirty_pages_locked() {
     return d;
 }
 
-/// Returns the runs of g_batch from g_batch.done on to the kernel (when `purge`) and frees
-/// them. Called with the lock held.
+/// Frees the runs of g_batch from g_batch.done on: clean where purged[i], else dirty and old.
+/// Called with the lock held.
 void give_back_batch(const bool* purged) {
     RunMap& runs = g_batch.region->runs;
     for (size_t i = g_batch.done.load(std::memory_order_relaxed); i < g_batch.count; ++i) {
@@ -311,7 +311,8 @@ Totals totals() {
     for (unsigned i = 0; i < n; ++i) {
         t.reserved += g_regions[i].size;
         t.used += g_regions[i].runs.used_units() << kPageShift;
-        t.dirty += (g_regions[i].runs.dirty_units() + g_regions[i].runs.busy_units()) << kPageShift;
+        t.dirty += (g_regions[i].runs.dirty_units() + g_regions[i].runs.busy_units())
+                   << kPageShift;
     }
     t.purged = g_purged;
     t.purges = g_purges;
