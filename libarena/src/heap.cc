@@ -77,8 +77,10 @@
 #include "options.h"
 #include "os.h"
 #include "pages.h"
+#include "purger.h"
 #include "stats.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <new>
 #include <pthread.h>
@@ -227,6 +229,7 @@ Slab* slab_new(Heap* h, unsigned cls) {
         s->remote_bits[wi].store(0, std::memory_order_relaxed);
     }
     s->next_remote = nullptr;
+    s->remote_mark = 0;
     s->queued.store(0, std::memory_order_relaxed);
     s->heap.store(h, std::memory_order_release);
     for (size_t i = 0; i < run.npages; ++i)
@@ -353,6 +356,7 @@ void collect_queued(Heap* h) {
     while (list != nullptr) {
         Slab* s = list;
         list = s->next_remote; // read before `queued` drops: a freer may push s again at once
+        s->remote_mark = 0;
         s->queued.exchange(0, std::memory_order_seq_cst);
         collect_slab(s);
         if (s->where == SlabWhere::Detached)
@@ -582,7 +586,7 @@ namespace {
 
 /// Steps 3 and 4 of a remote free (see the top): makes `bits` of word wi of s visible to the
 /// owner. Returns the bits that were set already (double frees, for the caller to report).
-uint64_t publish_remote(Slab* s, unsigned wi, uint64_t bits) {
+ARENA_FAST_PATH uint64_t publish_remote(Slab* s, unsigned wi, uint64_t bits) {
     const uint64_t old = s->remote_bits[wi].fetch_or(bits, std::memory_order_seq_cst);
     if (s->queued.load(std::memory_order_seq_cst) == 0 &&
         s->queued.exchange(1, std::memory_order_seq_cst) == 0) {
@@ -592,6 +596,7 @@ uint64_t publish_remote(Slab* s, unsigned wi, uint64_t bits) {
                 s->next_remote = head;
             } while (!owner->remote.compare_exchange_weak(head, s, std::memory_order_release,
                                                           std::memory_order_relaxed));
+            purger::note_remote_push(); // the owner may be idle: its pages are the purger's
         }
     }
     return old & bits;
@@ -828,6 +833,149 @@ void fork_child() {
         if (st == HeapState::Active || st == HeapState::Draining)
             h->state.store(HeapState::Lost, std::memory_order_relaxed);
     }
+}
+
+// ---- Pages of remote frees ---------------------------------------------------------------------
+// Slots freed by other threads reach their slab's owner only when it collects them, on its
+// slow path. An owner that has gone quiet (or only allocates from its free caches) never does,
+// and its slabs keep every page resident, however much was freed into them (a thread that
+// fills a cache which another thread empties, then waits). The background purger cannot
+// collect for it (the owner's lists and bitmap are its own, without a lock), but it can return
+// the pages that only such slots cover: while a slab waits on its owner's remote queue, a slot
+// whose remote bit is set is free and out of everybody's reach. The owner allocates only
+// slots of its own bitmap, and remote bits reach that bitmap only through collect_remote,
+// which takes slabs off the queue. So the purger takes a heap's whole queue (the exchange the
+// owner does), returns the pages of every slab whose remote slots have not changed for a
+// whole tick (the same delay as free pages get), and pushes the queue back. The owner meanwhile
+// finds its queue empty or shorter, and collects those slabs at a later slow path; their
+// slots read as zero then. (The free key in those slots is gone too: a second free of such
+// a slot by the owner before it collects is no longer recognised as a double free; by any
+// other thread it still is, when its batch is published.)
+// A fork child that copies the queue while the purger holds it pushes it back
+// (adopt_held_after_fork), unless the fork fell between the exchange and the note of it, or
+// between the note's clearing and the push: those slabs stay off their queue in the child
+// (their remote frees are lost to it: a leak).
+
+namespace {
+
+struct Held {
+    Heap* heap = nullptr;
+    Slab* head = nullptr;
+    Slab* tail = nullptr;
+};
+constinit Held g_held; // the queue the purger holds right now
+
+void push_back_queue(Heap* h, Slab* head, Slab* tail) {
+    Slab* top = h->remote.load(std::memory_order_relaxed);
+    do {
+        tail->next_remote = top;
+    } while (!h->remote.compare_exchange_weak(top, head, std::memory_order_release,
+                                              std::memory_order_relaxed));
+}
+
+/// Page ranges to return, merged where they touch before each madvise: neighbouring slabs
+/// usually lie next to each other, and one madvise per slab costs a TLB shootdown each.
+class PurgeRanges {
+public:
+    void add(uintptr_t a, size_t n) {
+        if (count_ == kMax)
+            flush();
+        r_[count_++] = Range{a, n};
+    }
+    /// Returns the bytes released so far and starts again.
+    size_t flush() {
+        std::sort(r_, r_ + count_, [](const Range& x, const Range& y) { return x.a < y.a; });
+        for (size_t i = 0; i < count_;) {
+            const uintptr_t a = r_[i].a;
+            uintptr_t end = a + r_[i].n;
+            for (++i; i < count_ && r_[i].a == end; ++i)
+                end += r_[i].n;
+            released_ += os::purge(reinterpret_cast<void*>(a), end - a);
+        }
+        count_ = 0;
+        return released_;
+    }
+
+private:
+    struct Range {
+        uintptr_t a;
+        size_t n;
+    };
+    static constexpr size_t kMax = 4096;
+    Range* r_ = g_ranges;
+    size_t count_ = 0;
+    size_t released_ = 0;
+    // Static, not on the purger's stack (64 KiB); only the purger uses it.
+    static Range g_ranges[kMax];
+};
+constinit PurgeRanges::Range PurgeRanges::g_ranges[PurgeRanges::kMax] = {};
+
+/// Adds to `out` the pages of s that only remote-freed slots cover, once its remote slots have
+/// been the same for a whole tick; sets *pending when s changed since the last look.
+void purge_remote_slab(Slab* s, PurgeRanges& out, bool* pending) {
+    uint64_t bits[kSlabMaxWords];
+    uint32_t count = 0;
+    for (unsigned wi = 0; wi < s->nwords; ++wi) {
+        bits[wi] = s->remote_bits[wi].load(std::memory_order_acquire);
+        count += static_cast<uint32_t>(__builtin_popcountll(bits[wi]));
+    }
+    if (count == 0 || s->remote_mark == (count << 1 | 1))
+        return; // nothing freed, or its pages went back already
+    if (s->remote_mark >> 1 != count) {
+        s->remote_mark = count << 1; // seen now; returned at the next tick if it stays so
+        *pending = true;
+        return;
+    }
+    s->remote_mark = count << 1 | 1;
+    auto slot_free = [&](size_t slot) { return (bits[slot >> 6] >> (slot & 63)) & 1; };
+    size_t run = 0;
+    for (size_t p = 0; p <= s->npages; ++p) {
+        bool all = p < s->npages;
+        if (all) {
+            const size_t first = (p << kPageShift) / s->size;
+            const size_t last = (((p + 1) << kPageShift) - 1) / s->size;
+            for (size_t slot = first; slot <= last && all; ++slot)
+                all = slot_free(slot);
+        }
+        if (all) {
+            ++run;
+        } else if (run != 0) {
+            out.add(s->base + ((p - run) << kPageShift), run << kPageShift);
+            run = 0;
+        }
+    }
+}
+
+} // namespace
+
+size_t purge_remote_pages(bool* pending) {
+    PurgeRanges ranges;
+    for (Heap* h = g_all_heaps.load(std::memory_order_acquire); h != nullptr; h = h->next_all) {
+        if (h->state.load(std::memory_order_relaxed) == HeapState::Lost ||
+            h->remote.load(std::memory_order_relaxed) == nullptr)
+            continue;
+        Slab* head = h->remote.exchange(nullptr, std::memory_order_acquire);
+        if (head == nullptr)
+            continue;
+        Slab* tail = head;
+        while (tail->next_remote != nullptr)
+            tail = tail->next_remote;
+        g_held = Held{h, head, tail};
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+        for (Slab* s = head; s != nullptr; s = s->next_remote)
+            purge_remote_slab(s, ranges, pending);
+        ranges.flush(); // before the slabs go back: the owner may collect them at once
+        g_held.head = nullptr; // a fork from here on leaks the queue in the child (see above)
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+        push_back_queue(h, head, tail);
+    }
+    return ranges.flush();
+}
+
+void adopt_held_after_fork() {
+    if (g_held.head != nullptr)
+        push_back_queue(g_held.heap, g_held.head, g_held.tail);
+    g_held.head = nullptr;
 }
 
 } // namespace heap

@@ -71,6 +71,15 @@ void fork_prepare();
 void fork_parent();
 void fork_child();
 
+/// For the background purger (on its own process: no TLS): returns to the kernel the pages of slabs waiting on their owners' remote queues that only
+/// slots freed by other threads cover, once those have not changed for a tick (heap.cc, "Pages
+/// of remote frees"). Returns the bytes released; sets *pending when some slab changed since
+/// the last tick (it is looked at again at the next).
+size_t purge_remote_pages(bool* pending);
+
+/// In a fork child: a remote queue the purger held at the fork goes back to its heap.
+void adopt_held_after_fork();
+
 /// pthread key destructor: abandons the exiting thread's heap.
 void thread_exit(void* heap);
 

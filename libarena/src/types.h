@@ -118,6 +118,10 @@ struct alignas(ARENA_CACHE_LINE) Slab {
     // stays 1 after the slab is released (a tombstone: a late remote freer never pushes a
     // released slab). See heap.cc, "Remote frees".
     alignas(ARENA_CACHE_LINE) std::atomic<uint32_t> queued{0};
+    // The background purger's look at remote_bits while the slab waits on the queue: the slots
+    // counted there at its last tick (<< 1), and bit 0 once it returned their pages to the
+    // kernel. Written by whoever holds the slab off the queue (heap.cc, "Pages of remote frees").
+    uint32_t remote_mark = 0;
     Slab* next_remote = nullptr; // heap->remote stack link
     Slab* next_free = nullptr;   // descriptor pool link (meta.cc)
 
