@@ -92,9 +92,6 @@ public:
         return c != 0 && (c & ~kWaiters) == lock_ids::self();
     }
 
-    /// In a fork child: the only thread left is the one that locked it in the prepare handler.
-    void reset_after_fork() { word_.store(0, std::memory_order_relaxed); }
-
     /// In a fork child (after lock_ids::note_fork_child): releases the lock when a thread that
     /// is not in the child holds it. True when it did.
     bool release_if_orphaned() {

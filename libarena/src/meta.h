@@ -19,8 +19,8 @@ void* alloc(size_t bytes);
 Slab* slab_alloc();
 void slab_free(Slab* s);
 
-void fork_prepare();
-void fork_parent();
-void fork_child();
+/// In a fork child (fork.cc): releases the lock if a thread the child does not have held it.
+/// True when the forking thread holds it (a signal handler forked inside a critical section).
+bool fork_child();
 
 } // namespace arena::meta

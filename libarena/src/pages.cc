@@ -217,16 +217,16 @@ size_t resident_bytes() {
     return total;
 }
 
-void fork_prepare() {
-    g_lock.lock();
-}
-
-void fork_parent() {
-    g_lock.unlock();
-}
-
-void fork_child() {
-    g_lock.reset_after_fork();
+bool fork_child() {
+    // A thread the child does not have held the lock: the bitmaps are safe as it left them
+    // (RunMap::repair), the counters and hints are made consistent again. A region it was
+    // making is not counted in g_nregions yet (stored last): its reservation is lost.
+    if (g_lock.release_if_orphaned()) {
+        const unsigned n = g_nregions.load(std::memory_order_relaxed);
+        for (unsigned i = 0; i < n; ++i)
+            g_regions[i].runs.repair();
+    }
+    return g_lock.held_by_self();
 }
 
 } // namespace pages

@@ -67,9 +67,10 @@ Totals totals();
 /// Bytes of region memory resident in RAM (mincore over the part of each region ever used).
 size_t resident_bytes();
 
-void fork_prepare();
-void fork_parent();
-void fork_child();
+/// In a fork child (fork.cc): releases the lock if a thread the child does not have held it, and
+/// repairs the region maps it may have left half updated. True when the forking thread holds
+/// the lock (a signal handler forked inside a critical section).
+bool fork_child();
 
 } // namespace pages
 } // namespace arena
