@@ -233,6 +233,9 @@ bool RunMap::claim(size_t first, size_t n) {
     size_t dirty = 0;
     bits::for_words(first, n, [&](size_t wi, uint64_t m, size_t nbits) {
         used_[wi] |= m;
+        // Used before clean: a fork child must never see a unit free and clean (read as zero)
+        // that is dirty (see repair; release fences are free on x86-64).
+        std::atomic_thread_fence(std::memory_order_release);
         const uint64_t d = dirty_[wi] & m;
         if (d != 0) {
             dirty += d == m ? nbits : static_cast<size_t>(__builtin_popcountll(d));
@@ -265,9 +268,11 @@ bool RunMap::claim(size_t first, size_t n) {
 
 void RunMap::release(size_t first, size_t n) {
     bits::for_words(first, n, [&](size_t wi, uint64_t m, size_t) {
-        used_[wi] &= ~m;
         dirty_[wi] |= m;
         young_[wi] |= m;
+        // Dirty before free, as in claim.
+        std::atomic_thread_fence(std::memory_order_release);
+        used_[wi] &= ~m;
     });
     used_units_ -= n;
     dirty_units_ += n;
@@ -321,6 +326,39 @@ size_t RunMap::purge_run(size_t first, size_t n) {
         bits::clear_range(young_, ufirst, uend - ufirst);
     }
     return got;
+}
+
+void RunMap::repair() {
+    // `top` first, from the highest used or dirty unit (top_ is only ever raised, and a claim
+    // cut short may not have raised it yet): the words above it are all clear and are neither
+    // read again nor written, so that bitmap pages never touched stay untouched.
+    size_t top = top_;
+    const size_t last_used = bits::find_set_before(used_, nunits_);
+    const size_t last_dirty = bits::find_set_before(dirty_, nunits_);
+    if (last_used != bits::npos && last_used + 1 > top)
+        top = last_used + 1;
+    if (last_dirty != bits::npos && last_dirty + 1 > top)
+        top = last_dirty + 1;
+    top_ = top;
+    size_t used = 0, dirty = 0;
+    for (size_t wi = 0; wi < bits::words_for(top); ++wi) {
+        const uint64_t d = dirty_[wi] & ~used_[wi];
+        if (d != dirty_[wi])
+            dirty_[wi] = d;
+        if ((young_[wi] & ~d) != 0)
+            young_[wi] &= d;
+        used += static_cast<size_t>(__builtin_popcountll(used_[wi]));
+        dirty += static_cast<size_t>(__builtin_popcountll(d));
+    }
+    if (bits::words_for(top) == bits::words_for(nunits_) && (nunits_ & 63) != 0)
+        used -= 64 - (nunits_ & 63); // the padding past the last unit is marked used (init)
+    used_units_ = used;
+    dirty_units_ = dirty;
+    busy_units_ = 0; // a run still busy (taken by a purger the child does not have) is used
+    for (size_t& h : hints_)
+        h = 0; // "no free run of any length starts below 0" is always true
+    recent_first_ = 0;
+    recent_n_ = 0;
 }
 
 size_t RunMap::purge(bool everything) {

@@ -147,6 +147,19 @@ public:
     /// The end of a tick made with take_old(): every dirty unit becomes old.
     void end_tick();
 
+    /// Makes the map consistent again after its owner's lock was released in a fork child while
+    /// a thread the child does not have was inside one of the calls above (fork.cc): the
+    /// counters and `top` are recounted from the bitmaps, the hints and the recent run
+    /// forgotten, and units both used and dirty (a claim cut short) become only used. The
+    /// bitmaps themselves are the truth at every instruction boundary: a unit is marked used
+    /// before its run is returned and marked free only after its owner gave it up, so a run
+    /// half claimed or half released is at worst lost to the child, never handed out twice; and
+    /// a unit is marked used before it is marked clean (claim) and dirty before it is marked
+    /// free (release), so a free unit that reads as clean is zero. A run left busy (take_old)
+    /// counts as used, a leak: the caller gives back the runs it can first (pages.cc,
+    /// fork_child). O(units / 64).
+    void repair();
+
     bool is_used(size_t i) const { return bits::test(used_, i); }
     /// is_used() without the owner's lock, for classifying a bad pointer in an error report.
     bool is_used_unlocked(size_t i) const {

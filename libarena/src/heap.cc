@@ -27,8 +27,10 @@
 //
 // Batches are published when they move to another slab word or fill up, and all of a thread's
 // batches on its alloc_refill slow path, in trim (malloc_trim; other threads on their next slow
-// path after one), at thread exit (heap_abandon) and before fork (fork_prepare). So a thread
-// holds back at most kBatchMax slots per class, and only until its next refill. Invariants:
+// path after one) and at thread exit (heap_abandon). So a thread holds back at most kBatchMax
+// slots per class, and only until its next refill. Not at fork: the forking thread's batches
+// stay in its heap on both sides and are published on that side's next slow path (fork.cc says
+// why the fork handlers never touch the forking thread's heap). Invariants:
 //   - A slot in a batch still counts in its slab's `used`: the owner decrements `used` only when
 //     it collects remote bits. So a slab with pending bits is never empty, is never released or
 //     retired (Detached needs used == 0), and the batch's Slab* stays valid, also when its owner
@@ -479,6 +481,11 @@ Heap* thread_heap_init() {
     if (h == nullptr)
         return nullptr;
     t_heap = h;
+    // A fork from a signal handler between heap_acquire and the line above marked h Lost in the
+    // child, not knowing it was this thread's (fork_child): it is, and is Active. Once t_heap is
+    // set, a fork_child sees it.
+    if (h->state.load(std::memory_order_relaxed) == HeapState::Lost)
+        h->state.store(HeapState::Active, std::memory_order_relaxed);
     register_thread_heap(h);
     return h;
 }
@@ -771,14 +778,6 @@ Heap* self() {
     return thread_heap_init();
 }
 
-void rebase_stats(char* old, char* now, size_t bytes) {
-    for (Heap* h = g_all_heaps.load(std::memory_order_relaxed); h != nullptr; h = h->next_all) {
-        char* s = reinterpret_cast<char*>(h->stats);
-        if (s >= old && s < old + bytes)
-            h->stats = reinterpret_cast<StatShard*>(now + (s - old));
-    }
-}
-
 Heap* all_heaps() {
     return g_all_heaps.load(std::memory_order_acquire);
 }
@@ -808,24 +807,15 @@ void init_key(uint64_t seed) {
     g_free_key = z != 0 ? z : 1;
 }
 
-void fork_prepare() {
-    // The child keeps this thread's heap: let the parent's and the child's owners see its
-    // remote frees.
-    if (t_heap != &g_empty_heap)
-        flush_remote(t_heap);
-    g_heaps_lock.lock();
-}
-
-void fork_parent() {
-    g_heaps_lock.unlock();
-}
-
-void fork_child() {
-    g_heaps_lock.reset_after_fork();
+bool fork_child() {
+    g_heaps_lock.release_if_orphaned(); // heaps are linked last (heap_acquire): nothing to repair
     // Only the forking thread survives. Heaps of other threads may be mid-update: never touch
-    // them again (their memory is lost to the child, as with any allocator). Their remote
-    // batches are lost with them: those slots stay allocated in the child, as would a free that
-    // was in progress in another thread. This thread's batches were published in fork_prepare.
+    // them again (their memory is lost to the child, as with any allocator), and so are heaps
+    // being drained by another thread. Their remote batches are lost with them: those slots stay
+    // allocated in the child, as would a free that was in progress in another thread. This
+    // thread's own heap is not touched at all (fork.cc); a heap this very thread was adopting
+    // or draining when a signal handler forked is marked Lost here, and set right by the
+    // interrupted code when the handler returns (thread_heap_init, drain_abandoned).
     for (Heap* h = g_all_heaps.load(std::memory_order_relaxed); h != nullptr; h = h->next_all) {
         if (h == t_heap)
             continue;
@@ -833,6 +823,7 @@ void fork_child() {
         if (st == HeapState::Active || st == HeapState::Draining)
             h->state.store(HeapState::Lost, std::memory_order_relaxed);
     }
+    return g_heaps_lock.held_by_self();
 }
 
 // ---- Pages of remote frees ---------------------------------------------------------------------

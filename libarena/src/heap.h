@@ -44,7 +44,7 @@ ARENA_COLD void* fail_enomem();
 ARENA_SLOW_PATH void free_remote(Heap* h, Slab* s, uintptr_t a, Api api);
 
 /// Publishes every remote batch of h (heap.cc, "Remote frees"): the alloc_refill slow path,
-/// trim, thread exit and fork do, so that a free is never held back for long.
+/// trim and thread exit do, so that a free is never held back for long.
 void flush_remote(Heap* h);
 
 /// Releases the empty slabs this thread keeps, folds in remote frees, drains abandoned heaps,
@@ -55,9 +55,6 @@ void trim();
 /// when out of memory. For slow paths that need a heap to count into (large blocks).
 Heap* self();
 
-/// After fork, the page moved: points every heap's shard from [old, old+bytes) into `now`.
-void rebase_stats(char* old, char* now, size_t bytes);
-
 /// The registry of every heap ever made (linked by Heap::next_all; heaps are never freed).
 Heap* all_heaps();
 
@@ -67,9 +64,9 @@ uint32_t created();
 /// Heaps that exist, by state (for malloc_stats).
 void count_heaps(unsigned* active, unsigned* abandoned);
 
-void fork_prepare();
-void fork_parent();
-void fork_child();
+/// In a fork child (fork.cc): releases the heaps lock if a thread the child does not have held
+/// it, and marks the heaps of such threads Lost. True when the forking thread holds the lock.
+bool fork_child();
 
 /// For the background purger (on its own process: no TLS): returns to the kernel the pages of slabs waiting on their owners' remote queues that only
 /// slots freed by other threads cover, once those have not changed for a tick (heap.cc, "Pages

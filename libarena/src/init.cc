@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: MIT
 // Process life cycle: initialisation on first use (or from the library constructor, whichever
-// comes first), the thread-exit hook, fork handlers, and the exit report.
+// comes first), the thread-exit hook, and the exit report. fork is fork.cc's.
 //
 // Initialisation must not allocate: it may run inside the very first malloc of the process,
 // before libc is fully set up. Its core (options, region 0, the thread-exit key) uses only
 // system calls, environ and pthread_key_create. Only after the library is marked ready does it
 // call things that may allocate (pthread_atfork, atexit), which then re-enter malloc safely.
 #include "alloc.h"
+#include "fork.h"
 #include "heap.h"
 #include "meta.h"
 #include "options.h"
@@ -47,26 +48,6 @@ long current_tid() {
     return os::gettid();
 }
 
-void fork_prepare() {
-    heap::fork_prepare();
-    meta::fork_prepare();
-    pages::fork_prepare();
-}
-
-void fork_parent() {
-    pages::fork_parent();
-    meta::fork_parent();
-    heap::fork_parent();
-}
-
-void fork_child() {
-    pages::fork_child();
-    purger::fork_child(); // after the pages lock is usable: it may finish a purge in flight
-    meta::fork_child();
-    heap::fork_child();
-    stats::fork_child(); // a page of its own for the child
-}
-
 void show_stats_at_exit() {
     print_stats();
 }
@@ -89,7 +70,7 @@ void print_banner() {
 
 /// The parts that may allocate: run after the library is ready.
 void init_late() {
-    pthread_atfork(fork_prepare, fork_parent, fork_child);
+    install_fork_handler();
     if (option(Opt::SHOW_STATS) != 0)
         atexit(show_stats_at_exit);
     if (option(Opt::VERBOSE) != 0)

@@ -24,8 +24,8 @@ void slab_free(Slab* s);
 Suspect* suspect_alloc();
 void suspect_free(Suspect* d);
 
-void fork_prepare();
-void fork_parent();
-void fork_child();
+/// In a fork child (fork.cc): releases the lock if a thread the child does not have held it.
+/// True when the forking thread holds it (a signal handler forked inside a critical section).
+bool fork_child();
 
 } // namespace arena::meta

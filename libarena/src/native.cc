@@ -3,6 +3,12 @@
 // RunMap. Allocation starts are kept in a fourth bitmap, `starts`, so no header is stored in
 // the arena: the length of an allocation is the distance from its start bit to the next unit
 // that is free or starts another allocation.
+//
+// fork: an instance's lock held by a thread that did not survive a fork is taken over by the
+// next thread that locks it (lock.h), which repairs the instance (repair below; fork.cc has the
+// argument). A run is claimed before its start bit is set and its start bit cleared before it
+// is released, so a call cut short leaves at worst a run that belongs to no allocation (or that
+// the allocation below it appears to extend over, and frees with it).
 #include "arena/arena.h"
 
 #include "bitmap.h"
@@ -10,8 +16,10 @@
 #include "options.h"
 #include "os.h"
 
+#include <atomic>
 #include <cerrno>
 #include <new>
+#include <pthread.h>
 
 struct arena_s {
     arena::Mutex lock;
@@ -60,6 +68,33 @@ int locate(const arena_t* a, const void* p, size_t* index) {
     return a->runs.is_used(i) ? EINVAL : ENOENT;
 }
 
+/// After a take-over of the lock from a thread that did not survive a fork: the map's counters
+/// and hints, and the count of allocations, rebuilt from the bitmaps.
+ARENA_COLD void repair(arena_t* a) {
+    a->runs.repair();
+    a->allocations = bits::count(a->starts, 0, a->chunk_count);
+}
+
+/// The instance's lock, repairing the instance when it was taken over.
+class Guard {
+public:
+    explicit Guard(const arena_t* a) : g_(const_cast<arena_t*>(a)->lock) {
+        if (ARENA_UNLIKELY(g_.taken_over()))
+            repair(const_cast<arena_t*>(a));
+    }
+
+private:
+    arena::LockGuard g_;
+};
+
+/// In a fork child: lets locks tell holders that did not survive (libarena.so's own fork
+/// handler does the same; a second call changes nothing).
+void note_fork_child() {
+    arena::lock_ids::note_fork_child();
+}
+
+constinit std::atomic<bool> g_fork_handler{false};
+
 void maybe_purge(arena_t* a) {
     const int64_t delay = arena::option(arena::Opt::PURGE_DELAY_MS);
     if (delay < 0)
@@ -94,6 +129,8 @@ int arena_init(arena_t** out, const arena_config_t* config) {
     if (__builtin_mul_overflow(cs, n, &bytes) || bytes > (size_t{1} << 46))
         return EINVAL;
     arena::options_load(); // once per process; the purge delay applies to instances too
+    if (!g_fork_handler.exchange(true, std::memory_order_relaxed))
+        pthread_atfork(nullptr, nullptr, note_fork_child);
     const size_t words = bits::words_for(n);
     const size_t header = (sizeof(arena_s) + 63) & ~size_t{63};
     const size_t meta_size = round_to_page(header + RunMap::metadata_bytes(n) + words * 8);
@@ -126,7 +163,7 @@ void* arena_alloc(arena_t* a, size_t size) {
         errno = EINVAL;
         return nullptr;
     }
-    arena::LockGuard guard(a->lock);
+    Guard guard(a);
     ++a->alloc_calls;
     const size_t k = size == 0 ? 1 : (size - 1) / a->chunk_size + 1;
     const size_t first = k <= a->chunk_count ? a->runs.find(k, 1) : bits::npos;
@@ -136,6 +173,7 @@ void* arena_alloc(arena_t* a, size_t size) {
         return nullptr;
     }
     a->runs.claim(first, k);
+    std::atomic_thread_fence(std::memory_order_release); // claimed, then started (see the top)
     a->starts[first >> 6] |= uint64_t{1} << (first & 63);
     ++a->allocations;
     return reinterpret_cast<void*>(a->runs.address(first));
@@ -146,7 +184,7 @@ int arena_free(arena_t* a, void* p) {
         return EINVAL;
     if (p == nullptr)
         return 0;
-    arena::LockGuard guard(a->lock);
+    Guard guard(a);
     ++a->free_calls;
     size_t i = 0;
     if (const int err = locate(a, p, &i)) {
@@ -155,6 +193,7 @@ int arena_free(arena_t* a, void* p) {
     }
     const size_t len = run_length(a, i);
     a->starts[i >> 6] &= ~(uint64_t{1} << (i & 63));
+    std::atomic_thread_fence(std::memory_order_release); // ended, then released
     a->runs.release(i, len);
     --a->allocations;
     maybe_purge(a);
@@ -164,7 +203,7 @@ int arena_free(arena_t* a, void* p) {
 size_t arena_usable_size(const arena_t* a, const void* p) {
     if (a == nullptr || p == nullptr)
         return 0;
-    arena::LockGuard guard(const_cast<arena_t*>(a)->lock);
+    Guard guard(a);
     size_t i = 0;
     if (locate(a, p, &i) != 0)
         return 0;
@@ -174,7 +213,7 @@ size_t arena_usable_size(const arena_t* a, const void* p) {
 size_t arena_trim(arena_t* a) {
     if (a == nullptr)
         return 0;
-    arena::LockGuard guard(a->lock);
+    Guard guard(a);
     const size_t got = a->runs.purge(true);
     a->purged += got;
     a->last_tick = arena::os::now_ms();
@@ -184,7 +223,7 @@ size_t arena_trim(arena_t* a) {
 int arena_get_stats(const arena_t* a, arena_stats_t* out) {
     if (a == nullptr || out == nullptr)
         return EINVAL;
-    arena::LockGuard guard(const_cast<arena_t*>(a)->lock);
+    Guard guard(a);
     out->chunk_size = a->chunk_size;
     out->chunk_count = a->chunk_count;
     out->chunks_used = a->runs.used_units();

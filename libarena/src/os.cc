@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <fcntl.h>
 #include <linux/audit.h>
@@ -366,6 +367,24 @@ void* map_file(int fd, size_t size) {
 
 void unmap(void* p, size_t size) {
     sys(SYS_munmap, arg(p), static_cast<long>(size));
+}
+
+bool move_mapping(void* from, void* to, size_t size) {
+    const long r = sys(SYS_mremap, arg(from), static_cast<long>(size), static_cast<long>(size),
+                       MREMAP_MAYMOVE | MREMAP_FIXED, arg(to));
+    return r == arg(to);
+}
+
+bool make_private(void* p, size_t size) {
+    if (void* copy = map(size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1)) {
+        memcpy(copy, p, size);
+        if (move_mapping(copy, p, size))
+            return true;
+        unreserve(copy, size);
+    }
+    sys(SYS_mmap, arg(p), static_cast<long>(size), PROT_READ | PROT_WRITE,
+        MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    return false;
 }
 
 void close_fd(int fd) {

@@ -119,6 +119,13 @@ long read_dir(int fd, void* buf, size_t n);
 /// mmap(MAP_SHARED) of the first `size` bytes of fd; nullptr on failure.
 void* map_file(int fd, size_t size);
 void unmap(void* p, size_t size);
+/// Moves the mapping [from, from+size) to `to` (mremap MREMAP_FIXED), replacing whatever is
+/// mapped there. False when the kernel refuses (nothing changed).
+bool move_mapping(void* from, void* to, size_t size);
+/// Replaces the mapping [p, p+size) (a shared one) with private anonymous memory at the same
+/// address, holding the same bytes; false when they could not be kept (no memory for the copy:
+/// the range then reads as zeros). Either way the range is private afterwards.
+bool make_private(void* p, size_t size);
 void close_fd(int fd);
 /// Moves fd above 2 (F_DUPFD_CLOEXEC) when it is 0, 1 or 2; returns the descriptor to use.
 int keep_high(int fd);

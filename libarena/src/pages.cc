@@ -340,10 +340,10 @@ size_t resident_bytes() {
     return total;
 }
 
-int64_t background_step(uint64_t now, uint32_t* seq) {
+int64_t background_step(uint64_t now, uint32_t* seq, uint32_t lock_id) {
     bool remote = false;
     {
-        LockGuard guard(g_lock);
+        LockGuard guard(g_lock, lock_id);
         if (!g_tick_open) {
             const int64_t delay = option(Opt::PURGE_DELAY_MS);
             g_remote_pending = purger::take_remote_note() || g_remote_pending;
@@ -375,7 +375,7 @@ int64_t background_step(uint64_t now, uint32_t* seq) {
         purger::listen_remote();
         bool pending = false;
         const size_t bytes = heap::purge_remote_pages(&pending);
-        LockGuard guard(g_lock);
+        LockGuard guard(g_lock, lock_id);
         g_remote_pending = pending;
         if (bytes != 0) {
             g_purged += bytes;
@@ -384,7 +384,7 @@ int64_t background_step(uint64_t now, uint32_t* seq) {
         return 0;
     }
     {
-        LockGuard guard(g_lock);
+        LockGuard guard(g_lock, lock_id);
         // A: the next batch from the scan position, or the end of the tick.
         const unsigned n = g_nregions.load(std::memory_order_relaxed);
         size_t got = 0;
@@ -415,7 +415,7 @@ int64_t background_step(uint64_t now, uint32_t* seq) {
     bool purged[kBatchSpans];
     const size_t bytes = purge_batch(purged);
     // C
-    LockGuard guard(g_lock);
+    LockGuard guard(g_lock, lock_id);
     give_back_batch(purged);
     if (bytes != 0) {
         g_purged += bytes;
@@ -424,27 +424,41 @@ int64_t background_step(uint64_t now, uint32_t* seq) {
     return 0;
 }
 
+/// In a fork child: purges the child's copies of the runs of a batch in flight and frees them
+/// (g_batch.done on; the run at done may be partly given back already: give_back only sets and
+/// clears bits, so doing it again leaves the same bits). The caller holds the lock, or the
+/// thread that held it is gone; the counters are right when the batch was not being given
+/// back at the fork, else RunMap::repair recounts them.
+void finish_batch_in_child() {
+    if (!g_batch.live.load(std::memory_order_relaxed))
+        return;
+    g_tick_open = false;
+    bool purged[kBatchSpans];
+    g_purged += purge_batch(purged);
+    give_back_batch(purged);
+}
+
 void adopt_busy_after_fork() {
     if (!g_batch.live.load(std::memory_order_relaxed) || !g_lock.try_lock())
         return; // nothing in flight; or this thread holds the lock (a fork from a signal
                 // handler that interrupted a page operation): the runs stay busy, a leak
-    g_tick_open = false;
-    bool purged[kBatchSpans];
-    g_purged += purge_batch(purged); // this child's copies of the pages
-    give_back_batch(purged);
+    finish_batch_in_child();
     g_lock.unlock();
 }
 
-void fork_prepare() {
-    g_lock.lock();
-}
-
-void fork_parent() {
-    g_lock.unlock();
-}
-
-void fork_child() {
-    g_lock.reset_after_fork();
+bool fork_child() {
+    // A thread the child does not have held the lock, or the purger did (a batch of busy runs
+    // half taken or half given back): the batch is finished on the bitmaps first, then the
+    // bitmaps are safe as they were left (RunMap::repair) and the counters and hints are made
+    // consistent again from them. A region being made is not counted in g_nregions yet
+    // (stored last): its reservation is lost.
+    if (g_lock.release_if_orphaned()) {
+        finish_batch_in_child();
+        const unsigned n = g_nregions.load(std::memory_order_relaxed);
+        for (unsigned i = 0; i < n; ++i)
+            g_regions[i].runs.repair();
+    }
+    return g_lock.held_by_self();
 }
 
 } // namespace pages

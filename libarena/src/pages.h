@@ -61,7 +61,8 @@ size_t trim();
 /// the kernel without the lock and frees them again, clean. Returns 0 when it should be called
 /// again at once (the tick goes on), the milliseconds until the next tick is due, or -1 when
 /// no page is dirty; `*seq` is then the wake word's value to sleep on (purger::idle_locked).
-int64_t background_step(uint64_t now_ms, uint32_t* seq);
+/// The pages lock is taken as `lock_id` (lock_ids::take: the purger has no TLS to read one).
+int64_t background_step(uint64_t now_ms, uint32_t* seq, uint32_t lock_id);
 
 /// In a fork child (single-threaded, before it returns from fork): a background batch that was
 /// in flight in the parent is finished here, so its runs do not stay busy for ever.
@@ -81,9 +82,10 @@ Totals totals();
 /// Bytes of region memory resident in RAM (mincore over the part of each region ever used).
 size_t resident_bytes();
 
-void fork_prepare();
-void fork_parent();
-void fork_child();
+/// In a fork child (fork.cc): releases the lock if a thread the child does not have held it, and
+/// repairs the region maps it may have left half updated. True when the forking thread holds
+/// the lock (a signal handler forked inside a critical section).
+bool fork_child();
 
 } // namespace pages
 } // namespace arena

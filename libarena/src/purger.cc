@@ -46,7 +46,9 @@
 //   privileges. So it makes itself unable to use them: no_new_privs and a seccomp filter
 //   that allows futex, madvise(MADV_DONTNEED), getppid, the clock and exit only.
 // - Its own state: it never touches TLS or errno (it runs libc-free code on a thread pointer
-//   of its own, os.cc), and holds the pages lock only for bitmap updates.
+//   of its own, os.cc), and holds the pages lock only for bitmap updates, as a lock id of its
+//   own (lock_ids::take, not the TLS one a thread gets) so that a fork child, which has no
+//   purger, releases the lock if the purger held it at the fork (fork.cc).
 //
 // Lifetime: it must not outlive the program image it serves.
 // - Process exit: its parent is the thread that made it; when that thread exits, the kernel
@@ -79,6 +81,7 @@
 // it, and a kill of the whole process group kills the program too.
 #include "purger.h"
 
+#include "lock.h"
 #include "options.h"
 #include "os.h"
 #include "heap.h"
@@ -124,6 +127,7 @@ void purger_main(void*) {
         g_setup_failed.store(true, std::memory_order_release);
         os::helper_exit();
     }
+    const uint32_t lock_id = lock_ids::take(); // its own: a fork child releases what it held
     const int owner = g_owner;
     const uint32_t* tid = g_main_tid.load(std::memory_order_acquire);
     bool watch = tid != nullptr;
@@ -135,7 +139,7 @@ void purger_main(void*) {
             break; // the main thread exited or exec'd (see the top)
         }
         uint32_t seq = g_word.load(std::memory_order_acquire);
-        const int64_t wait = pages::background_step(os::now_ms_raw(), &seq);
+        const int64_t wait = pages::background_step(os::now_ms_raw(), &seq, lock_id);
         if (wait == 0)
             continue; // a tick is under way: its next batch
         if (g_quit.load(std::memory_order_acquire))

@@ -2,6 +2,19 @@
 // The stats page writer (see stats.h and include/arena/stats_page.h for the protocol): the
 // page's head, the gauges under their seqlock, the control area, and a new page after fork.
 // The file itself (directories, creation, removal) is stats_file.cc's.
+//
+// ---- After fork --------------------------------------------------------------------------------
+// The child inherits the parent's page as a MAP_SHARED mapping: every count it made there would
+// be the parent's. Its fork handler (fork_child) puts a page of its own *at the same address*
+// (mremap), so nothing that points into the page changes: heaps' shards, and the registers of
+// code a signal handler interrupted in the middle of a count (the fork came from that handler;
+// that code finishes when it returns, and its store lands in the child's page). The new page is
+// a file made from the parent's contents, as at start-up; when the forking thread holds an
+// allocator lock (a handler interrupted a critical section: fork.cc), the child only makes a
+// private copy in place now, and the file on its first slow path (poll_control, under the
+// gauges' lock: counts other threads of the child make during that copy may be lost). The
+// gauges' seqlock is left odd by a writer the child does not have (made even here) or by an
+// interrupted writer of this thread (left odd: it finishes the update and makes it even).
 #include "stats.h"
 
 #include "heap.h"
@@ -105,16 +118,10 @@ void fill_identity(arena_stats_head& h, const stats_file::Identity& who, bool fo
         join_args(h.cmdline, sizeof h.cmdline);
 }
 
-/// Copies the gauges of `from` (a fork child starts from its parent's), with a fresh seqlock.
+/// Copies the gauges of `from` (a fork child starts from its parent's), seqlock word included
+/// (see "After fork" at the top).
 void copy_gauges(arena_stats_head& to, const arena_stats_head& from) {
     memcpy(&to.global, &from.global, sizeof to.global);
-    to.global.seq = 0;
-}
-
-/// Copies the gauges and the shards in use of `from`.
-void copy_counters(arena_stats_page* to, const arena_stats_page* from) {
-    copy_gauges(to->head, from->head);
-    memcpy(to->shards, from->shards, shards_in_use() * sizeof(arena_stats_shard));
 }
 
 /// stats_file::Content::fill_head: the whole head of a new file page, its gauges from the
@@ -131,12 +138,10 @@ void fill_file_head(arena_stats_head* h, const stats_file::Identity& who, const 
 }
 
 /// Anonymous memory with the page layout: counters without a file.
-arena_stats_page* create_private_page(const arena_stats_page* copy) {
+arena_stats_page* create_private_page() {
     auto* p = static_cast<arena_stats_page*>(meta::alloc(kPageBytes));
     if (p == nullptr)
         return nullptr;
-    if (copy != nullptr)
-        copy_counters(p, copy);
     fill_layout(p->head);
     p->head.flags = ARENA_STATS_READY;
     return p;
@@ -165,6 +170,32 @@ arena_stats_page* create_file_page(const arena_stats_page* copy) {
     return stats_file::create(option_str(Opt::STATS_DIR), content);
 }
 
+/// A fork child's page is still to be made as a file (see "After fork" at the top).
+constinit std::atomic<bool> g_child_page_pending{false};
+/// The process had a file page at start-up: its fork children want one too.
+constinit bool g_file_wanted = false;
+
+/// Puts `p`, a new page of this process, in the place of g_page (same address), which becomes
+/// this process's own. False (p unmapped, its file removed) when the kernel refuses.
+bool take_place(arena_stats_page* p) {
+    if (os::move_mapping(p, g_page, kPageBytes))
+        return true;
+    os::unmap(p, kPageBytes);
+    stats_file::remove();
+    return false;
+}
+
+/// The deferred part of a fork child's page: the file, from what the private copy holds now.
+/// Under the gauges' lock, so that no seqlock update is split between the copy and the page.
+void make_child_page() {
+    LockGuard guard(g_global_lock);
+    arena_stats_page* p = create_file_page(g_page);
+    if (p == nullptr || !take_place(p))
+        return;
+    g_file_backed = true;
+    g_later_pending.store(true, std::memory_order_relaxed);
+}
+
 /// Writes one gauge of the seqlocked section.
 void put(arena_stats_gauge g, uint64_t v) {
     __atomic_store_n(&g_page->head.global.gauges[g], v, __ATOMIC_RELAXED);
@@ -175,9 +206,10 @@ void put(arena_stats_gauge g, uint64_t v) {
 void init() {
     arena_stats_page* p = create_file_page(nullptr);
     g_file_backed = p != nullptr;
+    g_file_wanted = g_file_backed;
     g_later_pending.store(g_file_backed, std::memory_order_relaxed);
     if (p == nullptr)
-        p = create_private_page(nullptr);
+        p = create_private_page();
     g_page = p; // null only when out of address space: shared_shard() falls back
     publish_global();
 }
@@ -282,6 +314,11 @@ void poll_control() {
     static constinit ARENA_TLS unsigned calls = 0; // the clock is read every 16th call
     arena_stats_control& c = g_page->head.control;
     bool changed = false;
+    if (ARENA_UNLIKELY(g_child_page_pending.load(std::memory_order_relaxed)) &&
+        g_child_page_pending.exchange(false, std::memory_order_relaxed)) {
+        make_child_page();
+        changed = true; // and publish the child's gauges
+    }
     // A request is served when its counter differs from what was served (stats_page.h); the
     // value of a purge request is written before its counter, so it is whole once seen.
     const uint64_t trims = __atomic_load_n(&c.trim_requests, __ATOMIC_ACQUIRE);
@@ -328,26 +365,40 @@ const char* page_path() {
     return g_file_backed ? stats_file::path() : "";
 }
 
-void fork_child() {
-    arena_stats_page* old = g_page;
-    if (old == nullptr)
+void fork_child(bool interrupted) {
+    arena_stats_page* page = g_page;
+    if (page == nullptr)
         return;
-    const bool was_file = g_file_backed;
-    stats_file::forget(); // the parent's page: never to be removed by the child
-    g_global_lock.reset_after_fork();
-    arena_stats_page* p = was_file ? create_file_page(old) : nullptr;
-    g_file_backed = p != nullptr;
-    if (p == nullptr)
-        p = create_private_page(old);
-    if (p == nullptr)
-        return; // out of address space: keep counting into the old page (heaps point there)
-    heap::rebase_stats(reinterpret_cast<char*>(old->shards), reinterpret_cast<char*>(p->shards),
-                       sizeof old->shards);
-    g_page = p;
-    if (was_file)
-        os::unmap(old, kPageBytes); // the parent's page: its mapping is not the child's to keep
+    const bool writer_gone = g_global_lock.release_if_orphaned();
+    interrupted = interrupted || g_global_lock.held_by_self();
+    if (g_file_backed) {
+        // Nothing below writes into the page before it is the child's: it is the parent's.
+        stats_file::forget(); // the parent's file: never to be removed by the child
+        g_file_backed = false;
+        arena_stats_page* p = interrupted ? nullptr : create_file_page(page);
+        if (p != nullptr && take_place(p)) {
+            g_file_backed = true;
+        } else {
+            // The parent's page must not be written any more: a private copy in its place.
+            if (!os::make_private(page, kPageBytes)) { // zeros: the counts start again
+                fill_layout(page->head);
+                page->head.flags = ARENA_STATS_READY;
+            }
+        }
+    }
+    // The file is for later when it was deferred here, or in the parent (which forked before
+    // its first slow path made its page, or while a thread that is not here was making it).
+    g_child_page_pending.store(g_file_wanted && !g_file_backed, std::memory_order_relaxed);
+    // The page is the child's own now.
+    __atomic_store_n(&page->head.pid, os::getpid(), __ATOMIC_RELAXED);
+    uint64_t& seq = page->head.global.seq;
+    if (writer_gone && (seq & 1) != 0)
+        ++seq; // its writer is not in the child: the update ends here
     g_later_pending.store(g_file_backed, std::memory_order_relaxed);
-    publish_global();
+    if (interrupted)
+        g_last_publish_ns = 0; // publish_global takes locks: the next poll_control does it
+    else
+        publish_global();
 }
 
 void remove_page() {

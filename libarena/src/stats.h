@@ -110,7 +110,10 @@ void count_trim();
 /// The page's file path, or "" when stats are off.
 const char* page_path();
 
-void fork_child();   // a new page for the child
+/// In a fork child (fork.cc): a page of its own in place of the parent's (stats.cc, "After
+/// fork"). `interrupted`: the forking thread holds an allocator lock (the fork came from a
+/// signal handler), so no lock may be taken; the file is made on a later slow path.
+void fork_child(bool interrupted);
 void remove_page();  // at normal exit
 
 } // namespace stats

@@ -296,12 +296,22 @@ TEST_CASE("units past the end are never handed out; exhaustion returns npos") {
 /// Random claims and releases of runs of 1..8 units, and now and then of up to `big` units, on
 /// a map of `nunits`: every find must be what a first-fit scan of the model finds (after the
 /// recent-run shortcut), so a hint that is too high or too low shows as a different run.
-void check_first_fit(size_t nunits, size_t big, int ops, uint64_t rng) {
+/// With `repair_every`, RunMap::repair runs that often: it forgets the recent run and the hints,
+/// and must keep the counters and first fit.
+void check_first_fit(size_t nunits, size_t big, int ops, uint64_t rng, int repair_every = 0) {
     MappedRunMap m(nunits);
     std::vector<bool> model(nunits, false);
     std::vector<std::pair<size_t, size_t>> live;
     size_t recent_first = 0, recent_n = 0; // the model of the recent-run shortcut
     for (int op = 0; op < ops; ++op) {
+        if (repair_every != 0 && op % repair_every == repair_every - 1) {
+            m.runs.repair();
+            recent_n = 0;
+            size_t used = 0;
+            for (bool b : model)
+                used += b ? 1 : 0;
+            REQUIRE(m.runs.used_units() == used);
+        }
         if (!live.empty() && testing::next_random(rng) % 3 == 0) {
             const size_t k = testing::next_random(rng) % live.size();
             const auto [first, n] = live[k];
@@ -344,6 +354,29 @@ TEST_CASE("first fit holds when released runs merge into runs longer than releas
     // Runs up to 12,000 units: merged free runs pass RunMap::kMergeScan (4,096), past which
     // release lowers every hint level.
     check_first_fit(60000, 12000, 2500, 7);
+}
+
+TEST_CASE("repair keeps a consistent map's counters and first fit") {
+    check_first_fit(2000, 200, 3000, 5, 37);
+}
+
+TEST_CASE("repair after a claim cut short (a fork child): the run stays used, counted, never found") {
+    // What a fork child finds when the thread claiming a run did not survive: its used bits set
+    // and nothing else (counters, hints, top) updated yet.
+    MappedRunMap m(300);
+    m.runs.claim(m.runs.find(10, 1), 10);
+    uint64_t* used = const_cast<uint64_t*>(m.runs.used_bits());
+    bits::set_range(used, 100, 80); // a claim of [100, 180) cut short
+    m.runs.repair();
+    CHECK(m.runs.used_units() == 90);
+    CHECK(m.runs.top() == 180);
+    for (int i = 0; i < 20; ++i) {
+        const size_t s = m.runs.find(5, 1);
+        REQUIRE(s != bits::npos);
+        CHECK((s + 5 <= 100 || s >= 180));
+        m.runs.claim(s, 5);
+    }
+    CHECK(m.runs.used_units() == 190);
 }
 
 TEST_CASE("aligned finds are aligned in address space") {
