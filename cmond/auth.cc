@@ -4,16 +4,14 @@
 
 #include "hex.h"
 
+#include "common/regular_file.h"
+
 #include <openssl/crypto.h>
 
 #include <algorithm>
 #include <cctype>
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
-#include <fcntl.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 namespace cmond {
 
@@ -50,83 +48,34 @@ std::string_view ltrim_spaces(std::string_view s) {
     return s;
 }
 
-// What a non-regular file is, for the message.
-const char* file_kind(mode_t mode) {
-    switch (mode & S_IFMT) {
-    case S_IFDIR:
-        return "a directory";
-    case S_IFIFO:
-        return "a FIFO";
-    case S_IFCHR:
-        return "a character device";
-    case S_IFBLK:
-        return "a block device";
-    case S_IFSOCK:
-        return "a socket";
-    default:
-        return "of an unknown type";
-    }
-}
-
 } // namespace
 
 // ---- Key ----
 
 Key Key::load(const std::string& path) {
     const std::string where = "key file '" + path + "': ";
-    auto not_regular = [&](mode_t mode) {
-        return KeyError(where + "not a regular file (" + file_kind(mode) + ")");
-    };
-    // Look before opening: opening a FIFO waits for a writer, and opening a device can have
-    // effects of its own. Symlinks are followed (a secret mounted as a symlink to a file is
-    // fine); what counts is the file they lead to.
-    struct stat st {};
-    if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
-        throw not_regular(st.st_mode);
-    }
-    // O_NONBLOCK: should the name be replaced by a FIFO after that look, open still returns at
-    // once and the fstat below refuses it. It changes nothing for a regular file.
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-    if (fd < 0) {
-        throw KeyError(where + "cannot open: " + std::strerror(errno) +
-                       " (create one with: openssl rand -hex 32 > " + path + "; chmod 600 " + path +
-                       ")");
-    }
-    struct FdCloser {
-        int fd;
-        ~FdCloser() { ::close(fd); }
-    } closer{fd};
-    if (::fstat(fd, &st) != 0) {
-        throw KeyError(where + "cannot stat: " + std::strerror(errno));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        throw not_regular(st.st_mode);
-    }
-    if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
-        char mode[8];
-        std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-        throw KeyError(where + "mode " + mode +
-                       " gives group or others access; it must be readable by its owner only "
-                       "(chmod 600 " +
-                       path + ")");
-    }
     // 64 hex digits plus an optional "\r\n": anything longer is malformed, so read one more
     // byte and no further (the read is capped whatever the file's size).
     char buf[kKeyHexChars + 3];
     Cleanser clean_buf{buf, sizeof buf};
     std::size_t len = 0;
-    while (len < sizeof buf) {
-        const ssize_t n = ::read(fd, buf + len, sizeof buf - len);
-        if (n < 0 && errno == EINTR) {
-            continue;
+    try {
+        cmon::RegularFile file(path);
+        const mode_t mode = file.status().st_mode;
+        if ((mode & (S_IRWXG | S_IRWXO)) != 0) {
+            char shown[8];
+            std::snprintf(shown, sizeof shown, "%04o", static_cast<unsigned>(mode & 07777));
+            throw KeyError(where + "mode " + shown +
+                           " gives group or others access; it must be readable by its owner "
+                           "only (chmod 600 " +
+                           path + ")");
         }
-        if (n < 0) {
-            throw KeyError(where + "read error: " + std::strerror(errno));
-        }
-        if (n == 0) {
-            break;
-        }
-        len += static_cast<std::size_t>(n);
+        len = file.read_into(buf, sizeof buf);
+    } catch (const cmon::FileError& e) {
+        throw KeyError(where + e.what() +
+                       (e.at_open() ? " (create one with: openssl rand -hex 32 > " + path +
+                                          "; chmod 600 " + path + ")"
+                                    : std::string()));
     }
     std::string_view text(buf, len);
     if (text.size() > kKeyHexChars && text.back() == '\n') {

@@ -2,6 +2,8 @@
 // The option tables and the two parsers (flags, config file) that share them; see config.h.
 #include "config.h"
 
+#include "common/regular_file.h"
+
 #include <arena/stats_page.h>
 #include <nlohmann/json.hpp>
 
@@ -12,7 +14,6 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <sstream>
 #include <sys/stat.h>
@@ -262,7 +263,8 @@ const std::array kCommandKeys = {
                   [](CommandSpec& s, std::string_view k, std::string_view v) {
                       s.timeout = parse_duration(k, v, 1ms, kMaxDuration);
                   }},
-    CommandKeyDef{"output_cap", "SIZE", "bytes of output kept (1..64MiB); the rest is dropped",
+    CommandKeyDef{"output_cap", "SIZE",
+                  "bytes of output kept (1..64MiB); a command that writes more is stopped (500)",
                   [](CommandSpec& s, std::string_view k, std::string_view v) {
                       s.output_cap = parse_size(k, v, 1, 64 * 1024 * 1024);
                   }},
@@ -546,19 +548,11 @@ void apply_config_text(Config& config, std::string_view text, const std::string&
 
 void apply_config_file(Config& config, const std::string& path) {
     constexpr std::size_t kMaxConfigSize = 1024 * 1024;
-    std::ifstream in(path, std::ios::binary);
-    if (!in) {
-        throw ConfigError("config " + quote_value(path) + ": cannot open: " + std::strerror(errno));
-    }
     std::string text;
-    text.resize(kMaxConfigSize + 1);
-    in.read(text.data(), static_cast<std::streamsize>(text.size()));
-    if (in.bad()) {
-        throw ConfigError("config " + quote_value(path) + ": read error");
-    }
-    text.resize(static_cast<std::size_t>(in.gcount()));
-    if (text.size() > kMaxConfigSize) {
-        throw ConfigError("config " + quote_value(path) + ": larger than 1 MiB");
+    try {
+        cmon::RegularFile(path).read_all(text, kMaxConfigSize);
+    } catch (const cmon::FileError& e) {
+        throw ConfigError("config " + quote_value(path) + ": " + e.what());
     }
     apply_config_text(config, text, path);
 }

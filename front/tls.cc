@@ -2,6 +2,9 @@
 // See tls.h.
 #include "tls.h"
 
+#include "common/regular_file.h"
+
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
@@ -17,7 +20,36 @@ std::string openssl_errors() {
         out += out.empty() ? "" : "; ";
         out += buf;
     }
-    return out.empty() ? "unknown OpenSSL error" : out;
+    return out;
+}
+
+// A PEM chain of a few certificates is a few KiB; a megabyte is no certificate file.
+constexpr std::size_t kMaxPemSize = 1024 * 1024;
+
+// Cleanses a string (a private key's text) on every way out of a scope.
+struct Cleanser {
+    std::string& s;
+    ~Cleanser() { OPENSSL_cleanse(s.data(), s.size()); }
+};
+
+TlsError cannot_load(const std::string& name, const std::string& path, const std::string& why) {
+    return TlsError(name + ": cannot load '" + path + "': " + why);
+}
+
+// Reads a PEM file into `pem` (cleansing what it held before); throws TlsError naming it.
+void load(const std::string& name, const std::string& path, std::string& pem) {
+    OPENSSL_cleanse(pem.data(), pem.size());
+    try {
+        cmon::RegularFile(path).read_all(pem, kMaxPemSize);
+    } catch (const cmon::FileError& e) {
+        throw cannot_load(name, path, e.what());
+    }
+}
+
+// OpenSSL's queued errors, else what `ec` says.
+std::string reason(const boost::system::error_code& ec) {
+    std::string queued = openssl_errors();
+    return queued.empty() ? ec.message() : queued;
 }
 
 } // namespace
@@ -35,11 +67,20 @@ std::unique_ptr<boost::asio::ssl::context> server_tls(const std::string& cert_fi
     if (SSL_CTX_set_cipher_list(ctx, kTls12Ciphers) != 1) {
         throw TlsError("TLS 1.2 cipher list refused: " + openssl_errors());
     }
-    if (SSL_CTX_use_certificate_chain_file(ctx, cert_file.c_str()) != 1) {
-        throw TlsError(cert_name + ": cannot load '" + cert_file + "': " + openssl_errors());
+    // The files are read here, not by OpenSSL, so that only regular files are opened (a FIFO
+    // would hang start-up) and at most kMaxPemSize bytes of each are read.
+    std::string pem;
+    Cleanser clean_pem{pem};
+    boost::system::error_code ec;
+    load(cert_name, cert_file, pem);
+    context->use_certificate_chain(boost::asio::buffer(pem), ec);
+    if (ec) {
+        throw cannot_load(cert_name, cert_file, reason(ec));
     }
-    if (SSL_CTX_use_PrivateKey_file(ctx, key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
-        throw TlsError(key_name + ": cannot load '" + key_file + "': " + openssl_errors());
+    load(key_name, key_file, pem);
+    context->use_private_key(boost::asio::buffer(pem), boost::asio::ssl::context::pem, ec);
+    if (ec) {
+        throw cannot_load(key_name, key_file, reason(ec));
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
         throw TlsError(key_name + ": '" + key_file + "' does not match " + cert_name + " '" +

@@ -3,6 +3,7 @@
 // fast path: calloc, realloc, the aligned forms, usable size and trim.
 #include "alloc.h"
 
+#include "confirm.h"
 #include "options.h"
 #include "os.h"
 #include "report.h"
@@ -150,15 +151,28 @@ BlockInfo block_info(const void* p) {
             return bi;
         }
         const uint64_t bit = uint64_t{1} << (idx & 63);
-        // Free: in the bitmap, freed remotely, or carrying the free key (on a free cache, or
-        // freed remotely and not collected yet; types.h, "free key").
-        const bool is_free =
-            ((s->free_bits[idx >> 6].load(std::memory_order_relaxed) |
-              s->remote_bits[idx >> 6].load(std::memory_order_relaxed)) &
-             bit) != 0 ||
-            reinterpret_cast<const CachedBlock*>(a)->key == heap::g_free_key;
-        bi.kind = is_free ? BlockInfo::Freed : BlockInfo::Small;
         bi.usable = s->size;
+        bi.kind = BlockInfo::Small;
+        // Free: in the bitmap or freed remotely. Carrying the free key: on a free cache or in a
+        // remote batch, or a live block with the key's bytes, which confirm.cc tells apart
+        // (types.h, "free key").
+        if (((s->free_bits[idx >> 6].load(std::memory_order_relaxed) |
+              s->remote_bits[idx >> 6].load(std::memory_order_relaxed)) &
+             bit) != 0) {
+            bi.kind = BlockInfo::Freed;
+        } else if (ARENA_UNLIKELY(reinterpret_cast<const CachedBlock*>(a)->key ==
+                                  heap::g_free_key)) {
+            switch (heap::where_is_block(s, a, static_cast<uint64_t>(idx))) {
+            case heap::Where::Free:
+                bi.kind = BlockInfo::Freed;
+                break;
+            case heap::Where::Unknown:
+                bi.unsure = true;
+                break;
+            case heap::Where::Live:
+                break;
+            }
+        }
         return bi;
     }
     if ((bi.entry & kLargeTag) != 0 && (a & (kPageSize - 1)) == 0) {
@@ -258,7 +272,7 @@ void* realloc(void* p, size_t n) {
     switch (bi.kind) {
     case BlockInfo::Small:
         // Stay in place while the new size fits and does not waste more than half the slot.
-        if (n <= bi.usable && (n > bi.usable / 2 || bi.usable <= 2 * kMinAlign))
+        if (n <= bi.usable && (n > bi.usable / 2 || bi.usable <= 2 * kMinAlign) && !bi.unsure)
             return p;
         return realloc_move(p, n, bi.usable);
     case BlockInfo::Large:

@@ -30,6 +30,9 @@ struct BlockInfo {
     size_t page;
     uintptr_t entry;  // pagemap entry
     size_t usable;    // bytes usable at the pointer (Small, Large)
+    bool unsure;      // Small, but it carries the free key and whether it is free could not be
+                      // told yet (confirm.cc: Where::Unknown): realloc moves it, so that the
+                      // free of it is settled the way free settles it
 };
 BlockInfo block_info(const void* p);
 

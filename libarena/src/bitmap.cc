@@ -6,6 +6,7 @@
 #include "os.h"
 
 #include <algorithm>
+#include <atomic>
 
 namespace arena {
 namespace bits {
@@ -272,6 +273,10 @@ void RunMap::release(size_t first, size_t n) {
     dirty_units_ += n;
     recent_first_ = first;
     recent_n_ = n;
+    lower_hints(first, n);
+}
+
+void RunMap::lower_hints(size_t first, size_t n) {
     // The released run joins the free runs around it into one, [start, end): hints go down to
     // its start, but only for the runs it can hold. A level 2^j longer than the merged run gets
     // no new run and keeps its hint. The run above is measured only up to kMergeScan units;
@@ -324,6 +329,57 @@ size_t RunMap::purge(bool everything) {
                        [&](size_t first, size_t n) { released += purge_run(first, n); });
     bits::clear_range(young_, 0, top_);
     return released;
+}
+
+size_t RunMap::take_old(size_t from, Span* out, size_t max_spans, size_t max_units,
+                        size_t* nspans) {
+    *nspans = 0;
+    if (from >= top_)
+        return top_;
+    size_t got = 0, units = 0, next = top_;
+    const size_t w0 = from >> 6; // the scan starts at the cursor's word
+    bits::for_each_run(dirty_ + w0, young_ + w0, top_ - w0 * 64, [&](size_t first, size_t n) {
+        first += w0 * 64;
+        if (first + n <= from || next != top_)
+            return; // before the cursor, or the batch is full (for_each_run has no early exit)
+        if (first < from) {
+            n -= from - first;
+            first = from;
+        }
+        if (got == max_spans || units >= max_units) {
+            next = first;
+            return;
+        }
+        if (n > max_units - units) {
+            n = max_units - units;
+            next = first + n;
+        }
+        // Used first, then not dirty (see the file comment): a fork in between leaks the run.
+        bits::set_range(used_, first, n);
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+        bits::clear_range(dirty_, first, n);
+        dirty_units_ -= n;
+        busy_units_ += n;
+        out[got++] = Span{first, n};
+        units += n;
+    });
+    *nspans = got;
+    return next;
+}
+
+void RunMap::give_back(size_t first, size_t n, bool purged) {
+    if (!purged) { // still holds data: dirty, and old, so the next tick tries again
+        bits::set_range(dirty_, first, n);
+        dirty_units_ += n;
+    }
+    lower_hints(first, n); // before the units are free: a hint too low is harmless
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    bits::clear_range(used_, first, n);
+    busy_units_ -= n;
+}
+
+void RunMap::end_tick() {
+    bits::clear_range(young_, 0, top_);
 }
 
 } // namespace arena

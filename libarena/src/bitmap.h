@@ -14,6 +14,15 @@
 // clears `young`; so freed memory goes back after between one and two purge delays, and memory
 // that is freed and reused quickly never pays for a page fault.
 //
+// A purge can also be made without holding the owner's lock across madvise (the background
+// purger, pages.cc): take_old() marks old dirty runs *busy* (used, not dirty: nobody can claim
+// them, and a tick or trim skips them), the caller returns them to the kernel unlocked, and
+// give_back() frees them again, clean. Each step writes its bits in an order that leaves only
+// safe states to a fork child that copies the map in the middle of it (pages.cc says why that
+// matters): a unit is made used before it stops being dirty, and stops being used only after
+// its hints are lowered and its dirty bit says the truth. A unit can thus be seen used and
+// owned by nobody (a leak), never free and clean while its page still holds data.
+//
 // Nothing here locks: RunMap's owner serialises access (pages.cc's lock, native.cc's lock).
 #pragma once
 
@@ -122,6 +131,22 @@ public:
     /// Returns the free run [first, first+n) to the kernel now. Returns the bytes released.
     size_t purge_run(size_t first, size_t n);
 
+    /// A run taken by take_old(), to be returned to the kernel without the owner's lock.
+    struct Span {
+        size_t first;
+        size_t n;
+    };
+    /// From unit `from` up, takes runs of units dirty for a whole tick (dirty & ~young), at most
+    /// `max_spans` runs and about `max_units` units (a run is cut to what is left of it), and
+    /// marks them busy: used, not dirty. Returns the unit to continue from, top() when the scan
+    /// is done. Young bits are left alone: end_tick() clears them when the scan is done.
+    size_t take_old(size_t from, Span* out, size_t max_spans, size_t max_units, size_t* nspans);
+    /// Frees a busy run again: clean when `purged` (its pages were returned), else dirty and old
+    /// (the next tick tries again).
+    void give_back(size_t first, size_t n, bool purged);
+    /// The end of a tick made with take_old(): every dirty unit becomes old.
+    void end_tick();
+
     bool is_used(size_t i) const { return bits::test(used_, i); }
     /// is_used() without the owner's lock, for classifying a bad pointer in an error report.
     bool is_used_unlocked(size_t i) const {
@@ -131,6 +156,7 @@ public:
     size_t nunits() const { return nunits_; }
     size_t used_units() const { return used_units_; }
     size_t dirty_units() const { return dirty_units_; }
+    size_t busy_units() const { return busy_units_; }
     size_t top() const { return top_; }
     uintptr_t base() const { return base_; }
     unsigned unit_shift() const { return shift_; }
@@ -159,8 +185,13 @@ private:
     size_t top_ = 0;   // no unit at or above this was ever used
     size_t used_units_ = 0;
     size_t dirty_units_ = 0;
+    size_t busy_units_ = 0; // taken by take_old() and not given back yet (neither used nor dirty
+                            // in the counts, used in the bitmap)
     uintptr_t base_ = 0;
     unsigned shift_ = 0;
+
+    /// Lowers the hints for a run [first, first+n) that becomes free (release, give_back).
+    void lower_hints(size_t first, size_t n);
 };
 
 } // namespace arena

@@ -5,7 +5,8 @@
 // ---- Remote frees ---------------------------------------------------------------------------
 // A thread freeing into a slab it does not own:
 //   1. checks that the slot was handed out (Slab::handed) and that the block does not carry the
-//      free key (a double free: types.h, "free key"), and writes the key into it. It does not
+//      free key (a suspected double free, confirmed or refuted by confirm.cc: types.h, "free
+//      key"), and writes the key into it. It does not
 //      read the owner's bitmap: the owner writes that line on every malloc, and reading it here
 //      cost a cache miss per remote free (bench xthread: +36% in paired runs without it). Every free slot that was
 //      ever handed out carries the key, so the two checks see every double and invalid free
@@ -19,9 +20,10 @@
 //      the owner's bitmap) is a double free;
 //   4. if `queued` was 0, sets it to 1 and pushes the slab on the owner heap's remote stack.
 // The owner pops the whole stack at once (exchange with null), and for each slab first sets
-// `queued` to 0, then exchanges each remote word with 0 and ORs it into free_bits. With
-// sequentially consistent RMWs on both sides, a bit set after the owner's collection always
-// finds `queued` at 0 and queues the slab again, so no remote free is ever lost.
+// `queued` to 0, then for each remote word ORs it into free_bits and clears those bits in it
+// (fetch_and). With sequentially consistent operations on both sides, a bit set after the
+// owner read the word always finds `queued` at 0 and queues the slab again, so no remote free
+// is ever lost.
 //
 // Batches are published when they move to another slab word or fill up, and all of a thread's
 // batches on its alloc_refill slow path, in trim (malloc_trim; other threads on their next slow
@@ -39,7 +41,9 @@
 //   - A slab in a batch is never owned by the batch's heap: heaps change threads only by
 //     adoption, by a thread without a heap, and an abandoned heap's batches are empty.
 //   - While a slot is in a batch its bit is invisible, but its free key is not: a second free by
-//     any thread (free_local, free_remote) and realloc (block_info) see the key.
+//     any thread (free_local, free_remote) and realloc (block_info) see the key, and find the
+//     slot in the batch (confirm.cc reads other threads' batches between Heap::batch_seq
+//     brackets, which publish_batch takes).
 //   - The free is counted (live bytes, class_free, call counter) when it is made; a double free
 //     found only when its batch is published (its key was overwritten in between) takes back
 //     its live bytes and class count.
@@ -67,13 +71,16 @@
 // The next new thread adopts it, or any thread's malloc_trim drains it. Heaps are never freed.
 #include "heap.h"
 
+#include "confirm.h"
 #include "lock.h"
 #include "meta.h"
 #include "options.h"
 #include "os.h"
 #include "pages.h"
+#include "purger.h"
 #include "stats.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <new>
 #include <pthread.h>
@@ -142,6 +149,19 @@ Slab* list_pop(Slab*& head) {
     return s;
 }
 
+// ---- Sequence words -------------------------------------------------------------------------
+
+/// Brackets a change that another thread reading without a lock must not see half done
+/// (Heap::batch_seq, Heap::flush_seq; confirm.cc is the reader): the word is odd while it lasts.
+void seq_open(std::atomic<uint64_t>& q) {
+    q.store(q.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_release);
+}
+
+void seq_close(std::atomic<uint64_t>& q) {
+    q.store(q.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+}
+
 // ---- Free caches -------------------------------------------------------------------------------
 
 /// The slab holding a small block (the pagemap entry of its page).
@@ -150,18 +170,25 @@ Slab* slab_of(uintptr_t a) {
     return reinterpret_cast<Slab*>(r->pagemap[r->page_of(a)].load(std::memory_order_relaxed));
 }
 
-/// Returns every cached block to its slab's bitmap (trim, thread exit).
+/// Returns every cached block to its slab's bitmap (trim, thread exit). A block is set free in
+/// its bitmap before it leaves the list, so that a thread looking for it (confirm.cc: the list,
+/// then the bitmap) finds it in one or the other; its link is read first, as freeing the last
+/// slot may release the slab.
 void flush_caches(Heap* h) {
+    seq_open(h->flush_seq);
     for (unsigned c = 0; c < kNumClasses; ++c) {
         FreeCache& fc = h->cache[c];
         while (CachedBlock* b = fc.head) {
-            fc.head = b->next; // b keeps the free key: it stays free
+            CachedBlock* next = b->next; // b keeps the free key: it stays free
             const uintptr_t a = reinterpret_cast<uintptr_t>(b);
             Slab* s = slab_of(a);
             free_to_slab(h, s, static_cast<uint64_t>(slot_index(s, a)));
+            std::atomic_signal_fence(std::memory_order_seq_cst);
+            fc.head = next;
         }
         fc.count = 0;
     }
+    seq_close(h->flush_seq);
 }
 
 // ---- Slab life cycle ---------------------------------------------------------------------------
@@ -202,6 +229,7 @@ Slab* slab_new(Heap* h, unsigned cls) {
         s->remote_bits[wi].store(0, std::memory_order_relaxed);
     }
     s->next_remote = nullptr;
+    s->remote_mark = 0;
     s->queued.store(0, std::memory_order_relaxed);
     s->heap.store(h, std::memory_order_release);
     for (size_t i = 0; i < run.npages; ++i)
@@ -300,18 +328,21 @@ ARENA_COLD void report_remote_double_frees(uintptr_t base, uint32_t size, unsign
     }
 }
 
-/// Folds a slab's remote frees into its bitmap. Returns the slots freed.
+/// Folds a slab's remote frees into its bitmap. Returns the slots freed. A bit is set in the
+/// bitmap before it is cleared in the remote word, so that a thread looking for the slot
+/// (confirm.cc: remote bits, then the bitmap) sees it in one or the other.
 uint32_t collect_slab(Slab* s) {
     uint32_t freed = 0;
     for (unsigned wi = 0; wi < s->nwords; ++wi) {
-        if (s->remote_bits[wi].load(std::memory_order_relaxed) == 0)
+        const uint64_t r = s->remote_bits[wi].load(std::memory_order_seq_cst);
+        if (r == 0)
             continue;
-        const uint64_t r = s->remote_bits[wi].exchange(0, std::memory_order_seq_cst);
         const uint64_t cur = s->free_bits[wi].load(std::memory_order_relaxed);
         const uint64_t dbl = cur & r;
+        s->free_bits[wi].store(cur | r, std::memory_order_release);
+        s->remote_bits[wi].fetch_and(~r, std::memory_order_seq_cst); // bits set since stay
         if (ARENA_UNLIKELY(dbl != 0))
             report_remote_double_frees(s->base, s->size, wi, dbl);
-        s->free_bits[wi].store(cur | r, std::memory_order_relaxed);
         s->nonempty |= uint32_t{1} << wi;
         freed += static_cast<uint32_t>(__builtin_popcountll(r & ~dbl));
     }
@@ -319,13 +350,13 @@ uint32_t collect_slab(Slab* s) {
     return freed;
 }
 
-void collect_remote(Heap* h) {
-    if (h->remote.load(std::memory_order_relaxed) == nullptr)
-        return;
+/// Folds in the remote frees of every slab on h's remote queue.
+void collect_queued(Heap* h) {
     Slab* list = h->remote.exchange(nullptr, std::memory_order_acquire);
     while (list != nullptr) {
         Slab* s = list;
         list = s->next_remote; // read before `queued` drops: a freer may push s again at once
+        s->remote_mark = 0;
         s->queued.exchange(0, std::memory_order_seq_cst);
         collect_slab(s);
         if (s->where == SlabWhere::Detached)
@@ -333,6 +364,15 @@ void collect_remote(Heap* h) {
         else
             slab_after_free(h, s);
     }
+}
+
+/// The owner's (or drainer's) side of remote frees: folds in remote bits, then settles the
+/// suspected double frees other threads left to it (confirm.cc).
+void collect_remote(Heap* h) {
+    if (h->remote.load(std::memory_order_relaxed) != nullptr)
+        collect_queued(h);
+    if (ARENA_UNLIKELY(h->suspects.load(std::memory_order_relaxed) != nullptr))
+        settle_suspects(h);
 }
 
 // ---- Heap life cycle ---------------------------------------------------------------------------
@@ -526,8 +566,6 @@ void slab_gained_free(Heap* h, Slab* s) {
     stats::poll_control();
 }
 
-namespace {
-/// count_free with the API known only at run time.
 void count_free_as(Heap* h, const Slab* s, Api api) {
     switch (api) {
     case Api::Free:
@@ -538,7 +576,6 @@ void count_free_as(Heap* h, const Slab* s, Api api) {
         return count_free<Api::Realloc>(h, s);
     }
 }
-} // namespace
 
 void free_uncached(Heap* h, Slab* s, uint64_t idx, Api api) {
     count_free_as(h, s, api);
@@ -549,7 +586,7 @@ namespace {
 
 /// Steps 3 and 4 of a remote free (see the top): makes `bits` of word wi of s visible to the
 /// owner. Returns the bits that were set already (double frees, for the caller to report).
-uint64_t publish_remote(Slab* s, unsigned wi, uint64_t bits) {
+ARENA_FAST_PATH uint64_t publish_remote(Slab* s, unsigned wi, uint64_t bits) {
     const uint64_t old = s->remote_bits[wi].fetch_or(bits, std::memory_order_seq_cst);
     if (s->queued.load(std::memory_order_seq_cst) == 0 &&
         s->queued.exchange(1, std::memory_order_seq_cst) == 0) {
@@ -559,13 +596,18 @@ uint64_t publish_remote(Slab* s, unsigned wi, uint64_t bits) {
                 s->next_remote = head;
             } while (!owner->remote.compare_exchange_weak(head, s, std::memory_order_release,
                                                           std::memory_order_relaxed));
+            purger::note_remote_push(); // the owner may be idle: its pages are the purger's
         }
     }
     return old & bits;
 }
 
-/// Publishes h's batch of class cls and empties it (it stays marked in h->batch_pending).
+/// Publishes h's batch of class cls and empties it (it stays marked in h->batch_pending). The
+/// bits are set in the slab before the batch is emptied, and both inside h->batch_seq's
+/// bracket, so that a thread reading the batch (confirm.cc: the batches, then the remote bits)
+/// finds a slot in one or the other.
 void publish_batch(Heap* h, unsigned cls) {
+    seq_open(h->batch_seq);
     RemoteBatch& b = h->batch[cls];
     Slab* s = reinterpret_cast<Slab*>(b.tag & ~kTagMask);
     const auto wi = static_cast<unsigned>(b.tag & kTagMask);
@@ -584,16 +626,18 @@ void publish_batch(Heap* h, unsigned cls) {
     }
     if (bits != 0)
         dbl |= publish_remote(s, wi, bits);
-    if (ARENA_UNLIKELY(dbl != 0)) {
+    const uintptr_t base = b.base;
+    b.tag = 0;
+    b.bits = 0;
+    b.count = 0;
+    seq_close(h->batch_seq);
+    if (ARENA_UNLIKELY(dbl != 0)) { // reported outside the bracket: stderr may block
         const uint32_t size = kClasses[cls].size;
-        report_remote_double_frees(b.base, size, wi, dbl);
+        report_remote_double_frees(base, size, wi, dbl);
         const auto n = static_cast<uint64_t>(__builtin_popcountll(dbl));
         h->live += static_cast<int64_t>(n * size); // not freed after all
         bump(h->stats->class_free[cls], -n);
     }
-    b.tag = 0;
-    b.bits = 0;
-    b.count = 0;
 }
 
 /// The batch of class cls holds another slab word (or none): publish it, start one with `bit`.
@@ -634,22 +678,11 @@ ARENA_SLOW_PATH void free_remote_now(Slab* s, uintptr_t a, unsigned wi, uint64_t
         bump_shared(shared.events[call_counter(api)]);
 }
 
-} // namespace
-
-void free_remote(Heap* h, Slab* s, uintptr_t a, Api api) {
-    // Every call below is a tail call, and the error reports (which would build the table of
-    // API names here) are out of line: the common case saves no registers.
-    const int64_t idx = slot_index(s, a);
-    if (ARENA_UNLIKELY(idx < 0))
-        return report_free_error(HeapError::InvalidFree, a, api);
+/// The rest of free_remote, once the block is known not to be free (see the top, step 2).
+ARENA_FAST_PATH void free_remote_checked(Heap* h, Slab* s, uintptr_t a, uint64_t idx, Api api) {
     const auto wi = static_cast<unsigned>(idx >> 6);
     const uint64_t bit = uint64_t{1} << (idx & 63);
-    // Never handed out, or already free (it carries the free key): see the top, step 1.
-    if (ARENA_UNLIKELY(static_cast<uint64_t>(idx) >= s->handed.load(std::memory_order_relaxed)))
-        return report_free_error(HeapError::InvalidFree, a, api);
     auto* block = reinterpret_cast<CachedBlock*>(a);
-    if (ARENA_UNLIKELY(block->key == g_free_key))
-        return report_free_error(HeapError::DoubleFree, a, api);
     if (ARENA_UNLIKELY(h == &g_empty_heap))
         return free_remote_now(s, a, wi, bit, api);
     const unsigned cls = s->cls;
@@ -674,6 +707,35 @@ void free_remote(Heap* h, Slab* s, uintptr_t a, Api api) {
         return;
     }
     return batch_restart(h, cls, tag, bit);
+}
+
+/// A remote free of a block that carries the free key: a suspected double free (confirm.cc).
+ARENA_SLOW_PATH void free_remote_suspect(Heap* h, Slab* s, uintptr_t a, uint64_t idx, Api api) {
+    switch (where_is(h, s, a, idx)) {
+    case Where::Free:
+        return report_free_error(HeapError::DoubleFree, a, api);
+    case Where::Unknown:
+        return defer_free(s, a, api);
+    case Where::Live:
+        break;
+    }
+    return free_remote_checked(h, s, a, idx, api);
+}
+
+} // namespace
+
+void free_remote(Heap* h, Slab* s, uintptr_t a, Api api) {
+    // Every call below is a tail call, and the error reports (which would build the table of
+    // API names here) are out of line: the common case saves no registers.
+    const int64_t idx = slot_index(s, a);
+    if (ARENA_UNLIKELY(idx < 0))
+        return report_free_error(HeapError::InvalidFree, a, api);
+    // Never handed out, or suspected free (it carries the free key): see the top, step 1.
+    if (ARENA_UNLIKELY(static_cast<uint64_t>(idx) >= s->handed.load(std::memory_order_relaxed)))
+        return report_free_error(HeapError::InvalidFree, a, api);
+    if (ARENA_UNLIKELY(reinterpret_cast<CachedBlock*>(a)->key == g_free_key))
+        return free_remote_suspect(h, s, a, static_cast<uint64_t>(idx), api);
+    return free_remote_checked(h, s, a, static_cast<uint64_t>(idx), api);
 }
 
 void flush_remote(Heap* h) {
@@ -715,6 +777,10 @@ void rebase_stats(char* old, char* now, size_t bytes) {
         if (s >= old && s < old + bytes)
             h->stats = reinterpret_cast<StatShard*>(now + (s - old));
     }
+}
+
+Heap* all_heaps() {
+    return g_all_heaps.load(std::memory_order_acquire);
 }
 
 uint32_t created() {
@@ -767,6 +833,149 @@ void fork_child() {
         if (st == HeapState::Active || st == HeapState::Draining)
             h->state.store(HeapState::Lost, std::memory_order_relaxed);
     }
+}
+
+// ---- Pages of remote frees ---------------------------------------------------------------------
+// Slots freed by other threads reach their slab's owner only when it collects them, on its
+// slow path. An owner that has gone quiet (or only allocates from its free caches) never does,
+// and its slabs keep every page resident, however much was freed into them (a thread that
+// fills a cache which another thread empties, then waits). The background purger cannot
+// collect for it (the owner's lists and bitmap are its own, without a lock), but it can return
+// the pages that only such slots cover: while a slab waits on its owner's remote queue, a slot
+// whose remote bit is set is free and out of everybody's reach. The owner allocates only
+// slots of its own bitmap, and remote bits reach that bitmap only through collect_remote,
+// which takes slabs off the queue. So the purger takes a heap's whole queue (the exchange the
+// owner does), returns the pages of every slab whose remote slots have not changed for a
+// whole tick (the same delay as free pages get), and pushes the queue back. The owner meanwhile
+// finds its queue empty or shorter, and collects those slabs at a later slow path; their
+// slots read as zero then. (The free key in those slots is gone too: a second free of such
+// a slot by the owner before it collects is no longer recognised as a double free; by any
+// other thread it still is, when its batch is published.)
+// A fork child that copies the queue while the purger holds it pushes it back
+// (adopt_held_after_fork), unless the fork fell between the exchange and the note of it, or
+// between the note's clearing and the push: those slabs stay off their queue in the child
+// (their remote frees are lost to it: a leak).
+
+namespace {
+
+struct Held {
+    Heap* heap = nullptr;
+    Slab* head = nullptr;
+    Slab* tail = nullptr;
+};
+constinit Held g_held; // the queue the purger holds right now
+
+void push_back_queue(Heap* h, Slab* head, Slab* tail) {
+    Slab* top = h->remote.load(std::memory_order_relaxed);
+    do {
+        tail->next_remote = top;
+    } while (!h->remote.compare_exchange_weak(top, head, std::memory_order_release,
+                                              std::memory_order_relaxed));
+}
+
+/// Page ranges to return, merged where they touch before each madvise: neighbouring slabs
+/// usually lie next to each other, and one madvise per slab costs a TLB shootdown each.
+class PurgeRanges {
+public:
+    void add(uintptr_t a, size_t n) {
+        if (count_ == kMax)
+            flush();
+        r_[count_++] = Range{a, n};
+    }
+    /// Returns the bytes released so far and starts again.
+    size_t flush() {
+        std::sort(r_, r_ + count_, [](const Range& x, const Range& y) { return x.a < y.a; });
+        for (size_t i = 0; i < count_;) {
+            const uintptr_t a = r_[i].a;
+            uintptr_t end = a + r_[i].n;
+            for (++i; i < count_ && r_[i].a == end; ++i)
+                end += r_[i].n;
+            released_ += os::purge(reinterpret_cast<void*>(a), end - a);
+        }
+        count_ = 0;
+        return released_;
+    }
+
+private:
+    struct Range {
+        uintptr_t a;
+        size_t n;
+    };
+    static constexpr size_t kMax = 4096;
+    Range* r_ = g_ranges;
+    size_t count_ = 0;
+    size_t released_ = 0;
+    // Static, not on the purger's stack (64 KiB); only the purger uses it.
+    static Range g_ranges[kMax];
+};
+constinit PurgeRanges::Range PurgeRanges::g_ranges[PurgeRanges::kMax] = {};
+
+/// Adds to `out` the pages of s that only remote-freed slots cover, once its remote slots have
+/// been the same for a whole tick; sets *pending when s changed since the last look.
+void purge_remote_slab(Slab* s, PurgeRanges& out, bool* pending) {
+    uint64_t bits[kSlabMaxWords];
+    uint32_t count = 0;
+    for (unsigned wi = 0; wi < s->nwords; ++wi) {
+        bits[wi] = s->remote_bits[wi].load(std::memory_order_acquire);
+        count += static_cast<uint32_t>(__builtin_popcountll(bits[wi]));
+    }
+    if (count == 0 || s->remote_mark == (count << 1 | 1))
+        return; // nothing freed, or its pages went back already
+    if (s->remote_mark >> 1 != count) {
+        s->remote_mark = count << 1; // seen now; returned at the next tick if it stays so
+        *pending = true;
+        return;
+    }
+    s->remote_mark = count << 1 | 1;
+    auto slot_free = [&](size_t slot) { return (bits[slot >> 6] >> (slot & 63)) & 1; };
+    size_t run = 0;
+    for (size_t p = 0; p <= s->npages; ++p) {
+        bool all = p < s->npages;
+        if (all) {
+            const size_t first = (p << kPageShift) / s->size;
+            const size_t last = (((p + 1) << kPageShift) - 1) / s->size;
+            for (size_t slot = first; slot <= last && all; ++slot)
+                all = slot_free(slot);
+        }
+        if (all) {
+            ++run;
+        } else if (run != 0) {
+            out.add(s->base + ((p - run) << kPageShift), run << kPageShift);
+            run = 0;
+        }
+    }
+}
+
+} // namespace
+
+size_t purge_remote_pages(bool* pending) {
+    PurgeRanges ranges;
+    for (Heap* h = g_all_heaps.load(std::memory_order_acquire); h != nullptr; h = h->next_all) {
+        if (h->state.load(std::memory_order_relaxed) == HeapState::Lost ||
+            h->remote.load(std::memory_order_relaxed) == nullptr)
+            continue;
+        Slab* head = h->remote.exchange(nullptr, std::memory_order_acquire);
+        if (head == nullptr)
+            continue;
+        Slab* tail = head;
+        while (tail->next_remote != nullptr)
+            tail = tail->next_remote;
+        g_held = Held{h, head, tail};
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+        for (Slab* s = head; s != nullptr; s = s->next_remote)
+            purge_remote_slab(s, ranges, pending);
+        ranges.flush(); // before the slabs go back: the owner may collect them at once
+        g_held.head = nullptr; // a fork from here on leaks the queue in the child (see above)
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+        push_back_queue(h, head, tail);
+    }
+    return ranges.flush();
+}
+
+void adopt_held_after_fork() {
+    if (g_held.head != nullptr)
+        push_back_queue(g_held.heap, g_held.head, g_held.tail);
+    g_held.head = nullptr;
 }
 
 } // namespace heap

@@ -58,6 +58,9 @@ Heap* self();
 /// After fork, the page moved: points every heap's shard from [old, old+bytes) into `now`.
 void rebase_stats(char* old, char* now, size_t bytes);
 
+/// The registry of every heap ever made (linked by Heap::next_all; heaps are never freed).
+Heap* all_heaps();
+
 /// Heaps made so far (their ids are 1..created()).
 uint32_t created();
 
@@ -67,6 +70,15 @@ void count_heaps(unsigned* active, unsigned* abandoned);
 void fork_prepare();
 void fork_parent();
 void fork_child();
+
+/// For the background purger (on its own process: no TLS): returns to the kernel the pages of slabs waiting on their owners' remote queues that only
+/// slots freed by other threads cover, once those have not changed for a tick (heap.cc, "Pages
+/// of remote frees"). Returns the bytes released; sets *pending when some slab changed since
+/// the last tick (it is looked at again at the next).
+size_t purge_remote_pages(bool* pending);
+
+/// In a fork child: a remote queue the purger held at the fork goes back to its heap.
+void adopt_held_after_fork();
 
 /// pthread key destructor: abandons the exiting thread's heap.
 void thread_exit(void* heap);
@@ -105,6 +117,13 @@ extern uint64_t g_free_key;
 
 /// free_local when the free cache of the class is full: counts, and frees into the bitmap.
 ARENA_SLOW_PATH void free_uncached(Heap* h, Slab* s, uint64_t idx, Api api);
+
+/// free_local of a block that carries the free key (slot idx of s, owned by h): a suspected
+/// double free, confirmed (reported) or refuted (freed) out of line (confirm.cc).
+ARENA_SLOW_PATH void free_local_suspect(Heap* h, Slab* s, uint64_t idx, Api api);
+
+/// count_free with the API known only at run time.
+void count_free_as(Heap* h, const Slab* s, Api api);
 
 /// The slab's bitmap gained a free slot and it had none before, or has nothing allocated now:
 /// move it between the owner's lists.
@@ -189,9 +208,10 @@ ARENA_FAST_PATH int64_t slot_index(const Slab* s, uintptr_t a) {
 }
 
 /// Free by the owning thread, counted as a call of A: marked with the free key, onto the
-/// class's free cache, or into the slab bitmap when the cache is full. A block already free is
-/// a double free: its bitmap bit is set, or it carries the free key (types.h, "free key"). The
-/// rare cases leave by tail calls, so that the common one needs no saved registers.
+/// class's free cache, or into the slab bitmap when the cache is full. A block whose bitmap bit
+/// is set is a double free; one that carries the free key is suspected of being one, and
+/// confirmed out of line (types.h, "free key"). The rare cases leave by tail calls, so that the
+/// common one needs no saved registers.
 template <Api A>
 ARENA_FAST_PATH void free_local(Heap* h, Slab* s, uintptr_t a) {
     const int64_t idx = slot_index(s, a);
@@ -199,9 +219,10 @@ ARENA_FAST_PATH void free_local(Heap* h, Slab* s, uintptr_t a) {
         return report_heap_error(HeapError::InvalidFree, reinterpret_cast<void*>(a), api_name(A));
     auto* b = reinterpret_cast<CachedBlock*>(a);
     const uint64_t bit = uint64_t{1} << (idx & 63);
-    if (ARENA_UNLIKELY((s->free_bits[idx >> 6].load(std::memory_order_relaxed) & bit) != 0 ||
-                       b->key == g_free_key))
+    if (ARENA_UNLIKELY((s->free_bits[idx >> 6].load(std::memory_order_relaxed) & bit) != 0))
         return report_heap_error(HeapError::DoubleFree, reinterpret_cast<void*>(a), api_name(A));
+    if (ARENA_UNLIKELY(b->key == g_free_key))
+        return free_local_suspect(h, s, static_cast<uint64_t>(idx), A);
     b->key = g_free_key;
     FreeCache& c = h->cache[s->cls];
     if (ARENA_UNLIKELY(c.count >= c.cap))

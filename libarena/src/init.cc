@@ -23,6 +23,7 @@
 #include "options.h"
 #include "os.h"
 #include "pages.h"
+#include "purger.h"
 #include "report.h"
 #include "stats.h"
 
@@ -71,6 +72,7 @@ void fork_parent() {
 
 void fork_child() {
     pages::fork_child();
+    purger::fork_child(); // after the pages lock is usable: it may finish a purge in flight
     meta::fork_child();
     heap::fork_child();
     stats::fork_child(); // a page of its own for the child
@@ -110,6 +112,7 @@ ARENA_COLD bool init_slow() {
     if (g_state.compare_exchange_strong(expected, kRunning, std::memory_order_acq_rel)) {
         g_init_tid.store(current_tid(), std::memory_order_relaxed);
         options_load();
+        purger::init();
         heap::init_key(random_seed());
         const bool ok = pages::init() && pthread_key_create(&g_thread_key, heap::thread_exit) == 0;
         if (ok)

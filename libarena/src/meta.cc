@@ -13,6 +13,7 @@ constinit Mutex g_lock;
 constinit uintptr_t g_cursor = 0; // next free byte in the current chunk
 constinit uintptr_t g_end = 0;
 constinit Slab* g_free_slabs = nullptr;
+constinit Suspect* g_free_suspects = nullptr;
 
 void* bump(size_t bytes) {
     bytes = (bytes + ARENA_CACHE_LINE - 1) & ~size_t{ARENA_CACHE_LINE - 1};
@@ -49,6 +50,23 @@ void slab_free(Slab* s) {
     LockGuard guard(g_lock);
     s->next_free = g_free_slabs;
     g_free_slabs = s;
+}
+
+// A fork in the middle of either leaves the node on the list or taken by a thread the child
+// does not have: at worst a node lost, never one handed out twice.
+Suspect* suspect_alloc() {
+    LockGuard guard(g_lock);
+    if (Suspect* d = g_free_suspects) {
+        g_free_suspects = d->next;
+        return d;
+    }
+    return static_cast<Suspect*>(bump(sizeof(Suspect)));
+}
+
+void suspect_free(Suspect* d) {
+    LockGuard guard(g_lock);
+    d->next = g_free_suspects;
+    g_free_suspects = d;
 }
 
 void fork_prepare() {

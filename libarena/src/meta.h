@@ -19,6 +19,11 @@ void* alloc(size_t bytes);
 Slab* slab_alloc();
 void slab_free(Slab* s);
 
+/// Nodes of deferred suspected double frees (confirm.cc): a free list over alloc(). Null when
+/// the address space is exhausted.
+Suspect* suspect_alloc();
+void suspect_free(Suspect* d);
+
 void fork_prepare();
 void fork_parent();
 void fork_child();

@@ -137,4 +137,61 @@ bool is_mapped(const void* p);
 
 [[noreturn]] void abort_process();
 
+// ---- The purger's process (purger.cc says what it is and why) ----------------------------------
+// A helper process sharing the caller's memory (CLONE_VM) but nothing else the program can see:
+// no thread of its thread group, no descriptor, no signal to anyone. The functions marked
+// "helper side" run on it: they make raw system calls only and never touch TLS or errno.
+
+/// True when helpers can be made here: x86-64 or AArch64, close_range (Linux 5.9) and seccomp
+/// filters are available, the process is under no seccomp filter of its own (which may kill it
+/// for a system call it does not list: asked every time), and not under Valgrind (which cannot
+/// run one). The rest is probed once.
+bool helpers_supported();
+
+/// Where the helper runs: a private stack and thread-pointer area (helper_area_bytes, from
+/// reserve()).
+size_t helper_area_bytes();
+
+/// Starts fn(arg) on a new helper process (clone: CLONE_VM, exit signal 0, untraced) using
+/// `area`. `alive` is set to its pid before this returns, and cleared (with a futex wake) by the
+/// kernel when the helper has let go of the memory. Every signal is blocked in the helper.
+/// Returns the pid, or -errno.
+int start_helper(void (*fn)(void*), void* arg, void* area, std::atomic<uint32_t>* alive);
+
+/// Helper side, first thing: an empty descriptor table of its own (no copy of the program's was
+/// ever taken), "/" as its working directory, the name `name` (ps), `death_signal` on the
+/// death of its parent (it then interrupts a sleep; every other signal stays blocked), no new
+/// privileges, and a seccomp filter that allows only what a purger does (futex, madvise
+/// MADV_DONTNEED, getppid, the clock, exit). False when any step failed.
+bool helper_isolate(const char* name, int death_signal);
+
+/// Helper side: the tgid of its parent process (getppid).
+int parent_pid();
+
+/// Helper side: ends the helper (exit, this task only).
+[[noreturn]] void helper_exit();
+
+/// Helper side: CLOCK_MONOTONIC_COARSE in milliseconds, through the system call (no vDSO data
+/// that the libc might reach through TLS, no errno).
+uint64_t now_ms_raw();
+
+/// Helper side: sleeps until `word` is not `seq` (a futex wake), `timeout_ms` passes (-1: no
+/// timeout), a signal arrives, or, when `watch` is not null, the kernel clears `*watch` from
+/// `watch_value` (futex_waitv, Linux 5.16; without it `watch` is not watched and *watch_ok is
+/// set to false).
+void helper_sleep(const std::atomic<uint32_t>* word, uint32_t seq, int64_t timeout_ms,
+                  const uint32_t* watch, uint32_t watch_value, bool* watch_ok);
+
+/// The address the kernel clears and wakes when the calling thread exits or execs
+/// (PR_GET_TID_ADDRESS: glibc points it at the thread's tid), or null.
+uint32_t* tid_address();
+
+/// execve and execveat as system calls: they return only on failure, with -errno.
+int exec_call(const char* path, char* const argv[], char* const envp[]);
+int exec_at_call(int dir, const char* path, char* const argv[], char* const envp[], int flags);
+
+/// Waits up to timeout_ms for a helper's `alive` word (start_helper) to be cleared, then reaps
+/// the helper (waitid __WCLONE). False when it is still running.
+bool reap_helper(int pid, std::atomic<uint32_t>* alive, int64_t timeout_ms);
+
 } // namespace arena::os

@@ -7,8 +7,10 @@
 // exhausted (or was cut down by the kernel) keeps getting memory.
 //
 // Free pages stay resident ("dirty") for ARENA_PURGE_DELAY_MS and are then returned to the
-// kernel with madvise(MADV_DONTNEED) within the next eight page operations; malloc_trim returns
-// all of them.
+// kernel with madvise(MADV_DONTNEED) by a purge tick: run by the next page operation after the
+// delay (every eighth looks at the clock), or, when the process makes none, by the background
+// purger (purger.cc), which page operations wake when they leave dirty pages. malloc_trim
+// returns all of them at once.
 #pragma once
 
 #include "types.h"
@@ -54,10 +56,22 @@ Region* region_of(uintptr_t a);
 /// Returns every free dirty page to the kernel now. Returns the bytes released.
 size_t trim();
 
+/// One step of the background purger (purger.cc, on its own process: no TLS, raw system calls).
+/// When a tick is due, or under way, takes one batch of old dirty runs (busy), returns them to
+/// the kernel without the lock and frees them again, clean. Returns 0 when it should be called
+/// again at once (the tick goes on), the milliseconds until the next tick is due, or -1 when
+/// no page is dirty; `*seq` is then the wake word's value to sleep on (purger::idle_locked).
+int64_t background_step(uint64_t now_ms, uint32_t* seq);
+
+/// In a fork child (single-threaded, before it returns from fork): a background batch that was
+/// in flight in the parent is finished here, so its runs do not stay busy for ever.
+void adopt_busy_after_fork();
+
 struct Totals {
     size_t reserved;        // bytes of address space in all regions
     size_t used;            // bytes of pages in slabs and large blocks
-    size_t dirty;           // bytes of free pages not yet returned to the kernel
+    size_t dirty;           // bytes of free pages not yet returned to the kernel (with those
+                            // the background purger is returning right now)
     uint64_t purged;        // bytes returned to the kernel so far
     uint64_t purges;        // madvise calls that returned memory
     unsigned regions;

@@ -27,11 +27,14 @@
 //   free key : g_free_key in the second word of a block (CachedBlock::key) means "freed and not
 //             handed out since": set by every free of a small block (to the cache, to the
 //             bitmap, remote), cleared by the one path that hands a block out (alloc_small). A
-//             free of a block carrying it is a double free; the key is random per process, so
-//             live data equals it only by a 2^-64 chance or if a program copies freed memory.
-//             A remote free checks the key and Slab::handed, not the owner's bitmap (a line
-//             the owner writes on every malloc); the bitmap is checked again when its batch is
-//             published (a key overwritten by a write after free).
+//             free of a block carrying it is a suspected double free, confirmed before it is
+//             reported (confirm.cc): the key is random per process, but a live block carries it
+//             when a program copies freed memory (glibc's tst-tcfree3 does; BZ #23907). A
+//             block not carrying it is not free in a cache or a remote batch, so the free fast
+//             paths compare one word, and only a match looks further. A remote free checks the
+//             key and Slab::handed, not the owner's bitmap (a line the owner writes on every
+//             malloc); the bitmap is checked again when its batch is published (a key
+//             overwritten by a write after free).
 //   remote free : a free by a thread that does not own the slab. It is batched in the freeing
 //             thread's heap (a remote batch per size class: one slab word's pending bits), and a
 //             batch is published with one atomic OR into the slab's remote bitmap and, if the
@@ -108,13 +111,17 @@ struct alignas(ARENA_CACHE_LINE) Slab {
     alignas(ARENA_CACHE_LINE) std::atomic<uint64_t> free_bits[kSlabMaxWords] = {};
 
     // Lines 4-5: frees by other threads not yet collected, 1 = freed. Only atomic OR (remote
-    // threads) and exchange with 0 (the owner).
+    // threads) and AND (the owner, clearing what it collected).
     alignas(ARENA_CACHE_LINE) std::atomic<uint64_t> remote_bits[kSlabMaxWords] = {};
 
     // Line 6: the owner's remote queue. `queued` is 1 while the slab is on heap->remote, and
     // stays 1 after the slab is released (a tombstone: a late remote freer never pushes a
     // released slab). See heap.cc, "Remote frees".
     alignas(ARENA_CACHE_LINE) std::atomic<uint32_t> queued{0};
+    // The background purger's look at remote_bits while the slab waits on the queue: the slots
+    // counted there at its last tick (<< 1), and bit 0 once it returned their pages to the
+    // kernel. Written by whoever holds the slab off the queue (heap.cc, "Pages of remote frees").
+    uint32_t remote_mark = 0;
     Slab* next_remote = nullptr; // heap->remote stack link
     Slab* next_free = nullptr;   // descriptor pool link (meta.cc)
 
@@ -137,6 +144,14 @@ enum class HeapState : uint32_t {
 struct CachedBlock {
     CachedBlock* next;
     uint64_t key; // g_free_key while the block is free; cleared when it is handed out
+};
+
+/// A free that could not be confirmed or refuted as a double free when it was made, left to the
+/// owner of its slab (Heap::suspects; confirm.cc). Made by meta::suspect_alloc.
+struct Suspect {
+    Suspect* next;
+    uintptr_t addr; // the block
+    Api api;        // the call that freed it, for the report
 };
 
 /// A heap's free cache of one class.
@@ -178,6 +193,11 @@ struct alignas(ARENA_CACHE_LINE) Heap {
     /// (bit c: batch[c]). Written by the owner only; empty in an abandoned heap.
     uint64_t batch_pending = 0;
     RemoteBatch batch[kNumClasses];
+    /// Odd while the owner publishes a batch (its only change besides adding a slot), so that
+    /// another thread can read a batch it does not own (confirm.cc); flush_seq the same for
+    /// flushing the free caches into the slab bitmaps. Written by the owner only.
+    std::atomic<uint64_t> batch_seq{0};
+    std::atomic<uint64_t> flush_seq{0};
 
     // Owner-only slow-path state.
     Slab* partial[kNumClasses] = {};      // slabs with free slots, doubly linked
@@ -190,6 +210,8 @@ struct alignas(ARENA_CACHE_LINE) Heap {
 
     // Shared with other threads.
     alignas(ARENA_CACHE_LINE) std::atomic<Slab*> remote{nullptr}; // slabs with remote frees
+    std::atomic<Suspect*> suspects{nullptr}; // frees of blocks of its slabs left to it to
+                                             // confirm (confirm.cc); pushed by any thread
     std::atomic<HeapState> state{HeapState::Active};
     Heap* next_all = nullptr;             // registry of every heap ever made (never unlinked)
     uint32_t id = 0;                      // creation order, 1-based

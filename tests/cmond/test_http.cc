@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <optional>
+#include <sys/stat.h>
 #include <thread>
 
 using namespace cmond_test;
@@ -525,6 +526,14 @@ TEST_SUITE("http") {
             "-nodes -keyout tls.key -out tls.crt -days 2 -subj /CN=127.0.0.1 "
             "-addext subjectAltName=IP:127.0.0.1 > openssl.log 2>&1";
         REQUIRE(std::system(gen.c_str()) == 0);
+        // The key file is checked like the certificate: a FIFO is refused, not waited on.
+        REQUIRE(::mkfifo(env.dir.file("fifo.key").c_str(), 0600) == 0);
+        auto fifo_key = cmond_test::run_cmond(
+            env.args({"--tls-cert", "tls.crt", "--tls-key", "fifo.key"}), env.dir.path(), 3s);
+        CHECK(fifo_key.status == 2);
+        CHECK(fifo_key.err.find("tls_key: cannot load 'fifo.key': not a regular file (a FIFO)") !=
+              std::string::npos);
+
         Daemon d(env.dir, env.args({"--tls-cert", "tls.crt", "--tls-key", "tls.key"}));
         REQUIRE_MESSAGE(d.started(), d.err());
         CHECK(d.url().rfind("https://127.0.0.1:", 0) == 0);
@@ -587,6 +596,17 @@ TEST_SUITE("http") {
                                          dir.path());
         CHECK(tls.status == 2);
         CHECK(tls.err.find("tls_cert: cannot load 'nope.crt'") != std::string::npos);
+
+        // Files the operator names must be regular files: a FIFO would hang start-up (opening
+        // one waits for a writer). Refused at once, with its own message (the config's case is
+        // in test_auth.cc); the limit turns a hang into status -1.
+        REQUIRE(::mkfifo(dir.file("fifo").c_str(), 0600) == 0);
+        auto fifo_cert = cmond_test::run_cmond({"--config", conf, "--tls-cert", dir.file("fifo"),
+                                                "--tls-key", "nope.key", "--syslog", "false"},
+                                               dir.path(), 3s);
+        CHECK(fifo_cert.status == 2);
+        CHECK(fifo_cert.err.find("tls_cert: cannot load '" + dir.file("fifo") +
+                                 "': not a regular file (a FIFO)") != std::string::npos);
 
         auto check = cmond_test::run_cmond({"--config", conf, "--check-config"}, dir.path());
         CHECK(check.status == 0);

@@ -449,7 +449,7 @@ TEST_CASE("pages of dead processes are cleaned by new processes, with no reader 
         CHECK_MESSAGE(name[0] != '.', name); // no temporary files
 }
 
-TEST_CASE("a setuid program ignores ARENA_* and has no page") {
+TEST_CASE("a setuid program ignores ARENA_* and has no page and no purger") {
     if (!is_root()) {
         MESSAGE("skipped: making a setuid-root copy and running it as another user needs root");
         return;
@@ -499,6 +499,7 @@ TEST_CASE("a setuid program ignores ARENA_* and has no page") {
     }
     CHECK(got.find("on_libarena 1") != std::string::npos);
     CHECK(got.find("pages 0") != std::string::npos);
+    CHECK(got.find("children 0") != std::string::npos); // no background purger
     CHECK(got.find("arena:") == std::string::npos); // ARENA_VERBOSE and ARENA_SHOW_STATS ignored
     CHECK(entries(base).empty());
 }

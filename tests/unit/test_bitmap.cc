@@ -221,6 +221,62 @@ TEST_CASE("purge waits one tick, trim does not; purged pages read as zero") {
     CHECK(m.runs.claim(0, 8)); // clean again
 }
 
+TEST_CASE("take_old and give_back: a purge in batches without the owner's lock") {
+    MappedRunMap m(300);
+    // Three runs: [0,40) and [100,160) freed a tick ago, [200,210) freed just now.
+    m.runs.claim(m.runs.find(300, 1), 300);
+    memset(m.data, 0xee, 300 * 4096);
+    m.runs.release(0, 40);
+    m.runs.release(100, 60);
+    m.runs.end_tick();
+    m.runs.release(200, 10);
+    CHECK(m.runs.dirty_units() == 110);
+    RunMap::Span spans[4];
+    size_t n = 0;
+    // At most 50 units per batch: [0,40) whole, then [100,110) cut.
+    size_t next = m.runs.take_old(0, spans, 4, 50, &n);
+    REQUIRE(n == 2);
+    CHECK(spans[0].first == 0);
+    CHECK(spans[0].n == 40);
+    CHECK(spans[1].first == 100);
+    CHECK(spans[1].n == 10);
+    CHECK(next == 110);
+    CHECK(m.runs.busy_units() == 50);
+    CHECK(m.runs.dirty_units() == 60);
+    // Busy runs are out of everybody's reach: not found, not grown into, not purged by a tick.
+    CHECK(m.runs.find(30, 1) == 110);
+    CHECK_FALSE(m.runs.range_free(0, 1));
+    CHECK(m.runs.purge(true) == 60 * 4096);
+    CHECK(m.runs.dirty_units() == 0);
+    for (size_t i = 0; i < n; ++i) {
+        const auto& sp = spans[i];
+        REQUIRE(arena::os::purge(m.data + sp.first * 4096, sp.n * 4096) == sp.n * 4096);
+        m.runs.give_back(sp.first, sp.n, true);
+    }
+    CHECK(m.runs.busy_units() == 0);
+    CHECK(m.runs.find(40, 1) == 0); // free again, and clean
+    CHECK(m.runs.claim(0, 40));
+    CHECK(m.data[4096 * 39] == 0);
+    // A run that could not be purged goes back dirty and old: the next tick takes it again.
+    m.runs.release(0, 40);
+    m.runs.end_tick();
+    next = m.runs.take_old(0, spans, 4, 1000, &n);
+    REQUIRE(n == 1);
+    CHECK(next == m.runs.top());
+    m.runs.give_back(spans[0].first, spans[0].n, false);
+    CHECK(m.runs.dirty_units() == 40);
+    CHECK(m.runs.take_old(0, spans, 4, 1000, &n) == m.runs.top());
+    CHECK(n == 1);
+    m.runs.give_back(spans[0].first, spans[0].n, false);
+    // From a cursor inside a run: only the part above it.
+    CHECK(m.runs.take_old(25, spans, 4, 1000, &n) == m.runs.top());
+    REQUIRE(n == 1);
+    CHECK(spans[0].first == 25);
+    CHECK(spans[0].n == 15);
+    m.runs.give_back(25, 15, true);
+    CHECK_FALSE(m.runs.claim(m.runs.find(40, 1), 40)); // 0..25 are still dirty
+}
+
 TEST_CASE("units past the end are never handed out; exhaustion returns npos") {
     MappedRunMap m(70);
     CHECK(m.runs.find(71, 1) == bits::npos);
