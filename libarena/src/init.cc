@@ -11,7 +11,10 @@
 // mimalloc's load) and, before this change, the initialisation in the constructor: the 64 GiB
 // reservation and its metadata mapping, the options (~7,000 instructions), the stats page (21
 // system calls to make it, 5 at exit to remove it) and pthread_atfork. Allocating programs pay
-// the same as before, at their first malloc instead of at load.
+// the same as before, at their first malloc instead of at load. One consequence: purger::init
+// watches the main thread's tid word only when it runs on the main thread, so a process whose
+// first allocation is on another thread has no such watch (its purger still stops at an exec
+// through libc and at exit; only an exec by a raw system call goes unseen, purger.cc).
 //
 // Initialisation must not allocate: it may run inside the very first malloc of the process,
 // before libc is fully set up. Its core (options, region 0, the thread-exit key) uses only
