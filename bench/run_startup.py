@@ -17,7 +17,9 @@ base is), never the machine's /dev/shm/arena; pages left in it afterwards are co
 
 Before timing anything, the preloads are proven on /bin/cat /proc/self/maps run with each
 allocator's environment: its library mapped (none for glibc), the stats page mapped for
-libarena and not for ARENA_STATS=0; and libarena's ARENA_VERBOSE=1 banner from the program.
+libarena and not for ARENA_STATS=0, and libarena's ARENA_VERBOSE=1 banner (printed when libarena
+initialises, at a process's first allocation). Whether the timed program itself initialises
+libarena (/bin/true never allocates, so it does not) is said in the report.
 
 Writes startup.md and startup.json into --out.
 """
@@ -118,8 +120,8 @@ def check_preloads(
             note += f"; stats page {'mapped: ' + page[0] if page else 'not mapped'}"
             if not no_banner_check:
                 what = f"{alloc.name} banner check (ARENA_VERBOSE=1)"
-                proc = run_child([program], child_env(alloc, {**extra, "ARENA_VERBOSE": "1"}),
-                                 30, what)
+                verbose = child_env(alloc, {**extra, "ARENA_VERBOSE": "1"})
+                proc = run_child(MAPS_PROGRAM, verbose, 30, what)
                 banner = [ln for ln in proc.stderr.splitlines() if ln.startswith(BANNER)]
                 if proc.returncode != 0 or not banner:
                     raise BenchError(
@@ -128,6 +130,11 @@ def check_preloads(
                         f"{tail(proc.stderr)}"
                     )
                 note += f"; banner: {banner[0].strip()}"
+                # libarena initialises at the first allocation: say whether the timed program
+                # makes one (a program that never allocates pays only for loading libarena).
+                timed = run_child([program], verbose, 30, f"{alloc.name} {program} banner")
+                inits = any(ln.startswith(BANNER) for ln in timed.stderr.splitlines())
+                note += (f"; `{program}` {'initialises libarena' if inits else 'never allocates, so libarena does not initialise in it (loading only)'}")
         notes.append(note)
     return notes
 

@@ -1,6 +1,20 @@
 // SPDX-License-Identifier: MIT
-// Process life cycle: initialisation on first use (or from the library constructor, whichever
-// comes first), the thread-exit hook, and the exit report. fork is fork.cc's.
+// Process life cycle: initialisation on first use, the thread-exit hook and the exit report.
+// fork is fork.cc's.
+//
+// Start-up: the library constructor only records the program's arguments; everything else (the
+// options, the reservation, the stats page, the fork handlers) waits for the first allocation,
+// whose slow path calls ensure_init(). A program that never allocates (/bin/true, many a shell
+// pipeline's `test` or `true`) pays only for loading the library. What one start cost, measured
+// with /bin/true preloaded (issue 14; bench/README.md, "Process start-up", has the figures):
+// loading and relocating libarena.so (~36,000 instructions in ld.so, as many page faults as
+// mimalloc's load) and, before this change, the initialisation in the constructor: the 64 GiB
+// reservation and its metadata mapping, the options (~7,000 instructions), the stats page (21
+// system calls to make it, 5 at exit to remove it) and pthread_atfork. Allocating programs pay
+// the same as before, at their first malloc instead of at load. One consequence: purger::init
+// watches the main thread's tid word only when it runs on the main thread, so a process whose
+// first allocation is on another thread has no such watch (its purger still stops at an exec
+// through libc and at exit; only an exec by a raw system call goes unseen, purger.cc).
 //
 // Initialisation must not allocate: it may run inside the very first malloc of the process,
 // before libc is fully set up. Its core (options, region 0, the thread-exit key) uses only
@@ -109,10 +123,9 @@ ARENA_COLD bool init_slow() {
 }
 
 /// glibc calls initialisers with the program's arguments: the stats page's command line, without
-/// reading /proc.
+/// reading /proc. Nothing else: initialisation waits for the first allocation (see the top).
 __attribute__((constructor)) void init_at_load(int argc, char** argv, char**) {
     stats::set_args(argc, argv);
-    ensure_init();
 }
 
 /// Normal exit: the page goes away with the process (readers remove pages of processes that
