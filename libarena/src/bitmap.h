@@ -122,6 +122,17 @@ public:
     /// Returns the free run [first, first+n) to the kernel now. Returns the bytes released.
     size_t purge_run(size_t first, size_t n);
 
+    /// Bitmap storage a truncate() left without a unit: whole OS pages, for the owner to unmap.
+    struct Span {
+        void* p;
+        size_t bytes; // 0: nothing
+    };
+    /// Cuts the map down to its first `nunits` units, a multiple of 64 no lower than top(): the
+    /// units cut off were never used, so nothing refers to them. The storage of each bitmap's
+    /// tail is named in `unused` (the bitmaps stay where init() put them); the map no longer
+    /// reads it.
+    void truncate(size_t nunits, Span unused[3]);
+
     bool is_used(size_t i) const { return bits::test(used_, i); }
     /// is_used() without the owner's lock, for classifying a bad pointer in an error report.
     bool is_used_unlocked(size_t i) const {
