@@ -300,6 +300,36 @@ void RunMap::lower_hints(size_t first, size_t n) {
         hints_[j] = start;
 }
 
+void RunMap::truncate(size_t nunits, Storage unused[3]) {
+    for (unsigned i = 0; i < 3; ++i)
+        unused[i] = Storage{nullptr, 0};
+    if (nunits % 64 != 0 || nunits < top_ || nunits >= nunits_)
+        return; // not a cut the map can make: nothing changes
+    const size_t old_words = bits::words_for(nunits_);
+    const size_t words = bits::words_for(nunits);
+    // Every search is bounded by nunits_, hints and the recent run lie below it, and claim and
+    // release update levels_ hints: once these are stored no word of the tails is read. They
+    // are stored so that each prefix is a valid map (a fork may copy any, pages.cc): hints come
+    // down first (a lower hint is always a valid one; they stay ordered), then the levels, then
+    // the bound. The recent run lies below top_ and needs nothing.
+    for (size_t& h : hints_)
+        if (h > nunits)
+            h = nunits;
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    levels_ = 64u - static_cast<unsigned>(__builtin_clzll(nunits | 1));
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    nunits_ = nunits;
+    const uintptr_t ps = os::page_size();
+    uint64_t* const maps[3] = {used_, dirty_, young_};
+    for (unsigned i = 0; i < 3; ++i) {
+        // The tail [words, old_words) of each bitmap, shrunk to the OS pages it fills alone.
+        const uintptr_t lo = (reinterpret_cast<uintptr_t>(maps[i] + words) + ps - 1) & ~(ps - 1);
+        const uintptr_t hi = reinterpret_cast<uintptr_t>(maps[i] + old_words) & ~(ps - 1);
+        if (hi > lo)
+            unused[i] = Storage{reinterpret_cast<void*>(lo), hi - lo};
+    }
+}
+
 bool RunMap::range_free(size_t first, size_t n) const {
     if (first >= nunits_ || n > nunits_ - first)
         return false;

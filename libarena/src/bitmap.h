@@ -160,6 +160,17 @@ public:
     /// fork_child). O(units / 64).
     void repair();
 
+    /// Bitmap storage a truncate() left without a unit: whole OS pages, for the owner to unmap.
+    struct Storage {
+        void* p;
+        size_t bytes; // 0: nothing
+    };
+    /// Cuts the map down to its first `nunits` units, a multiple of 64 no lower than top(): the
+    /// units cut off were never used, so nothing refers to them. The storage of each bitmap's
+    /// tail is named in `unused` (the bitmaps stay where init() put them); the map no longer
+    /// reads it.
+    void truncate(size_t nunits, Storage unused[3]);
+
     bool is_used(size_t i) const { return bits::test(used_, i); }
     /// is_used() without the owner's lock, for classifying a bad pointer in an error report.
     bool is_used_unlocked(size_t i) const {

@@ -34,8 +34,15 @@ inline constexpr unsigned kSlabMaxSlots = kSlabMaxWords * 64;
 inline constexpr size_t kDefaultReserve = 64 * GiB;
 inline constexpr size_t kMinRegion = 16 * MiB;
 
+/// Region sizes are multiples of this (and of kMinRegion when nothing limits them): sizes under
+/// a finite RLIMIT_AS and the cuts of a lowered one (pages.cc: fit_limit) keep whole pagemap
+/// pages (512 entries) and whole bitmap words.
+inline constexpr size_t kRegionGranule = 2 * MiB;
+
 /// When a region is exhausted another one is reserved; this many can exist. Each new region is
-/// at least as large as all earlier ones together, so 64 covers any address space.
+/// at least as large as all earlier ones together, so 64 covers any address space. Under a
+/// finite RLIMIT_AS a new region takes a quarter of the room left (budget.h), which shrinks
+/// geometrically: some 20 regions reach the last kMinRegion of any limit.
 inline constexpr unsigned kMaxRegions = 64;
 
 /// Alignments at or below a page come from size classes; above that from aligned page runs.

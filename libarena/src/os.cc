@@ -401,6 +401,54 @@ int geteuid() {
 }
 
 
+uint64_t soft_limit(int resource) {
+    uint64_t lim[2] = {kNoLimit, kNoLimit}; // struct rlimit64: soft, hard
+    if (sys(SYS_prlimit64, 0, resource, 0, arg(lim)) != 0)
+        return kNoLimit;
+    return lim[0];
+}
+
+int prlimit(int pid, int resource, const void* new_limit, void* old_limit) {
+    return status(sys(SYS_prlimit64, pid, resource, arg(new_limit), arg(old_limit)));
+}
+
+bool is_this_process(int pid) {
+    // tgkill with signal 0 checks that the thread exists in this thread group, and sends nothing.
+    if (pid == 0 || pid == getpid())
+        return true;
+    return pid > 0 && sys(SYS_tgkill, getpid(), pid, 0) == 0;
+}
+
+bool is_mapped(const void* p, size_t n) {
+    const uintptr_t ps = page_size();
+    const uintptr_t lo = reinterpret_cast<uintptr_t>(p) & ~(ps - 1);
+    const uintptr_t hi = reinterpret_cast<uintptr_t>(p) + n;
+    if (p == nullptr || n == 0 || hi < lo || hi - lo > 2 * ps)
+        return false;
+    unsigned char vec[2];
+    return sys(SYS_mincore, static_cast<long>(lo), static_cast<long>(hi - lo), arg(vec)) == 0;
+}
+
+bool vm_size(size_t* total, size_t* data) {
+    // "size resident shared text lib data dt", in pages; data is data_vm + stack_vm.
+    char buf[128];
+    if (read_small_file("/proc/self/statm", buf, sizeof buf) <= 0)
+        return false;
+    uint64_t field[6] = {};
+    const char* c = buf;
+    for (unsigned i = 0; i < 6; ++i) {
+        while (*c == ' ')
+            ++c;
+        if (*c < '0' || *c > '9')
+            return false;
+        for (; *c >= '0' && *c <= '9'; ++c)
+            field[i] = field[i] * 10 + static_cast<uint64_t>(*c - '0');
+    }
+    *total = field[0] * page_size();
+    *data = field[5] * page_size();
+    return true;
+}
+
 size_t resident_pages(const void* p, size_t npages) {
     const size_t ps = page_size();
     unsigned char vec[4096];

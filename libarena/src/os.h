@@ -135,6 +135,25 @@ int probe_pid(int pid);
 /// The effective uid.
 int geteuid();
 
+// ---- Resource limits (budget.h decides what they mean for the reservation) -----------------
+
+/// The soft limit of `resource` (RLIMIT_AS, RLIMIT_DATA) of this process, in bytes;
+/// kNoLimit when it is unlimited or cannot be read.
+inline constexpr uint64_t kNoLimit = ~uint64_t{0}; // RLIM_INFINITY
+uint64_t soft_limit(int resource);
+/// prlimit64(pid, resource, new_limit, old_limit), the system call behind setrlimit and prlimit
+/// (both arguments point at two 64-bit words, soft then hard, or are null): 0 or -errno.
+int prlimit(int pid, int resource, const void* new_limit, void* old_limit);
+/// True when `pid` names this process (0, its pid, or the id of one of its threads: limits
+/// belong to the whole thread group), as prlimit reads it.
+bool is_this_process(int pid);
+/// True when all of [p, p+n) (two pages at most) lies in mappings, so reading it cannot fault
+/// unless they deny reading (mincore; no mapping is made or changed).
+bool is_mapped(const void* p, size_t n);
+/// This process's virtual size and its data + stack size in bytes, what RLIMIT_AS and
+/// RLIMIT_DATA are checked against (/proc/self/statm). False when it cannot be read.
+bool vm_size(size_t* total, size_t* data);
+
 /// Number of resident pages among the `npages` pages from `p` (mincore).
 size_t resident_pages(const void* p, size_t npages);
 

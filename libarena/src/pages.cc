@@ -1,11 +1,15 @@
 // SPDX-License-Identifier: MIT
 #include "pages.h"
 
+#include "budget.h"
 #include "heap.h"
 #include "lock.h"
 #include "options.h"
 #include "os.h"
 #include "purger.h"
+#include "report.h"
+
+#include <sys/resource.h>
 
 namespace arena {
 
@@ -62,14 +66,41 @@ size_t round_up(size_t v, size_t to) {
     return (v + to - 1) & ~(to - 1);
 }
 
+/// Bytes of metadata (bitmaps, then the pagemap, in one mapping) for a region of `size` bytes.
+size_t meta_bytes(size_t size) {
+    const size_t npages = size >> kPageShift;
+    const size_t bitmap_bytes = round_up(RunMap::metadata_bytes(npages), ARENA_CACHE_LINE);
+    return round_up(bitmap_bytes + npages * sizeof(uintptr_t), kPageSize);
+}
+
+/// The largest region (a multiple of kRegionGranule) that fits in `budget` bytes together with
+/// its metadata; 0 when none does.
+size_t region_within(size_t budget) {
+    // The metadata is 1/512 of the region (pagemap) plus 3 bits a page (bitmaps) and rounding.
+    size_t size = (budget / 513 * 512) & ~(kRegionGranule - 1);
+    while (size != 0 && size + meta_bytes(size) > budget)
+        size -= kRegionGranule;
+    return size;
+}
+
+/// `want` bytes of new region, cut to the share of the room that a finite RLIMIT_AS or
+/// RLIMIT_DATA leaves for reserving ahead of need (budget.h). Called with the lock held.
+size_t within_limits(size_t want) {
+    const budget::Limits lim = budget::limits();
+    if (!lim.finite())
+        return want;
+    const size_t cap = region_within(budget::share(budget::room(lim)));
+    return want < cap ? want : cap;
+}
+
 /// Reserves a region of at least min_bytes (and at least `want`, halving towards min_bytes
 /// while the kernel refuses). Called with the lock held.
 Region* create_region(size_t want, size_t min_bytes) {
     const unsigned n = g_nregions.load(std::memory_order_relaxed);
     if (n == kMaxRegions)
         return nullptr;
-    min_bytes = round_up(min_bytes < kMinRegion ? kMinRegion : min_bytes, kMinRegion);
-    size_t size = round_up(want < min_bytes ? min_bytes : want, kMinRegion);
+    min_bytes = round_up(min_bytes < kMinRegion ? kMinRegion : min_bytes, kRegionGranule);
+    size_t size = round_up(want < min_bytes ? min_bytes : want, kRegionGranule);
     void* base = nullptr;
     for (;;) {
         base = os::reserve(size);
@@ -77,11 +108,11 @@ Region* create_region(size_t want, size_t min_bytes) {
             break;
         if (size / 2 < min_bytes)
             return nullptr;
-        size = round_up(size / 2, kMinRegion);
+        size = round_up(size / 2, kRegionGranule);
     }
     const size_t npages = size >> kPageShift;
     const size_t bitmap_bytes = round_up(RunMap::metadata_bytes(npages), ARENA_CACHE_LINE);
-    const size_t meta_size = round_up(bitmap_bytes + npages * sizeof(uintptr_t), kPageSize);
+    const size_t meta_size = meta_bytes(size);
     void* meta = os::reserve(meta_size);
     if (meta == nullptr) {
         os::unreserve(base, size);
@@ -102,6 +133,69 @@ Region* create_region(size_t want, size_t min_bytes) {
     }
     g_nregions.store(n + 1, std::memory_order_release);
     return &r;
+}
+
+// ---- Giving address space back under a lowered limit -----------------------------------------
+//
+// A region's pages at and above RunMap::top() were never handed out, so nothing refers to them
+// or to their pagemap entries and bitmap bits: that tail of the reservation and of its metadata
+// can be unmapped. Other threads read a region's size without the lock (the free fast path reads
+// g_region0.size; region_of reads Region::size): the size is stored first, and the tail unmapped
+// after. A valid pointer lies below top() and so below either size. Only an invalid pointer into
+// the cut tail, freed in the instant between a thread's size check and its pagemap load, could
+// read an unmapped pagemap page; keeping that tail mapped would keep part of the address space
+// the limit asks back (1/512 of the region: 128 MiB of a 64 GiB one).
+//
+// What a fork at each step leaves (the child may inherit this state as of any instruction; the
+// fork handlers need not hold the lock): RunMap::truncate stores its bounds so that each partial
+// state is a valid smaller map (bitmap.cc); then the sizes are stored, then the tails unmapped
+// (a system call is a compiler barrier, and the signal fence keeps the stores before it). So a
+// child sees the old map, a smaller map inside the old sizes (the tail still mapped: address
+// space it holds for nothing), the new sizes with the tails still mapped, or the final state;
+// never a unit handed out twice. A munmap cannot be half done at a fork (both hold the mm lock).
+
+/// Bytes of region r that it must keep: its used extent, at least kMinRegion.
+size_t extent(const Region& r) {
+    const size_t e = round_up(r.runs.top() << kPageShift, kRegionGranule);
+    return e < kMinRegion ? kMinRegion : e;
+}
+
+/// Address space the regions hold ahead of need (above their extents). Called with the lock held.
+size_t ahead_bytes() {
+    size_t total = 0;
+    const unsigned n = g_nregions.load(std::memory_order_relaxed);
+    for (unsigned i = 0; i < n; ++i)
+        total += g_regions[i].size - extent(g_regions[i]);
+    return total;
+}
+
+/// Cuts region r down to `size` bytes (a multiple of kRegionGranule, at least extent(r)), with
+/// the bitmap and pagemap storage of the pages cut off. Called with the lock held.
+void cut_region(Region& r, size_t size) {
+    const size_t old = r.size;
+    if (size >= old || size < extent(r))
+        return;
+    RunMap::Storage unused[3];
+    r.runs.truncate(size >> kPageShift, unused);
+    if (g_region0.region == &r)
+        __atomic_store_n(&g_region0.size, size, __ATOMIC_RELEASE);
+    __atomic_store_n(&r.size, size, __ATOMIC_RELEASE);
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    os::unreserve(reinterpret_cast<void*>(r.base + size), old - size);
+    for (const RunMap::Storage& s : unused)
+        if (s.bytes != 0)
+            os::unreserve(s.p, s.bytes);
+    // The pagemap is last in the metadata mapping. Earlier cuts unmapped its pages above the
+    // end they left (`old`); this one unmaps the whole pages between the new end and that one.
+    const size_t ps = os::page_size();
+    const uintptr_t map_end = reinterpret_cast<uintptr_t>(r.meta) + r.meta_size;
+    const uintptr_t map = reinterpret_cast<uintptr_t>(r.pagemap);
+    const uintptr_t keep = round_up(map + (size >> kPageShift) * sizeof(uintptr_t), ps);
+    uintptr_t was = round_up(map + (old >> kPageShift) * sizeof(uintptr_t), ps);
+    if (was > map_end)
+        was = map_end;
+    if (was > keep)
+        os::unreserve(reinterpret_cast<void*>(keep), was - keep);
 }
 
 /// Runs a purge tick when the delay has passed (and the background purger has not), looking at
@@ -218,7 +312,11 @@ bool init() {
     if (g_nregions.load(std::memory_order_relaxed) != 0)
         return true;
     g_last_tick = os::now_ms();
-    return create_region(static_cast<size_t>(option(Opt::RESERVE)), kMinRegion) != nullptr;
+    // Under a finite RLIMIT_AS (a process started under `ulimit -v`), region 0 is what the limit
+    // leaves room for (budget.h), not ARENA_RESERVE halved until the kernel takes it: that would
+    // take all but the last halving step of the room.
+    return create_region(within_limits(static_cast<size_t>(option(Opt::RESERVE))), kMinRegion) !=
+           nullptr;
 }
 
 bool alloc(size_t npages, size_t align_pages, Run* out) {
@@ -238,7 +336,9 @@ bool alloc(size_t npages, size_t align_pages, Run* out) {
     const size_t need = (npages + align_pages) << kPageShift;
     if (need >> kPageShift != npages + align_pages)
         return false; // overflow: no such run can exist
-    Region* r = create_region(total, need);
+    // Under a limit, what the limit leaves room for, but always what this allocation needs: the
+    // kernel says whether that fits.
+    Region* r = create_region(within_limits(total), need);
     return r != nullptr && claim_in(*r, npages, align_pages, out);
 }
 
@@ -332,7 +432,8 @@ size_t resident_bytes() {
             bytes[i] = g_regions[i].runs.top() << kPageShift;
         }
     }
-    // Regions are never unmapped, so mincore needs no lock.
+    // Regions are never unmapped below their used extent (fit_limit cuts only above it), so
+    // mincore needs no lock.
     const size_t ps = os::page_size();
     size_t total = 0;
     for (unsigned i = 0; i < n; ++i)
@@ -422,6 +523,41 @@ int64_t background_step(uint64_t now, uint32_t* seq, uint32_t lock_id) {
         ++g_purges;
     }
     return 0;
+}
+
+void fit_limit(int resource, uint64_t soft) {
+    budget::Limits lim = budget::limits();
+    if (resource == RLIMIT_AS)
+        lim.as = soft;
+    else if (resource == RLIMIT_DATA)
+        lim.data = soft;
+    if (!lim.finite())
+        return;
+    LockGuard guard(g_lock);
+    const size_t ahead = ahead_bytes();
+    if (ahead == 0)
+        return;
+    // The share of the room the new limit leaves, were nothing held ahead of need (with the
+    // pagemap of those pages, 8 bytes a page).
+    const size_t allowed = budget::share(budget::room(lim, ahead + (ahead >> (kPageShift - 3))));
+    if (ahead <= allowed)
+        return;
+    // The newest regions first, region 0 last: it is the one the free fast path knows, so it is
+    // the one to keep large.
+    size_t excess = ahead - allowed;
+    const unsigned n = g_nregions.load(std::memory_order_relaxed);
+    for (unsigned i = n; i-- > 0 && excess != 0;) {
+        Region& r = g_regions[i];
+        const size_t spare = r.size - extent(r);
+        const size_t cut = excess < spare ? round_up(excess, kRegionGranule) : spare;
+        cut_region(r, r.size - cut);
+        excess = cut < excess ? excess - cut : 0;
+    }
+    if (option(Opt::VERBOSE) != 0) {
+        Msg().str("arena: ").str(resource == RLIMIT_AS ? "RLIMIT_AS" : "RLIMIT_DATA")
+            .str(" lowered to ").bytes(soft).str(": address space held ahead of need cut from ")
+            .bytes(ahead).str(" to ").bytes(ahead_bytes()).nl().emit();
+    }
 }
 
 /// In a fork child: purges the child's copies of the runs of a batch in flight and frees them

@@ -4,7 +4,9 @@
 //
 // Region 0 is reserved at initialisation. When no region has a fitting free run, another region
 // at least as large as all existing ones is reserved, so a process whose first reservation is
-// exhausted (or was cut down by the kernel) keeps getting memory.
+// exhausted (or was cut down by the kernel) keeps getting memory. Under a finite RLIMIT_AS or
+// RLIMIT_DATA, what is reserved ahead of need is bounded by the room the limit leaves
+// (budget.h), and a limit lowered later first gets the never-used tails back (fit_limit).
 //
 // Free pages stay resident ("dirty") for ARENA_PURGE_DELAY_MS and are then returned to the
 // kernel with madvise(MADV_DONTNEED) by a purge tick: run by the next page operation after the
@@ -52,6 +54,12 @@ void shrink(Region* r, size_t first, size_t old_np, size_t new_np);
 
 /// The region holding address a, or null.
 Region* region_of(uintptr_t a);
+
+/// RLIMIT_AS or RLIMIT_DATA (`resource`) of this process is about to become `soft`
+/// (setrlimit and prlimit, override_limits.cc): gives back the never-used tails of the regions
+/// and of their metadata until what stays reserved fits the share of the room that limit leaves
+/// (budget.h), keeping each region's used extent and region 0 longest.
+void fit_limit(int resource, uint64_t soft);
 
 /// Returns every free dirty page to the kernel now. Returns the bytes released.
 size_t trim();

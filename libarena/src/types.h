@@ -232,7 +232,8 @@ struct Region {
     RunMap runs;                         // page bitmaps (guarded by the pages lock)
     std::atomic<uintptr_t>* pagemap;     // one entry per page (see above)
     uintptr_t base;
-    size_t size;                         // bytes
+    size_t size;                         // bytes; a lowered RLIMIT_AS cuts it, never below
+                                         // the used extent (pages.cc: fit_limit)
     void* meta;                          // mapping holding the bitmaps and the pagemap
     size_t meta_size;
 
@@ -241,7 +242,8 @@ struct Region {
     uintptr_t page_address(size_t page) const { return base + (uintptr_t{page} << kPageShift); }
 };
 
-/// What the free fast path needs of region 0, in one line (read-only after initialisation).
+/// What the free fast path needs of region 0, in one line (read-only after initialisation, but
+/// for `size`, which a lowered RLIMIT_AS may shrink: pages.cc, cut_region).
 struct alignas(ARENA_CACHE_LINE) FastRegion {
     uintptr_t base = 0;
     size_t size = 0; // 0 until initialised: every pointer then takes the slow path

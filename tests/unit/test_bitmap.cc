@@ -389,4 +389,38 @@ TEST_CASE("aligned finds are aligned in address space") {
     }
 }
 
+TEST_CASE("truncate cuts the never-used tail and names its bitmap pages; the rest works on") {
+    constexpr size_t kUnits = size_t{1} << 20; // 128 KiB a bitmap
+    MappedRunMap m(kUnits);
+    const size_t a = m.runs.find(300, 1);
+    m.runs.claim(a, 300);
+    m.runs.release(100, 50);
+    RunMap::Storage unused[3];
+    m.runs.truncate(256, unused); // below top(): refused
+    CHECK(m.runs.nunits() == kUnits);
+    m.runs.truncate(1000, unused); // not whole words: refused
+    CHECK(m.runs.nunits() == kUnits);
+    for (const RunMap::Storage& s : unused)
+        CHECK(s.bytes == 0);
+    m.runs.truncate(512, unused);
+    CHECK(m.runs.nunits() == 512);
+    const uintptr_t meta = reinterpret_cast<uintptr_t>(m.meta.data());
+    const size_t map_bytes = kUnits / 8;
+    for (unsigned i = 0; i < 3; ++i) {
+        const uintptr_t p = reinterpret_cast<uintptr_t>(unused[i].p);
+        CHECK(p % 4096 == 0);
+        CHECK(unused[i].bytes % 4096 == 0);
+        CHECK(unused[i].bytes >= map_bytes - 2 * 4096);
+        CHECK(p >= meta + i * map_bytes + 512 / 8); // within bitmap i, past its kept words
+        CHECK(p + unused[i].bytes <= meta + (i + 1) * map_bytes);
+    }
+    CHECK(m.runs.find(50, 1) == 100);          // the hole below
+    CHECK(m.runs.find(212, 1) == 300);         // the rest up to the new end
+    CHECK(m.runs.find(213, 1) == bits::npos);  // nothing past it
+    m.runs.claim(300, 212);
+    CHECK(m.runs.find(1, 1) == 100);
+    CHECK(m.runs.find(64, 1) == bits::npos);
+    CHECK_FALSE(m.runs.range_free(500, 20));
+}
+
 } // TEST_SUITE("runmap")
