@@ -341,6 +341,22 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def check_paths(args: Any, executables: tuple[str, ...] = ("bench",)) -> bool:
+    """Makes the paths of the named options (executables) and of --arena absolute in `args`;
+    logs an error and returns False when one of them is not there."""
+    for attr in executables:
+        path = os.path.abspath(getattr(args, attr))
+        setattr(args, attr, path)
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            log(f"error: --{attr} {path}: not an executable file")
+            return False
+    args.arena = os.path.abspath(args.arena)
+    if not os.path.isfile(args.arena):
+        log(f"error: --arena {args.arena}: libarena.so not found (it is required)")
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def results_dir(out: str | None, smoke: bool, prefix: str) -> Iterator[tuple[str, bool]]:
     """Where a runner writes its reports, and whether that is a temporary directory: `out`

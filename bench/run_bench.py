@@ -39,6 +39,7 @@ from benchlib import (  # noqa: E402
     BenchError,
     allocator_env_vars,
     busy_warning,
+    check_paths,
     check_preloads,
     child_env,
     fmt_ratio,
@@ -555,13 +556,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     command = shlex.join([sys.executable] + sys.argv)
-    args.bench = os.path.abspath(args.bench)
-    args.arena = os.path.abspath(args.arena)
-    if not (os.path.isfile(args.bench) and os.access(args.bench, os.X_OK)):
-        log(f"error: --bench {args.bench}: not an executable file")
-        return 2
-    if not os.path.isfile(args.arena):
-        log(f"error: --arena {args.arena}: libarena.so not found (it is required)")
+    if not check_paths(args):
         return 2
     if os.environ.get("LD_PRELOAD"):
         log("note: ignoring LD_PRELOAD from the environment; each allocator sets its own")

@@ -32,6 +32,7 @@ from benchlib import (  # noqa: E402
     BenchError,
     allocator_env_vars,
     busy_warning,
+    check_paths,
     check_preloads,
     child_env,
     fmt_ratio,
@@ -250,15 +251,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     command = shlex.join([sys.executable] + sys.argv)
-    for attr in ("bench", "native"):
-        path = os.path.abspath(getattr(args, attr))
-        setattr(args, attr, path)
-        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-            log(f"error: --{attr} {path}: not an executable file")
-            return 2
-    args.arena = os.path.abspath(args.arena)
-    if not os.path.isfile(args.arena):
-        log(f"error: --arena {args.arena}: libarena.so not found (it is required)")
+    if not check_paths(args, ("bench", "native")):
         return 2
 
     allocs = make_allocators(args)

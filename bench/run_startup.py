@@ -46,6 +46,7 @@ from benchlib import (  # noqa: E402
     allocator_env_vars,
     base_env,
     busy_warning,
+    check_paths,
     child_env,
     fmt_ratio,
     load_before,
@@ -389,14 +390,7 @@ def count_files(top: str) -> int:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     command = shlex.join([sys.executable] + sys.argv)
-    args.bench = os.path.abspath(args.bench)
-    args.arena = os.path.abspath(args.arena)
-    for path, what in ((args.bench, "--bench"), (args.program, "--program")):
-        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-            log(f"error: {what} {path}: not an executable file")
-            return 2
-    if not os.path.isfile(args.arena):
-        log(f"error: --arena {args.arena}: libarena.so not found (it is required)")
+    if not check_paths(args, ("bench", "program")):
         return 2
 
     allocs = standard_allocators(args.arena, nostats=True)

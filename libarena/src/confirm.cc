@@ -231,30 +231,17 @@ Where where_is(const Heap* self, const Slab* s, uintptr_t a, uint64_t idx) {
     const unsigned cls = s->cls;
     const auto wi = static_cast<unsigned>(idx >> 6);
     const uint64_t bit = uint64_t{1} << (idx & 63);
-    bool unknown = false;
     // (a) and (b) first: the places blocks leave for (c) and (d).
-    switch (in_batches(self, owner, cls, reinterpret_cast<uintptr_t>(s) | wi, bit)) {
-    case Found::Yes:
+    const Found batch = in_batches(self, owner, cls, reinterpret_cast<uintptr_t>(s) | wi, bit);
+    if (batch == Found::Yes)
         return Where::Free;
-    case Found::Unknown:
-        unknown = true;
-        break;
-    case Found::No:
-        break;
-    }
-    switch (owner == self ? in_own_cache(owner, cls, a) : in_cache_of(owner, cls, a)) {
-    case Found::Yes:
+    const Found cache = owner == self ? in_own_cache(owner, cls, a) : in_cache_of(owner, cls, a);
+    if (cache == Found::Yes)
         return Where::Free;
-    case Found::Unknown:
-        unknown = true;
-        break;
-    case Found::No:
-        break;
-    }
     if ((s->remote_bits[wi].load(std::memory_order_seq_cst) & bit) != 0 ||
         (s->free_bits[wi].load(std::memory_order_acquire) & bit) != 0)
         return Where::Free;
-    return unknown ? Where::Unknown : Where::Live;
+    return batch == Found::Unknown || cache == Found::Unknown ? Where::Unknown : Where::Live;
 }
 
 Where where_is_block(const Slab* s, uintptr_t a, uint64_t idx) {

@@ -535,33 +535,35 @@ ARENA_TEST_CHILD(raw_exec) {
     return 4;
 }
 
+namespace {
+
+/// Runs a child with the purge delay of these tests; `show` passes its output on (figures).
+void check_child(const char* name, bool show) {
+    const testing::ChildResult r = testing::run_child(name, {kDelayEnv});
+    if (show)
+        MESSAGE(r.out);
+    CHECK(r.exited);
+    CHECK_MESSAGE(r.code == 0, r.out << r.err);
+}
+
+} // namespace
+
 TEST_SUITE("purge") {
 
 TEST_CASE("RSS returns after a large free followed by idleness") {
-    const testing::ChildResult r = testing::run_child("idle_after_large_free", {kDelayEnv});
-    MESSAGE(r.out);
-    CHECK(r.exited);
-    CHECK_MESSAGE(r.code == 0, r.out << r.err);
+    check_child("idle_after_large_free", true);
 }
 
 TEST_CASE("RSS returns after many 4 KiB blocks are freed and the process idles") {
-    const testing::ChildResult r = testing::run_child("idle_after_small_frees", {kDelayEnv});
-    MESSAGE(r.out);
-    CHECK(r.exited);
-    CHECK_MESSAGE(r.code == 0, r.out << r.err);
+    check_child("idle_after_small_frees", true);
 }
 
 TEST_CASE("RSS returns after another thread frees a sleeping thread's blocks") {
-    const testing::ChildResult r = testing::run_child("idle_after_remote_frees", {kDelayEnv});
-    MESSAGE(r.out);
-    CHECK(r.exited);
-    CHECK_MESSAGE(r.code == 0, r.out << r.err);
+    check_child("idle_after_remote_frees", true);
 }
 
 TEST_CASE("the purger is invisible: threads, descriptors, waitpid, SIGCHLD, idle CPU") {
-    const testing::ChildResult r = testing::run_child("purger_is_invisible", {kDelayEnv});
-    CHECK(r.exited);
-    CHECK_MESSAGE(r.code == 0, r.out << r.err);
+    check_child("purger_is_invisible", false);
 }
 
 TEST_CASE("no purger with ARENA_PURGE_DELAY_MS=-1 or 0") {
@@ -573,16 +575,11 @@ TEST_CASE("no purger with ARENA_PURGE_DELAY_MS=-1 or 0") {
 }
 
 TEST_CASE("no purger in a process under a seccomp filter") {
-    const testing::ChildResult r = testing::run_child("no_purger_under_seccomp", {kDelayEnv});
-    CHECK(r.exited);
-    CHECK_MESSAGE(r.code == 0, r.out << r.err);
+    check_child("no_purger_under_seccomp", false);
 }
 
 TEST_CASE("a fork child has no purger until it needs one; exec leaves none behind") {
-    const testing::ChildResult r = testing::run_child("fork_and_exec", {kDelayEnv});
-    MESSAGE(r.out);
-    CHECK(r.exited);
-    CHECK_MESSAGE(r.code == 0, r.out << r.err);
+    check_child("fork_and_exec", true);
 }
 
 TEST_CASE("an exec that bypasses libc still ends the purger") {
@@ -590,10 +587,7 @@ TEST_CASE("an exec that bypasses libc still ends the purger") {
         MESSAGE("skipped: no futex_waitv (Linux < 5.16): such an exec is not watched");
         return;
     }
-    const testing::ChildResult r = testing::run_child("raw_exec", {kDelayEnv});
-    MESSAGE(r.out);
-    CHECK(r.exited);
-    CHECK_MESSAGE(r.code == 0, r.out << r.err);
+    check_child("raw_exec", true);
 }
 
 } // TEST_SUITE
