@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-"""Summary and plots of a benchmark run: reads suite.json, seed.json, startup.json (and
-http.md) from a results directory, writes summary.md and the PNG plots there, and optionally refreshes the
-results sections of bench/README.md and the top-level README.md.
+"""Summary and plots of a benchmark run: reads suite.json, seed.json, startup.json,
+idle_rss.json (and http.md) from a results directory, writes summary.md and the PNG plots
+there, and optionally refreshes the results sections of bench/README.md and the top-level
+README.md.
 
 summary.md is what the top-level README shows: libarena against every peer per workload, the
-seed benchmark, the stats-page cost, process start-up, and the plots, with the machine and
-date. Plots are drawn
-by gnuplot (Debian's gnuplot-nox, pngcairo terminal); without gnuplot the summary says so and
-no PNG is written.
+seed benchmark, the stats-page cost, process start-up, RSS after a large free, and the plots,
+with the machine and date. Plots are drawn by gnuplot (Debian's gnuplot-nox, pngcairo
+terminal); without gnuplot the summary says so and no PNG is written. idle_rss.png is drawn
+by run_idle_rss.py, not here.
 """
 
 from __future__ import annotations
@@ -123,8 +124,53 @@ def startup_line(startup: dict | None, prefix: str) -> str | None:
     )
 
 
+IDLE_SCENARIOS = {
+    "mixed": "1 GiB of mixed sizes, then idle",
+    "mixed-light": "the same, then light allocation",
+    "small4k": "256 MiB of 4100-byte blocks, then idle",
+    "remote4k": "the same, freed by another thread",
+}
+
+
+def idle_line(idle: dict | None, prefix: str) -> str | None:
+    """RSS at the end of the sampling after a large free, per scenario and allocator, and
+    libarena's time to return the memory, from idle_rss.json (run_idle_rss.py), if it is
+    there."""
+    if not idle or not idle.get("rows"):
+        return None
+    parts = []
+    for scenario in idle["scenarios"]:
+        rows = {r["allocator"]: r for r in idle["rows"] if r["scenario"] == scenario}
+        cells = []
+        for name in (n for n in ALLOC_ORDER if n in rows):
+            cell = f"{name} {rows[name]['end_kib'] / 1024:,.0f}"
+            if name == "libarena":
+                back = rows[name]["back_ms"]
+                cell += (f" (back in {back:,} ms)" if back is not None
+                         else " (not back in every round)")
+            cells.append(cell)
+        if not cells:
+            continue
+        what = None if idle.get("smoke") else IDLE_SCENARIOS.get(scenario)  # smoke: not its sizes
+        parts.append(f"`{scenario}`{f' ({what})' if what else ''}: {', '.join(cells)}")
+    busy = (f"; load average {load_before(idle['machine']):.2f} before the run"
+            if idle["machine"].get("busy") else "")
+    note = " **(smoke run)**" if idle.get("smoke") else ""
+    return (
+        f"RSS {idle['seconds']} s after a large free (MiB, medians of {idle['rounds']} "
+        "interleaved rounds; libarena is back when its RSS has come within 10% of the freed "
+        f"amount of where it started, and stays{busy}){note}: {'; '.join(parts)} "
+        f"([{prefix}idle_rss.md]({prefix}idle_rss.md))."
+    )
+
+
 def summary(
-    suite: dict | None, seed: dict | None, startup: dict | None, results: str, prefix: str
+    suite: dict | None,
+    seed: dict | None,
+    startup: dict | None,
+    idle: dict | None,
+    results: str,
+    prefix: str,
 ) -> list[str]:
     """Markdown lines; plot paths start with `prefix` (e.g. 'bench/results/')."""
     out: list[str] = []
@@ -193,6 +239,9 @@ def summary(
     up = startup_line(startup, prefix)
     if up:
         out += [up, ""]
+    idl = idle_line(idle, prefix)
+    if idl:
+        out += [idl, ""]
     behind = furthest_behind(suite, seed)
     if behind:
         out += [
@@ -212,6 +261,7 @@ def summary(
     out.append(
         f"Full tables: [{prefix}suite.md]({prefix}suite.md), [{prefix}seed.md]({prefix}seed.md)"
         + (f", [{prefix}startup.md]({prefix}startup.md)" if up else "")
+        + (f", [{prefix}idle_rss.md]({prefix}idle_rss.md)" if idl else "")
         + (f", [{prefix}http.md]({prefix}http.md)" if h else "")
         + "."
     )
@@ -388,7 +438,7 @@ def update_readme(readme: str, lines: list[str]) -> None:
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--results", required=True,
-                   help="directory with suite.json, seed.json and startup.json")
+                   help="directory with suite.json, seed.json, startup.json and idle_rss.json")
     p.add_argument(
         "--readme",
         action="append",
@@ -405,23 +455,25 @@ def main(argv: list[str]) -> int:
     suite = load(os.path.join(args.results, "suite.json"))
     seed = load(os.path.join(args.results, "seed.json"))
     startup = load(os.path.join(args.results, "startup.json"))
+    idle = load(os.path.join(args.results, "idle_rss.json"))
     if suite is None and seed is None:
         log(f"error: neither suite.json nor seed.json in {args.results}")
         return 1
     problems = draw(suite, seed, args.results)
     for prob in problems:
         log(f"WARNING: {prob}")
-    text = summary(suite, seed, startup, args.results, "bench/results/")
+    text = summary(suite, seed, startup, idle, args.results, "bench/results/")
     with open(os.path.join(args.results, "summary.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(text) + "\n")
     for readme in args.readme:
         prefix = os.path.relpath(args.results, os.path.dirname(os.path.abspath(readme))) + "/"
-        update_readme(readme, summary(suite, seed, startup, args.results, prefix))
+        update_readme(readme, summary(suite, seed, startup, idle, args.results, prefix))
     print("\n".join(text))
     if args.require:
         if shutil.which("gnuplot") is None:
             return 77  # meson's "skipped": everything but the plots was written
-        inputs = (("suite.json", suite), ("seed.json", seed), ("startup.json", startup))
+        inputs = (("suite.json", suite), ("seed.json", seed), ("startup.json", startup),
+                  ("idle_rss.json", idle))
         missing = [n for n, d in inputs if d is None]
         missing += [png for png in PLOTS if not os.path.isfile(os.path.join(args.results, png))]
         if missing or problems:

@@ -2,10 +2,11 @@
 # SPDX-License-Identifier: MIT
 # bench/run_all.sh — every benchmark in one command: builds what is missing, runs the seed's
 # 256 KiB benchmark (run_seed.py), the allocator suite (run_bench.py), the resident memory by
-# mapping (rss_split.py), process start-up (run_startup.py) and the HTTP load figures
-# (http/run_http_bench.py), then writes the summary and the plots (report.py).
+# mapping (rss_split.py), process start-up (run_startup.py), RSS over time after a large free
+# (run_idle_rss.py) and the HTTP load figures (http/run_http_bench.py), then writes the
+# summary and the plots (report.py).
 #
-#   bench/run_all.sh                     full run into bench/results/ (about 8 min here),
+#   bench/run_all.sh                     full run into bench/results/ (about 14 min here),
 #                                        and refreshes the results sections of bench/README.md and README.md
 #   bench/run_all.sh --smoke             tiny sizes, one round, into a temporary directory
 #
@@ -76,7 +77,7 @@ out=$(cd "$out" && pwd)
 
 # ---- Build ----
 targets=(bench/bench_alloc bench/bench_seed bench/bench_seed_native bench/bench_startup
-         libarena/libarena.so)
+         bench/bench_idle libarena/libarena.so)
 if [ "$do_http" = 1 ]; then
     targets+=(cmond/cmond bench/http/spawn_ceiling)
 fi
@@ -135,6 +136,17 @@ python3 "$here/run_startup.py" --bench "$build/bench/bench_startup" \
     "${smoke_flag[@]}" >/dev/null
 startup_s=$(($(date +%s) - t0))
 
+# ---- RSS over time after a large free ----
+# Its own rounds: 3 of every scenario under every allocator, 3 s of sampling each.
+idle_rounds=3
+[ "$smoke" = 1 ] && idle_rounds=1
+say "RSS after a large free (run_idle_rss.py, $idle_rounds round(s))"
+t0=$(date +%s)
+python3 "$here/run_idle_rss.py" --bench "$build/bench/bench_idle" \
+    --arena "$build/libarena/libarena.so" --rounds "$idle_rounds" --out "$out" \
+    "${smoke_flag[@]}" >/dev/null
+idle_s=$(($(date +%s) - t0))
+
 # ---- HTTP load figures (bench/http/, another engineer's: called, not changed) ----
 http_s=0
 if [ "$do_http" = 1 ]; then
@@ -158,4 +170,4 @@ fi
 python3 "$here/report.py" "${report_args[@]}"
 
 total=$(($(date +%s) - started))
-say "done in ${total} s (seed ${seed_s} s, suite ${suite_s} s, start-up ${startup_s} s, http ${http_s} s); results in $out"
+say "done in ${total} s (seed ${seed_s} s, suite ${suite_s} s, start-up ${startup_s} s, idle RSS ${idle_s} s, http ${http_s} s); results in $out"
