@@ -561,22 +561,6 @@ void fill_result(const RunSpec& spec, const Supervision& s, RunResult& result) {
 
 } // namespace
 
-const char* outcome_name(RunResult::Outcome outcome) {
-    switch (outcome) {
-    case RunResult::Outcome::Exited:
-        return "exited";
-    case RunResult::Outcome::Signaled:
-        return "signaled";
-    case RunResult::Outcome::TimedOut:
-        return "timeout";
-    case RunResult::Outcome::Killed:
-        return "killed";
-    case RunResult::Outcome::SpawnFailed:
-        return "spawn_failed";
-    }
-    return "unknown";
-}
-
 void Runner::stop_accepting() {
     std::lock_guard lock(mutex_);
     stopping_ = true;

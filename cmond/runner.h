@@ -74,9 +74,6 @@ struct RunResult {
     bool ok() const { return outcome == Outcome::Exited && exit_code == 0; }
 };
 
-/// Short name of an outcome ("exited", "signaled", "timeout", "killed", "spawn_failed").
-const char* outcome_name(RunResult::Outcome outcome);
-
 class Runner {
 public:
     /// After the command exits, how long output is still drained from its descendants.
