@@ -169,6 +169,20 @@ std::string Child::err() const {
     return read_file(err_path_);
 }
 
+int bound_port(Child& exporter) {
+    const std::string prefix = "serving http://127.0.0.1:";
+    for (int i = 0; i < 500; ++i) {
+        const std::string err = exporter.err();
+        const size_t at = err.find(prefix);
+        if (at != std::string::npos)
+            return std::atoi(err.c_str() + at + prefix.size());
+        REQUIRE_MESSAGE(exporter.running(), "arena-exporter exited: ", err);
+        sleep_s(0.01);
+    }
+    FAIL("arena-exporter did not report its address: ", exporter.err());
+    return 0;
+}
+
 int free_port() {
     const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     REQUIRE(fd >= 0);

@@ -67,7 +67,12 @@ private:
     std::string out_path_, err_path_;
 };
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
+/// The port an arena-exporter started with `--listen 127.0.0.1:0` bound, from the address it
+/// reports on stderr; fails the test if it exits or does not report one within 5 s.
+int bound_port(Child& exporter);
+
+/// A TCP port on 127.0.0.1 that was free a moment ago. Only for a program that cannot be given
+/// port 0 and say what it bound (Prometheus): another process may take it first.
 int free_port();
 
 /// The value of a variable the meson test entry sets; fails the test if it is missing.

@@ -24,21 +24,6 @@ namespace {
 using exptest::required_env;
 
 /// Starts arena-exporter on an ephemeral port and returns the port it reports.
-int start_exporter(exptest::Child& child) {
-    for (int i = 0; i < 500; ++i) {
-        const std::string err = child.err();
-        const size_t at = err.find("serving http://127.0.0.1:");
-        if (at != std::string::npos) {
-            const size_t start = at + std::string("serving http://127.0.0.1:").size();
-            return std::atoi(err.c_str() + start);
-        }
-        REQUIRE_MESSAGE(child.running(), "arena-exporter exited: ", err);
-        exptest::sleep_s(0.01);
-    }
-    FAIL("arena-exporter did not report its address: ", child.err());
-    return 0;
-}
-
 exptest::RunResult exporter(const std::vector<std::string>& args) {
     std::vector<std::string> argv = {required_env("ARENA_EXPORTER")};
     argv.insert(argv.end(), args.begin(), args.end());
@@ -64,7 +49,7 @@ TEST_CASE("http: /metrics at scrape time, / and 404, graceful stop") {
             argv.push_back(a);
         exptest::Child child(argv, {}, logs / ("out" + std::to_string(sig)),
                              logs / ("err" + std::to_string(sig)));
-        const int port = start_exporter(child);
+        const int port = exptest::bound_port(child);
         REQUIRE(port > 0);
         httplib::Client client("127.0.0.1", port);
         client.set_read_timeout(5, 0);
@@ -126,7 +111,7 @@ TEST_CASE("http: hostile clients do not stop scrapes or the stop") {
     for (const std::string& a : place.args())
         argv.push_back(a);
     exptest::Child child(argv, {}, logs / "out", logs / "err");
-    const int port = start_exporter(child);
+    const int port = exptest::bound_port(child);
     REQUIRE(port > 0);
     const auto scrape_ms = [&] {
         httplib::Client client("127.0.0.1", port);
@@ -143,7 +128,7 @@ TEST_CASE("http: hostile clients do not stop scrapes or the stop") {
     const long rss_before = hostile::rss_kib(child.pid());
 
     // 16 MB of header lines, and a line with no newline: 431, memory stays put.
-    for (const std::string unit : {std::string("X-Flood: ") + std::string(100, 'a') + "\r\n",
+    for (const std::string& unit : {std::string("X-Flood: ") + std::string(100, 'a') + "\r\n",
                                    std::string(1000, 'a')}) {
         hostile::Conn c(port);
         REQUIRE(c.ok());
