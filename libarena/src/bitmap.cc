@@ -2,6 +2,7 @@
 // Word-level bitmap primitives and the RunMap unit allocator (see bitmap.h).
 #include "bitmap.h"
 
+#include "check.h"
 #include "macros.h"
 #include "os.h"
 
@@ -189,6 +190,8 @@ size_t find_clear_run(const uint64_t* w, size_t limit, size_t from, size_t n, si
 } // namespace bits
 
 void RunMap::init(void* meta, size_t nunits, uintptr_t base, unsigned unit_shift) {
+    ARENA_ASSERT(meta != nullptr && unit_shift < 64);
+    ARENA_ASSERT((base & ((uintptr_t{1} << unit_shift) - 1)) == 0); // aligned to the unit
     const size_t words = bits::words_for(nunits);
     used_ = static_cast<uint64_t*>(meta);
     dirty_ = used_ + words;
@@ -205,11 +208,51 @@ void RunMap::init(void* meta, size_t nunits, uintptr_t base, unsigned unit_shift
     // Units past the end of the last word are marked used so that no run can reach them.
     if ((nunits & 63) != 0)
         used_[words - 1] |= ~uint64_t{0} << (nunits & 63);
+    ARENA_ASSERT(check());
+}
+
+bool RunMap::counts_fit() const {
+    return top_ <= nunits_ && used_units_ <= nunits_ && dirty_units_ <= nunits_ &&
+           busy_units_ <= nunits_ && used_units_ + dirty_units_ + busy_units_ <= nunits_ &&
+           recent_first_ <= nunits_ && recent_n_ <= nunits_ - recent_first_ && levels_ <= 64;
+}
+
+bool RunMap::check() const {
+    if (!counts_fit())
+        return false;
+    // The counters are the bitmaps' (busy units are used in the bitmap, in neither count; the
+    // padding past the last unit is used), and a unit is never both used and dirty.
+    size_t used = 0, dirty = 0;
+    const size_t words = bits::words_for(nunits_);
+    for (size_t wi = 0; wi < words; ++wi) {
+        if ((used_[wi] & dirty_[wi]) != 0)
+            return false;
+        used += static_cast<size_t>(__builtin_popcountll(used_[wi]));
+        dirty += static_cast<size_t>(__builtin_popcountll(dirty_[wi]));
+    }
+    if ((nunits_ & 63) != 0)
+        used -= 64 - (nunits_ & 63);
+    if (used != used_units_ + busy_units_ || dirty != dirty_units_)
+        return false;
+    // No unit at or above top was ever used, so none is used or dirty.
+    if (bits::find_set(used_, top_, nunits_) != nunits_ ||
+        bits::find_set(dirty_, top_, nunits_) != nunits_)
+        return false;
+    // Hints are ordered, and no free run of 2^k units or more starts below hints_[k].
+    for (unsigned k = 0; k < levels_; ++k) {
+        if (k + 1 < levels_ && hints_[k] > hints_[k + 1])
+            return false;
+        const size_t first = bits::find_clear_run(used_, nunits_, 0, size_t{1} << k, 1, 0);
+        if (first != bits::npos && first < hints_[k])
+            return false;
+    }
+    return true;
 }
 
 size_t RunMap::find(size_t n, size_t align_units) {
     if (align_units == 0)
         align_units = 1;
+    ARENA_ASSERT(n != 0 && (align_units & (align_units - 1)) == 0);
     const size_t phase = static_cast<size_t>(base_ >> shift_) & (align_units - 1);
     if (recent_n_ >= n && ((recent_first_ + phase) & (align_units - 1)) == 0 &&
         bits::find_set(used_, recent_first_, recent_first_ + n) == recent_first_ + n)
@@ -224,14 +267,19 @@ size_t RunMap::find(size_t n, size_t align_units) {
         for (unsigned j = (n & (n - 1)) == 0 ? k : k + 1; j < levels_ && hints_[j] < floor; ++j)
             hints_[j] = floor;
     }
+    ARENA_ASSERT(s == bits::npos || range_free(s, n));
     return s;
 }
 
 bool RunMap::claim(size_t first, size_t n) {
+    // A run past the map or one already used would be handed out twice: checked always, as
+    // the words are read anyway.
+    ARENA_CHECK(n != 0 && first <= nunits_ && n <= nunits_ - first);
     // One pass over the run's words for all three bitmaps. A word wholly dirty (a run reused
     // as a whole, the common case) is counted without a popcount.
     size_t dirty = 0;
     bits::for_words(first, n, [&](size_t wi, uint64_t m, size_t nbits) {
+        ARENA_CHECK((used_[wi] & m) == 0);
         used_[wi] |= m;
         // Used before clean: a fork child must never see a unit free and clean (read as zero)
         // that is dirty (see repair; release fences are free on x86-64).
@@ -263,11 +311,15 @@ bool RunMap::claim(size_t first, size_t n) {
         recent_first_ = first + n;
         recent_n_ = end > recent_first_ ? end - recent_first_ : 0;
     }
+    ARENA_ASSERT(counts_fit());
     return dirty == 0;
 }
 
 void RunMap::release(size_t first, size_t n) {
+    // A run not wholly used (released twice, or never claimed) would be handed out twice.
+    ARENA_CHECK(n != 0 && first <= nunits_ && n <= nunits_ - first && first + n <= top_);
     bits::for_words(first, n, [&](size_t wi, uint64_t m, size_t) {
+        ARENA_CHECK((used_[wi] & m) == m);
         dirty_[wi] |= m;
         young_[wi] |= m;
         // Dirty before free, as in claim.
@@ -279,6 +331,7 @@ void RunMap::release(size_t first, size_t n) {
     recent_first_ = first;
     recent_n_ = n;
     lower_hints(first, n);
+    ARENA_ASSERT(counts_fit());
 }
 
 void RunMap::lower_hints(size_t first, size_t n) {
@@ -319,6 +372,7 @@ void RunMap::truncate(size_t nunits, Storage unused[3]) {
     levels_ = 64u - static_cast<unsigned>(__builtin_clzll(nunits | 1));
     std::atomic_signal_fence(std::memory_order_seq_cst);
     nunits_ = nunits;
+    ARENA_ASSERT(check());
     const uintptr_t ps = os::page_size();
     uint64_t* const maps[3] = {used_, dirty_, young_};
     for (unsigned i = 0; i < 3; ++i) {
@@ -337,6 +391,8 @@ bool RunMap::range_free(size_t first, size_t n) const {
 }
 
 size_t RunMap::purge_run(size_t first, size_t n) {
+    // Purging a unit in use would zero a live block: checked always (next to an madvise).
+    ARENA_CHECK(range_free(first, n));
     const size_t ps = os::page_size();
     const size_t unit = size_t{1} << shift_;
     const uintptr_t lo = address(first);
@@ -389,6 +445,7 @@ void RunMap::repair() {
         h = 0; // "no free run of any length starts below 0" is always true
     recent_first_ = 0;
     recent_n_ = 0;
+    ARENA_ASSERT(check());
 }
 
 size_t RunMap::purge(bool everything) {
@@ -396,6 +453,7 @@ size_t RunMap::purge(bool everything) {
     bits::for_each_run(dirty_, everything ? nullptr : young_, top_,
                        [&](size_t first, size_t n) { released += purge_run(first, n); });
     bits::clear_range(young_, 0, top_);
+    ARENA_ASSERT(check());
     return released;
 }
 
@@ -422,6 +480,7 @@ size_t RunMap::take_old(size_t from, Span* out, size_t max_spans, size_t max_uni
             n = max_units - units;
             next = first + n;
         }
+        ARENA_ASSERT(bits::count(used_, first, n) == 0); // old dirty units are free
         // Used first, then not dirty (see the file comment): a fork in between leaks the run.
         bits::set_range(used_, first, n);
         std::atomic_signal_fence(std::memory_order_seq_cst);
@@ -432,10 +491,14 @@ size_t RunMap::take_old(size_t from, Span* out, size_t max_spans, size_t max_uni
         units += n;
     });
     *nspans = got;
+    ARENA_ASSERT(got <= max_spans && next <= top_ && counts_fit());
     return next;
 }
 
 void RunMap::give_back(size_t first, size_t n, bool purged) {
+    // Only a busy run (take_old) comes back: used, not dirty, counted in busy_units_.
+    ARENA_CHECK(n != 0 && first <= nunits_ && n <= nunits_ - first);
+    ARENA_ASSERT(n <= busy_units_ && bits::count(used_, first, n) == n);
     if (!purged) { // still holds data: dirty, and old, so the next tick tries again
         bits::set_range(dirty_, first, n);
         dirty_units_ += n;
@@ -444,10 +507,12 @@ void RunMap::give_back(size_t first, size_t n, bool purged) {
     std::atomic_signal_fence(std::memory_order_seq_cst);
     bits::clear_range(used_, first, n);
     busy_units_ -= n;
+    ARENA_ASSERT(counts_fit());
 }
 
 void RunMap::end_tick() {
     bits::clear_range(young_, 0, top_);
+    ARENA_ASSERT(check());
 }
 
 } // namespace arena

@@ -177,6 +177,14 @@ public:
         return (__atomic_load_n(&used_[i >> 6], __ATOMIC_RELAXED) >> (i & 63)) & 1;
     }
     const uint64_t* used_bits() const { return used_; }
+
+    /// The map's invariants, recounted from the bitmaps (O(units / 64) and a run search per
+    /// hint level): counters equal to the bitmaps, no unit used and dirty, nothing used or dirty
+    /// at or above top, hints ordered and true. For ARENA_ASSERT at coarse points (init, purge
+    /// ticks, repair, truncate) and tests; false while a caller is between two bitmap writes.
+    bool check() const;
+    /// The counters within the map (O(1)): for ARENA_ASSERT after every change.
+    bool counts_fit() const;
     size_t nunits() const { return nunits_; }
     size_t used_units() const { return used_units_; }
     size_t dirty_units() const { return dirty_units_; }

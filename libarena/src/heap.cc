@@ -73,6 +73,7 @@
 // The next new thread adopts it, or any thread's malloc_trim drains it. Heaps are never freed.
 #include "heap.h"
 
+#include "check.h"
 #include "confirm.h"
 #include "lock.h"
 #include "meta.h"
@@ -115,6 +116,37 @@ constinit Mutex g_heaps_lock;                 // creation and adoption of heaps
 constinit std::atomic<Heap*> g_all_heaps{nullptr};
 constinit uint32_t g_heap_count = 0;
 constinit std::atomic<uint64_t> g_trim_epoch{0};
+
+// ---- Invariants (ARENA_ASSERT) --------------------------------------------------------------
+
+/// A slab's owner-side state as types.h states it: its shape within the descriptor, the open
+/// words named in `nonempty` all holding a free slot and none of them fresh, and its bitmap
+/// counting exactly the slots `used` does not. Called by the owner (or a drainer) only.
+bool slab_ok(const Slab* s) {
+    const uint32_t words = s->nwords >= 32 ? ~uint32_t{0} : (uint32_t{1} << s->nwords) - 1;
+    if (s->nwords == 0 || s->nwords > kSlabMaxWords || s->nslots > s->nwords * 64u ||
+        s->nslots <= (s->nwords - 1) * 64u || s->cls >= kNumClasses ||
+        s->size != kClasses[s->cls].size || s->used > s->nslots ||
+        s->handed.load(std::memory_order_relaxed) > s->nslots || (s->nonempty & ~words) != 0 ||
+        (s->fresh & ~words) != 0 || (s->nonempty & s->fresh) != 0)
+        return false;
+    uint32_t free = 0;
+    for (unsigned wi = 0; wi < s->nwords; ++wi) {
+        const uint64_t w = s->free_bits[wi].load(std::memory_order_relaxed);
+        if (((s->nonempty >> wi) & 1) != 0 && w == 0)
+            return false;
+        free += static_cast<uint32_t>(__builtin_popcountll(w));
+    }
+    return free + s->used == s->nslots;
+}
+
+/// A free cache's list holds `count` blocks, at most `cap`. O(count).
+bool cache_ok(const FreeCache& fc) {
+    uint32_t n = 0;
+    for (const CachedBlock* b = fc.head; b != nullptr && n <= fc.cap; b = b->next)
+        ++n;
+    return n == fc.count && n <= fc.cap;
+}
 
 // ---- Lists --------------------------------------------------------------------------------------
 
@@ -180,11 +212,16 @@ void flush_caches(Heap* h) {
     seq_open(h->flush_seq);
     for (unsigned c = 0; c < kNumClasses; ++c) {
         FreeCache& fc = h->cache[c];
+        ARENA_ASSERT(cache_ok(fc));
         while (CachedBlock* b = fc.head) {
             CachedBlock* next = b->next; // b keeps the free key: it stays free
             const uintptr_t a = reinterpret_cast<uintptr_t>(b);
             Slab* s = slab_of(a);
-            free_to_slab(h, s, static_cast<uint64_t>(slot_index(s, a)));
+            ARENA_ASSERT(s != nullptr && s->cls == c && s->heap.load() == h);
+            const int64_t idx = slot_index(s, a);
+            // A slot past the slab would set a bit in the next word or the remote bitmap.
+            ARENA_CHECK(idx >= 0 && static_cast<uint64_t>(idx) < s->nslots);
+            free_to_slab(h, s, static_cast<uint64_t>(idx));
             std::atomic_signal_fence(std::memory_order_seq_cst);
             fc.head = next;
         }
@@ -196,6 +233,7 @@ void flush_caches(Heap* h) {
 // ---- Slab life cycle ---------------------------------------------------------------------------
 
 Slab* slab_new(Heap* h, unsigned cls) {
+    ARENA_ASSERT(cls < kNumClasses && h->fresh[cls] == nullptr);
     const SizeClass& k = kClasses[cls];
     pages::Run run{};
     if (!pages::alloc(k.slab_pages, 1, &run))
@@ -238,11 +276,14 @@ Slab* slab_new(Heap* h, unsigned cls) {
         run.region->pagemap[run.first + i].store(reinterpret_cast<uintptr_t>(s),
                                                  std::memory_order_release);
     h->fresh[cls] = s;
+    ARENA_ASSERT(slab_ok(s) && s->npages == k.slab_pages);
     return s;
 }
 
 /// Opens the next fresh words of s (at least one, about a page of slots) for malloc.
 void slab_open(Heap* h, Slab* s) {
+    // No fresh word left would open a word past the bitmap (ctz of 0): checked always.
+    ARENA_CHECK(s->fresh != 0);
     const uint32_t word_bytes = 64 * s->size;
     uint32_t opened = 0;
     do {
@@ -257,6 +298,7 @@ void slab_open(Heap* h, Slab* s) {
 
 /// Gives an empty slab's pages back to the region and its descriptor to the pool.
 void slab_release(Slab* s) {
+    ARENA_ASSERT(slab_ok(s) && s->used == 0);
     Region* r = s->region;
     for (size_t i = 0; i < s->npages; ++i)
         r->pagemap[s->first_page + i].store(0, std::memory_order_release);
@@ -282,6 +324,7 @@ void slab_retire(Heap* h, Slab* s) {
 
 /// An empty slab that is not current: keep one per class, retire the rest.
 void slab_emptied(Heap* h, Slab* s) {
+    ARENA_ASSERT(s->used == 0 && s->where != SlabWhere::Empty && s->where != SlabWhere::Current);
     if (h->empty[s->cls] == nullptr) {
         h->empty[s->cls] = s;
         s->where = SlabWhere::Empty;
@@ -348,6 +391,7 @@ uint32_t collect_slab(Slab* s) {
         s->nonempty |= uint32_t{1} << wi;
         freed += static_cast<uint32_t>(__builtin_popcountll(r & ~dbl));
     }
+    ARENA_ASSERT(freed <= s->used);
     s->used -= freed;
     return freed;
 }
@@ -454,10 +498,13 @@ void note_slow_path(Heap* h) {
 }
 
 void heap_abandon(Heap* h) {
+    ARENA_ASSERT(h->state.load(std::memory_order_relaxed) == HeapState::Active);
     flush_remote(h);
     collect_remote(h);
     release_cached_empties(h);
     flush_overflow(h);
+    // An abandoned heap has no remote batch and nothing in its caches (types.h, Heap).
+    ARENA_ASSERT(h->batch_pending == 0);
     h->state.store(HeapState::Abandoned, std::memory_order_release);
 }
 
@@ -563,6 +610,7 @@ void* alloc_refill(Heap* h, unsigned cls, size_t n, Api api) {
         return fail_enomem();
     if (s->nonempty == 0)
         slab_open(h, s);
+    ARENA_ASSERT(slab_ok(s) && s->cls == cls && s->heap.load() == h && s->nonempty != 0);
     s->where = SlabWhere::Current;
     h->current[cls] = s;
     return alloc_small_as(h, cls, n, api); // s has a free slot: partial, empty, new all do
@@ -618,6 +666,10 @@ void publish_batch(Heap* h, unsigned cls) {
     RemoteBatch& b = h->batch[cls];
     Slab* s = reinterpret_cast<Slab*>(b.tag & ~kTagMask);
     const auto wi = static_cast<unsigned>(b.tag & kTagMask);
+    // A batch names one word of a slab of its class, and counts its bits (types.h).
+    ARENA_ASSERT(b.tag != 0 && b.bits != 0 && wi < kSlabMaxWords &&
+                 static_cast<uint32_t>(__builtin_popcountll(b.bits)) == b.count &&
+                 b.count <= kBatchMax);
     uint64_t bits = b.bits;
     uint64_t dbl = 0;
     if (ARENA_UNLIKELY(s->gen.load(std::memory_order_acquire) != b.gen)) {

@@ -2,6 +2,7 @@
 #include "pages.h"
 
 #include "budget.h"
+#include "check.h"
 #include "heap.h"
 #include "lock.h"
 #include "options.h"
@@ -175,6 +176,7 @@ void cut_region(Region& r, size_t size) {
     const size_t old = r.size;
     if (size >= old || size < extent(r))
         return;
+    ARENA_ASSERT(size % kRegionGranule == 0 && (size >> kPageShift) >= r.runs.top());
     RunMap::Storage unused[3];
     r.runs.truncate(size >> kPageShift, unused);
     if (g_region0.region == &r)
@@ -250,6 +252,9 @@ size_t dirty_pages_locked() {
 /// Frees the runs of g_batch from g_batch.done on: clean where purged[i], else dirty and old.
 /// Called with the lock held.
 void give_back_batch(const bool* purged) {
+    ARENA_ASSERT(g_batch.live.load(std::memory_order_relaxed) && g_batch.region != nullptr &&
+                 g_batch.count <= kBatchSpans &&
+                 g_batch.done.load(std::memory_order_relaxed) <= g_batch.count);
     RunMap& runs = g_batch.region->runs;
     for (size_t i = g_batch.done.load(std::memory_order_relaxed); i < g_batch.count; ++i) {
         const RunMap::Span sp = g_batch.spans[i];
@@ -267,6 +272,7 @@ void give_back_batch(const bool* purged) {
 size_t purge_batch(bool* purged) {
     size_t bytes = 0;
     const Region* r = g_batch.region;
+    ARENA_ASSERT(g_batch.live.load(std::memory_order_relaxed) && g_batch.count <= kBatchSpans);
     for (size_t i = g_batch.done.load(std::memory_order_relaxed); i < g_batch.count; ++i) {
         const size_t len = g_batch.spans[i].n << kPageShift;
         const size_t got =
@@ -297,6 +303,8 @@ bool claim_in(Region& r, size_t npages, size_t align_pages, Run* out) {
     const size_t first = r.runs.find(npages, align_pages);
     if (first == bits::npos)
         return false;
+    ARENA_ASSERT(first + npages <= r.runs.nunits() &&
+                 ((first << kPageShift) + (npages << kPageShift)) <= r.size);
     out->region = &r;
     out->first = first;
     out->npages = npages;
@@ -346,6 +354,7 @@ void free(Region* r, size_t first, size_t npages) {
     bool poke = false;
     {
         LockGuard guard(g_lock);
+        ARENA_ASSERT(r != nullptr && first + npages <= r->runs.top());
         r->runs.release(first, npages);
         const int64_t delay = option(Opt::PURGE_DELAY_MS);
         if (delay == 0) {
@@ -371,6 +380,7 @@ void free(Region* r, size_t first, size_t npages) {
 }
 
 bool try_grow(Region* r, size_t first, size_t old_np, size_t new_np, bool* clean) {
+    ARENA_ASSERT(new_np > old_np && old_np != 0);
     LockGuard guard(g_lock);
     if (!r->runs.range_free(first + old_np, new_np - old_np))
         return false;
@@ -379,6 +389,7 @@ bool try_grow(Region* r, size_t first, size_t old_np, size_t new_np, bool* clean
 }
 
 void shrink(Region* r, size_t first, size_t old_np, size_t new_np) {
+    ARENA_ASSERT(new_np != 0 && new_np < old_np);
     free(r, first + new_np, old_np - new_np);
 }
 
@@ -502,6 +513,7 @@ int64_t background_step(uint64_t now, uint32_t* seq, uint32_t lock_id) {
             if (got != 0)
                 break;
         }
+        ARENA_ASSERT(got <= kBatchSpans);
         if (got == 0) { // the scan is done: every page dirty now waits one more tick
             for (unsigned i = 0; i < n; ++i)
                 g_regions[i].runs.end_tick();
@@ -592,7 +604,7 @@ bool fork_child() {
         finish_batch_in_child();
         const unsigned n = g_nregions.load(std::memory_order_relaxed);
         for (unsigned i = 0; i < n; ++i)
-            g_regions[i].runs.repair();
+            g_regions[i].runs.repair(); // ARENA_ASSERT(check()) at its end
     }
     return g_lock.held_by_self();
 }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "report.h"
 
+#include "check.h"
 #include "macros.h"
 #include "options.h"
 #include "os.h"
@@ -135,6 +136,17 @@ ARENA_COLD void report_heap_error(HeapError kind, const void* p, const char* fun
         Msg().str("arena: aborting (ARENA_ABORT_ON_ERROR=1)\n").emit();
         os::abort_process();
     }
+}
+
+ARENA_COLD void check_failed(const char* tier, const char* file, int line, const char* cond) {
+    const char* base = file; // the file name without its directories
+    for (const char* c = file; *c; ++c)
+        if (*c == '/')
+            base = c + 1;
+    Msg().str("arena: ").str(tier).str(" failed: ").str(base).chr(':')
+        .u64(static_cast<uint64_t>(line)).str(": ").str(cond).str(" (pid ").i64(os::getpid())
+        .str(")").nl().emit();
+    os::abort_process();
 }
 
 uint64_t heap_error_count(HeapError kind) {
