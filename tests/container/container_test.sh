@@ -228,11 +228,14 @@ build_phase() {
     : >"$cache/build.log"
     # The build stage is tagged too: untagged, it would be pruned below with its layer cache.
     # --network host: the RUN steps reach Debian's mirror without a bridge on the machine.
+    local version # the image's version label, from meson.build
+    version=$("$src/scripts/version.sh")
     for target in build final; do
         local args=(-t "$image")
         [ $target = build ] && args=(--target build -t "$image-build")
         if ! podman build --pull=never --network host --format docker --layers \
-            --build-arg REVISION=test "${args[@]}" -f "$src/docker/Dockerfile" "$src" \
+            --build-arg REVISION=test --build-arg VERSION="$version" \
+            "${args[@]}" -f "$src/docker/Dockerfile" "$src" \
             >>"$cache/build.log" 2>&1; then
             tail -n 40 "$cache/build.log"
             fail "podman build failed"

@@ -22,6 +22,8 @@
 #ifndef ARENA_ARENA_H
 #define ARENA_ARENA_H
 
+#include "arena/version.h" /* ARENA_VERSION_MAJOR, _MINOR, _PATCH, _STRING (generated) */
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,11 +36,6 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-#define ARENA_VERSION_MAJOR 0
-#define ARENA_VERSION_MINOR 1
-#define ARENA_VERSION_PATCH 0
-#define ARENA_VERSION_STRING "0.1.0"
 
 /** The library's version string, e.g. "0.1.0" (matches ARENA_VERSION_STRING it was built with). */
 ARENA_API const char* arena_version(void);
