@@ -618,7 +618,11 @@ void* alloc_refill(Heap* h, unsigned cls, size_t n, Api api) {
 
 void slab_gained_free(Heap* h, Slab* s) {
     slab_after_free(h, s);
-    stats::poll_control();
+    // No stats::poll_control here: this runs inside flush_caches and collect_remote, and a
+    // trim request served from it would run heap::trim (flush_caches, collect_remote) nested
+    // in them on the same heap, a cache list emptied under the outer loop (found by the debug
+    // build's cache_ok assertion). Requests are served at the top of slow paths only
+    // (note_slow_path, the large-block paths).
 }
 
 void count_free_as(Heap* h, const Slab* s, Api api) {
