@@ -7,6 +7,7 @@
 // keeps to its caps; pages truncated or sparse under the reader cannot crash it (no mmap); and
 // control requests land in the page's bytes. Cases that need root (a second uid, a tmpfs mount,
 // setuid) pass with a message saying what they did not check when run by another user.
+#include "common.h"
 #include "fake_page.h"
 #include "reader.h"
 #include "testing.h"
@@ -44,40 +45,15 @@ constexpr int kPid = 4242;
 constexpr uint64_t kStart = 12345; // FakePage's start time
 constexpr uid_t kNobody = 65534;
 
-/// A fresh directory under $TMPDIR (or /tmp), removed with its contents on destruction.
-class TempDir {
-public:
-    TempDir() {
-        const char* tmp = getenv("TMPDIR");
-        std::string pattern =
-            std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/arena-client-XXXXXX";
-        if (mkdtemp(pattern.data()) != nullptr)
-            path_ = pattern;
-    }
-    ~TempDir() {
-        if (!path_.empty()) {
-            std::error_code ec;
-            std::filesystem::remove_all(path_, ec);
-        }
-    }
-    const std::string& path() const { return path_; }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-
-private:
-    std::string path_;
-};
-
 /// A base directory and a fake procfs in a temp dir, and scan options that use both (no removal
 /// unless a test asks for it).
 struct Env {
-    TempDir tmp;
+    testing::TempDir tmp{"client"};
     std::string base = tmp.path() + "/base";
     testing::FakeProc proc{tmp.path() + "/proc"};
     cl::ScanOptions options;
 
     Env() {
-        REQUIRE(!tmp.path().empty());
         mkdir(base.c_str(), 01777);
         chmod(base.c_str(), 01777);
         options.procfs = proc.root();

@@ -16,7 +16,6 @@
 #include <poll.h>
 #include <pwd.h>
 #include <random>
-#include <sstream>
 #include <stdexcept>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -125,29 +124,6 @@ int decode_status(int status) {
 
 } // namespace
 
-TempDir::TempDir() {
-    char tmpl[] = "/tmp/cmond-test-XXXXXX";
-    if (::mkdtemp(tmpl) == nullptr) {
-        throw std::runtime_error("mkdtemp failed");
-    }
-    path_ = tmpl;
-}
-
-TempDir::~TempDir() {
-    ::nftw(
-        path_.c_str(),
-        [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); }, 16,
-        FTW_DEPTH | FTW_PHYS);
-}
-
-std::string TempDir::write(const std::string& name, const std::string& content,
-                           unsigned mode) const {
-    const std::string p = file(name);
-    std::ofstream(p, std::ios::binary | std::ios::trunc) << content;
-    ::chmod(p.c_str(), mode);
-    return p;
-}
-
 std::string random_key_hex() {
     std::random_device rd;
     static constexpr char kHex[] = "0123456789abcdef";
@@ -186,15 +162,8 @@ bool chown_tree(const std::string& path, uid_t uid, gid_t gid) {
                16, FTW_PHYS) == 0;
 }
 
-std::string read_file(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-}
-
 bool process_alive(pid_t pid) {
-    const std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+    const std::string stat = testing::read_file("/proc/" + std::to_string(pid) + "/stat");
     if (stat.empty()) {
         return false;
     }
@@ -216,7 +185,7 @@ Exit run_cmond(const std::vector<std::string>& args, const std::string& cwd,
     const pid_t pid = spawn(args, cwd, out_fd, err_path);
     Exit result;
     int status = 0;
-    const bool exited = eventually(
+    const bool exited = testing::eventually(
         [&] {
             char buf[4096];
             const pollfd p{out_fd, POLLIN, 0};
@@ -243,12 +212,12 @@ Exit run_cmond(const std::vector<std::string>& args, const std::string& cwd,
         result.out.append(buf, static_cast<std::size_t>(n));
     }
     ::close(out_fd);
-    result.err = read_file(err_path);
+    result.err = testing::read_file(err_path);
     ::unlink(err_path.c_str());
     return result;
 }
 
-Daemon::Daemon(const TempDir& dir, std::vector<std::string> args, const Launch& launch) {
+Daemon::Daemon(const testing::TempDir& dir, std::vector<std::string> args, const Launch& launch) {
     err_path_ = dir.file("cmond.stderr");
     args.push_back("--port");
     args.push_back("0");
@@ -281,7 +250,7 @@ Daemon::~Daemon() {
 }
 
 std::string Daemon::err() const {
-    return read_file(err_path_);
+    return testing::read_file(err_path_);
 }
 
 bool Daemon::wait_listening(std::chrono::milliseconds limit) {
@@ -322,7 +291,7 @@ std::optional<int> Daemon::wait_exit(std::chrono::milliseconds limit) {
         return std::nullopt;
     }
     int status = 0;
-    if (eventually([&] { return ::waitpid(pid_, &status, WNOHANG) == pid_; }, limit)) {
+    if (testing::eventually([&] { return ::waitpid(pid_, &status, WNOHANG) == pid_; }, limit)) {
         reaped_ = true;
         return decode_status(status);
     }
@@ -380,7 +349,7 @@ std::optional<int> Process::finish(std::chrono::milliseconds limit) {
     }
     int status = 0;
     reaped_ = true;
-    if (eventually([&] { return ::waitpid(pid_, &status, WNOHANG) == pid_; }, limit)) {
+    if (testing::eventually([&] { return ::waitpid(pid_, &status, WNOHANG) == pid_; }, limit)) {
         return decode_status(status);
     }
     ::kill(pid_, SIGKILL);

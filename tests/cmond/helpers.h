@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: MIT
-// Test helpers for cmond: a self-deleting temporary directory; Daemon, which runs the real
-// cmond binary (CMOND_BIN) as a child on a port it picks itself (--port 0, read back from the
-// "cmond: listening on URL" line on its stdout) and always kills and reaps it when it goes out
-// of scope; and Process, any other program run alongside a test (a preloaded workload).
+// Test helpers for cmond (TempDir, read_file and eventually are in tests/lib/common.h): Daemon,
+// which runs the real cmond binary (CMOND_BIN) as a child on a port it picks itself (--port 0,
+// read back from the "cmond: listening on URL" line on its stdout) and always kills and reaps it
+// when it goes out of scope; and Process, any other program run alongside a test (a preloaded
+// workload).
 #pragma once
+
+#include "common.h"
 
 #include <chrono>
 #include <optional>
@@ -12,23 +15,6 @@
 #include <vector>
 
 namespace cmond_test {
-
-class TempDir {
-public:
-    TempDir();
-    ~TempDir();
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-
-    const std::string& path() const { return path_; }
-    std::string file(const std::string& name) const { return path_ + "/" + name; }
-    /// Writes `content` to name (mode applied with chmod, so the umask does not interfere).
-    std::string write(const std::string& name, const std::string& content,
-                      unsigned mode = 0644) const;
-
-private:
-    std::string path_;
-};
 
 /// A random 64-hex-digit key.
 std::string random_key_hex();
@@ -42,15 +28,8 @@ std::pair<uid_t, gid_t> nobody();
 /// chown -R of `path` (no symlinks followed). Returns false on any failure.
 bool chown_tree(const std::string& path, uid_t uid, gid_t gid);
 
-/// Reads a whole file ("" when it cannot).
-std::string read_file(const std::string& path);
-
 /// True while `pid` exists and is not a zombie.
 bool process_alive(pid_t pid);
-
-/// Polls `pred` every 10 ms until it holds or `limit` passes; returns its last value.
-template <class Pred>
-bool eventually(Pred pred, std::chrono::milliseconds limit = std::chrono::seconds(5));
 
 /// The outcome of a cmond run that was expected to end by itself.
 struct Exit {
@@ -74,7 +53,7 @@ class Daemon {
 public:
     /// Starts cmond with `args` + --port 0 --syslog false in `dir`, and waits for its listening
     /// line. On failure, `started()` is false and `err()` tells why.
-    Daemon(const TempDir& dir, std::vector<std::string> args, const Launch& launch = {});
+    Daemon(const testing::TempDir& dir, std::vector<std::string> args, const Launch& launch = {});
     ~Daemon();
     Daemon(const Daemon&) = delete;
     Daemon& operator=(const Daemon&) = delete;
@@ -130,23 +109,5 @@ private:
     std::string buffered_;
     bool reaped_ = false;
 };
-
-// ---- implementation of the template ----
-template <class Pred>
-bool eventually(Pred pred, std::chrono::milliseconds limit) {
-    const auto end = std::chrono::steady_clock::now() + limit;
-    for (;;) {
-        if (pred()) {
-            return true;
-        }
-        if (std::chrono::steady_clock::now() >= end) {
-            return false;
-        }
-        struct timespec ts {
-            0, 10'000'000
-        };
-        nanosleep(&ts, nullptr);
-    }
-}
 
 } // namespace cmond_test

@@ -23,7 +23,7 @@ using nlohmann::json;
 
 // A temp dir with a 0600 key, stand-in scripts and a config file with a harmless command table.
 struct Env {
-    TempDir dir;
+    testing::TempDir dir;
     std::string key = cmond_test::random_key_hex();
 
     Env() {

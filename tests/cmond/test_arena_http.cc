@@ -159,7 +159,7 @@ TEST_SUITE("arena-http") {
         auto work = env.workload({"500", "8"});
         const std::string ready = work->read_line();
         REQUIRE_MESSAGE(ready == "ready " + std::to_string(work->pid()),
-                        cmond_test::read_file(env.dir.file("workload.err")));
+                        testing::read_file(env.dir.file("workload.err")));
         auto cli = client(d);
 
         const json list = body_of(cli.Get("/arena", env.auth()));
@@ -262,7 +262,7 @@ TEST_SUITE("arena-http") {
         // The workload's next slow path serves it: trims_served catches up, trims grows, and
         // the memory it held goes back to the kernel.
         json after;
-        CHECK(cmond_test::eventually(
+        CHECK(testing::eventually(
             [&] {
                 after = body_of(cli.Get(path.c_str(), env.auth()))["data"];
                 return after["control"]["trims_served"] == after["control"]["trim_requests"] &&
@@ -270,7 +270,7 @@ TEST_SUITE("arena-http") {
             },
             10s));
         CHECK(after["control"]["trim_pending"] == false);
-        CHECK(cmond_test::eventually(
+        CHECK(testing::eventually(
             [&] {
                 after = body_of(cli.Get(path.c_str(), env.auth()))["data"];
                 return after["gauges"]["purged_bytes"].get<long>() >=
@@ -415,7 +415,7 @@ TEST_SUITE("arena-http") {
         const std::string out_file = env.dir.file("promtool.out");
         const int rc =
             std::system(("promtool check metrics < " + file + " > " + out_file + " 2>&1").c_str());
-        const std::string out = cmond_test::read_file(out_file);
+        const std::string out = testing::read_file(out_file);
         CHECK_MESSAGE(rc == 0, out);
         CHECK_MESSAGE(out.empty(), out);
     }

@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 using namespace cmond;
-using cmond_test::TempDir;
+using testing::TempDir;
 
 namespace {
 

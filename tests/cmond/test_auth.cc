@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 using namespace cmond;
-using cmond_test::TempDir;
+using testing::TempDir;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
@@ -228,8 +228,7 @@ TEST_SUITE("startup") {
     // True once `pid`'s main thread blocks SIGTERM: cmond's main() has begun. (Before that the
     // default action applies: a SIGTERM during exec or dynamic loading just kills it.)
     bool blocks_sigterm(pid_t pid) {
-        const std::string status =
-            cmond_test::read_file("/proc/" + std::to_string(pid) + "/status");
+        const std::string status = testing::read_file("/proc/" + std::to_string(pid) + "/status");
         const auto pos = status.find("SigBlk:");
         if (pos == std::string::npos) {
             return false;
@@ -255,7 +254,7 @@ TEST_SUITE("startup") {
             const auto t0 = Clock::now();
             CHECK(p.finish(5s).value_or(-1) == 2);
             CHECK(Clock::now() - t0 < 3s);
-            const std::string err = cmond_test::read_file(dir.file("cmond.stderr"));
+            const std::string err = testing::read_file(dir.file("cmond.stderr"));
             CHECK_MESSAGE(err.find("config '" + fifo + "': not a regular file (a FIFO)") !=
                               std::string::npos,
                           err);
@@ -271,13 +270,13 @@ TEST_SUITE("startup") {
         for (const int delay_ms : {0, 1, 2, 5, 10, 20, 40}) {
             CAPTURE(delay_ms);
             Process p = start_cmond(dir, {"--config", conf});
-            REQUIRE(cmond_test::eventually([&] { return blocks_sigterm(p.pid()); }, 5s));
+            REQUIRE(testing::eventually([&] { return blocks_sigterm(p.pid()); }, 5s));
             std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
             const auto t0 = Clock::now();
             ::kill(p.pid(), SIGTERM);
             CHECK(p.finish(5s).value_or(-1) == 0);
             CHECK(Clock::now() - t0 < 3s);
-            const std::string err = cmond_test::read_file(dir.file("cmond.stderr"));
+            const std::string err = testing::read_file(dir.file("cmond.stderr"));
             // "stopped during start-up", or "stopped" after serving.
             CHECK_MESSAGE(err.find(" info stopped") != std::string::npos, err);
         }

@@ -75,22 +75,23 @@ TEST_SUITE("coalesce-http") {
         REQUIRE_MESSAGE(d.started(), d.err());
 
         Request a(d, env, "/health");
-        REQUIRE(eventually([&] { return started_runs(env) == 1; }));
+        REQUIRE(testing::eventually([&] { return started_runs(env) == 1; }));
         std::vector<std::unique_ptr<Request>> bcd;
         for (int i = 0; i < 3; ++i) {
             bcd.push_back(std::make_unique<Request>(d, env, "/health"));
         }
-        REQUIRE(eventually([&] { return waiting(d, env) == 3; }));
+        REQUIRE(testing::eventually([&] { return waiting(d, env) == 3; }));
         CHECK(started_runs(env) == 1); // they wait: no process of their own
 
         env.dir.write("release", "");
         const json ja = a.join();
         CHECK(ja["shared_by"] == 1);
         const std::string run1 = ja["data"];
-        REQUIRE(eventually([&] { return started_runs(env) == 2; })); // their run, started now
+        REQUIRE(
+            testing::eventually([&] { return started_runs(env) == 2; })); // their run, started now
 
         Request e(d, env, "/health"); // arrives during the shared run: waits for the next one
-        REQUIRE(eventually([&] { return waiting(d, env) == 1; }));
+        REQUIRE(testing::eventually([&] { return waiting(d, env) == 1; }));
         env.dir.write("release", "");
         std::set<std::string> outputs;
         for (auto& r : bcd) {
@@ -104,7 +105,7 @@ TEST_SUITE("coalesce-http") {
         const std::string run2 = *outputs.begin();
         CHECK(run2 != run1);
 
-        REQUIRE(eventually([&] { return started_runs(env) == 3; }));
+        REQUIRE(testing::eventually([&] { return started_runs(env) == 3; }));
         env.dir.write("release", "");
         const json je = e.join();
         CHECK(je["shared_by"] == 1);
@@ -112,7 +113,7 @@ TEST_SUITE("coalesce-http") {
         CHECK(je["data"] != run2);
 
         // The request counter and the log line are written after the answer is sent: wait.
-        REQUIRE(eventually([&] {
+        REQUIRE(testing::eventually([&] {
             return sample(metrics_text(d, env),
                           R"(cmond_http_requests_total{code="200",route="/health"})") == 5 &&
                    d.err().find(" shared_by=3 ") != std::string::npos;
@@ -179,7 +180,7 @@ TEST_SUITE("coalesce-http") {
             }
             const std::size_t runs = by_output.size();
             // The request counter is written after the answer is sent: wait for the last one.
-            REQUIRE(eventually([&] {
+            REQUIRE(testing::eventually([&] {
                 return sample(metrics_text(d, env),
                               R"(cmond_http_requests_total{code="200",route="/health"})") ==
                        kRequests;
@@ -192,7 +193,7 @@ TEST_SUITE("coalesce-http") {
             if (coalesce) {
                 // 12 requests over 550 ms, runs of 300 ms one after another: 2 to 4 runs.
                 CHECK(runs <= 5);
-                CHECK(std::stoi(cmond_test::read_file(env.dir.file("counter"))) ==
+                CHECK(std::stoi(testing::read_file(env.dir.file("counter"))) ==
                       static_cast<int>(runs));
                 CHECK(sample(text, R"(cmond_command_coalesced_requests_total{command="health"})") ==
                       static_cast<double>(kRequests - runs));
@@ -214,13 +215,13 @@ TEST_SUITE("coalesce-http") {
         const auto t0 = std::chrono::steady_clock::now();
         std::optional<httplib::Result> first;
         std::jthread ta([&] { first.emplace(client(d).Get("/health", env.auth())); });
-        REQUIRE(eventually([&] { return started_runs(env) == 1; }));
+        REQUIRE(testing::eventually([&] { return started_runs(env) == 1; }));
         std::vector<std::optional<httplib::Result>> later(2);
         std::vector<std::jthread> ts;
         for (auto& r : later) {
             ts.emplace_back([&] { r.emplace(client(d).Get("/health", env.auth())); });
         }
-        REQUIRE(eventually([&] { return waiting(d, env) == 2; }));
+        REQUIRE(testing::eventually([&] { return waiting(d, env) == 2; }));
         ta.join();
         for (auto& t : ts) {
             t.join();
@@ -251,9 +252,9 @@ TEST_SUITE("coalesce-http") {
         Daemon d(env.dir, env.args({"--command", kGated, "--command", "health.concurrency=2"}));
         REQUIRE_MESSAGE(d.started(), d.err());
         Request a(d, env, "/health");
-        REQUIRE(eventually([&] { return started_runs(env) == 1; }));
+        REQUIRE(testing::eventually([&] { return started_runs(env) == 1; }));
         Request b(d, env, "/health");
-        REQUIRE(eventually([&] { return waiting(d, env) == 1; }));
+        REQUIRE(testing::eventually([&] { return waiting(d, env) == 1; }));
         auto c = client(d).Get("/health", env.auth());
         REQUIRE(c);
         CHECK(c->status == 429);
@@ -262,7 +263,7 @@ TEST_SUITE("coalesce-http") {
               "Command 'health' is busy (2 in progress, limit 2); retry later");
         env.dir.write("release", "");
         CHECK(a.join()["shared_by"] == 1);
-        REQUIRE(eventually([&] { return started_runs(env) == 2; }));
+        REQUIRE(testing::eventually([&] { return started_runs(env) == 2; }));
         env.dir.write("release", "");
         CHECK(b.join()["shared_by"] == 1);
         CHECK(sample(metrics_text(d, env),
@@ -280,10 +281,10 @@ TEST_SUITE("coalesce-http") {
         REQUIRE_MESSAGE(d.started(), d.err());
         Request a1(d, env, "/deploy_branch?branch=a");
         Request b(d, env, "/deploy_branch?branch=b");
-        REQUIRE(eventually([&] { return started_runs(env) == 2; })); // a and b at once
+        REQUIRE(testing::eventually([&] { return started_runs(env) == 2; })); // a and b at once
         Request a2(d, env, "/deploy_branch?branch=a");
         Request a3(d, env, "/deploy_branch?branch=a");
-        REQUIRE(eventually([&] { return waiting(d, env, "deploy_branch") == 2; }));
+        REQUIRE(testing::eventually([&] { return waiting(d, env, "deploy_branch") == 2; }));
         env.dir.write("release", ""); // stays: every later run ends at once
         const json j1 = a1.join();
         const json jb = b.join();

@@ -222,7 +222,7 @@ coalesce = yes
     }
 
     TEST_CASE("flags: both spellings, precedence over the file, --command") {
-        cmond_test::TempDir dir;
+        testing::TempDir dir;
         const std::string conf =
             dir.write("c.conf", "port = 9000\nthreads = 4\n[command health]\ntimeout = 3s\n");
         auto inv = parse({"--config", conf, "--port=9100", "--bind", "::1", "--command",

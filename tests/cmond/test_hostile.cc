@@ -230,7 +230,7 @@ TEST_SUITE("hostile") {
         const std::string out = chunked.read_all(3s);
         CHECK(hostile::status_of(out) == 401);
         CHECK(hostile::responses_in(out) == 1);
-        CHECK(read_file(env.dir.file("deploy.log")).find("smuggled") == std::string::npos);
+        CHECK(testing::read_file(env.dir.file("deploy.log")).find("smuggled") == std::string::npos);
     }
 
     TEST_CASE("bodies are capped chunked or not: 413") {
@@ -296,7 +296,7 @@ TEST_SUITE("hostile") {
             REQUIRE(r);
             CHECK(r->status == 400);
         }
-        const std::string log = read_file(env.dir.file("deploy.log"));
+        const std::string log = testing::read_file(env.dir.file("deploy.log"));
         CHECK(log.find("id") == std::string::npos);
         CHECK(log.find("foo") == std::string::npos);
         CHECK(log.find("x") == std::string::npos);

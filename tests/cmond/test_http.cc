@@ -246,7 +246,7 @@ TEST_SUITE("http") {
         auto good = cli.Get("/health", env.auth());
         REQUIRE(good);
         CHECK(good->status == 200);
-        REQUIRE(cmond_test::eventually(
+        REQUIRE(testing::eventually(
             [&] {
                 auto r = cli.Get("/health", bad);
                 return r && r->status == 401;
@@ -348,7 +348,7 @@ TEST_SUITE("http") {
         auto ok = cli.Get("/deploy_branch?branch=good", env.auth());
         REQUIRE(ok);
         CHECK(ok->status == 200);
-        CHECK(cmond_test::read_file(env.dir.file("deploy.log")) == "good\n");
+        CHECK(testing::read_file(env.dir.file("deploy.log")) == "good\n");
     }
 
     TEST_CASE("a command past its timeout is killed with its children") {
@@ -372,10 +372,10 @@ TEST_SUITE("http") {
         CHECK(j["data"] == "started\n");
         CHECK(j["exit_code"].get<int>() > 128);
         CHECK(took < 5s);
-        const std::string pid_text = cmond_test::read_file(env.dir.file("gc.pid"));
+        const std::string pid_text = testing::read_file(env.dir.file("gc.pid"));
         REQUIRE_FALSE(pid_text.empty());
         const pid_t grandchild = static_cast<pid_t>(std::stol(pid_text));
-        CHECK(cmond_test::eventually([&] { return !cmond_test::process_alive(grandchild); }, 3s));
+        CHECK(testing::eventually([&] { return !cmond_test::process_alive(grandchild); }, 3s));
         CHECK(sample(metrics_text(d, env),
                      R"(cmond_command_runs_total{command="health",result="timeout"})") == 1);
     }
@@ -480,7 +480,7 @@ TEST_SUITE("http") {
         }
         // The first command holds the only slot until the test releases it, so the other three
         // are refused whatever the timing.
-        CHECK(cmond_test::eventually([&] { return busy + other == 3; }, 10s));
+        CHECK(testing::eventually([&] { return busy + other == 3; }, 10s));
         env.dir.write("release", "");
         for (auto& t : threads) {
             t.join();
@@ -513,7 +513,7 @@ TEST_SUITE("http") {
         const std::string out_file = env.dir.file("promtool.out");
         const int rc =
             std::system(("promtool check metrics < " + file + " > " + out_file + " 2>&1").c_str());
-        const std::string out = cmond_test::read_file(out_file);
+        const std::string out = testing::read_file(out_file);
         CHECK_MESSAGE(rc == 0, out);
         CHECK_MESSAGE(out.empty(), out); // no lint warnings either
     }
@@ -687,8 +687,8 @@ TEST_SUITE("http") {
         std::optional<httplib::Result> r;
         std::jthread t([&] { r.emplace(client(d).Get("/health", env.auth())); });
         // SIGTERM once the command runs (the marker file), while it sleeps.
-        REQUIRE(cmond_test::eventually(
-            [&] { return std::filesystem::exists(env.dir.file("started")); }));
+        REQUIRE(
+            testing::eventually([&] { return std::filesystem::exists(env.dir.file("started")); }));
         d.signal(SIGTERM);
         t.join();
         REQUIRE((r && *r));
@@ -706,10 +706,10 @@ TEST_SUITE("http") {
         REQUIRE_MESSAGE(d.started(), d.err());
         std::optional<httplib::Result> r;
         std::jthread t([&] { r.emplace(client(d).Get("/health", env.auth())); });
-        REQUIRE(cmond_test::eventually(
-            [&] { return !cmond_test::read_file(env.dir.file("leader.pid")).empty(); }));
+        REQUIRE(testing::eventually(
+            [&] { return !testing::read_file(env.dir.file("leader.pid")).empty(); }));
         const pid_t leader =
-            static_cast<pid_t>(std::stol(cmond_test::read_file(env.dir.file("leader.pid"))));
+            static_cast<pid_t>(std::stol(testing::read_file(env.dir.file("leader.pid"))));
         const auto t0 = std::chrono::steady_clock::now();
         d.signal(SIGTERM);
         t.join();

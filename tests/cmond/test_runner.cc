@@ -16,7 +16,7 @@
 #include <thread>
 
 using namespace cmond;
-using cmond_test::TempDir;
+using testing::TempDir;
 using namespace std::chrono_literals;
 
 namespace {
@@ -27,7 +27,7 @@ RunSpec sh(const std::string& script, std::chrono::milliseconds timeout = 10s,
 }
 
 pid_t read_pid(const std::string& path) {
-    const std::string s = cmond_test::read_file(path);
+    const std::string s = testing::read_file(path);
     return s.empty() ? -1 : static_cast<pid_t>(std::stol(s));
 }
 
@@ -43,7 +43,7 @@ std::vector<pid_t> session_members(pid_t sid) {
         if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) {
             continue;
         }
-        const std::string stat = cmond_test::read_file("/proc/" + name + "/stat");
+        const std::string stat = testing::read_file("/proc/" + name + "/stat");
         const auto paren = stat.rfind(')');
         if (paren == std::string::npos) {
             continue;
@@ -93,7 +93,7 @@ public:
     }
     /// True when no process of session `sid` is left (polled for up to `limit`).
     static bool gone(pid_t sid, std::chrono::milliseconds limit = std::chrono::seconds(2)) {
-        return cmond_test::eventually([&] { return session_members(sid).empty(); }, limit);
+        return testing::eventually([&] { return session_members(sid).empty(); }, limit);
     }
 
 private:
@@ -243,7 +243,7 @@ TEST_SUITE("runner") {
         CHECK(took >= 300ms);
         const pid_t grandchild = read_pid(pidfile);
         REQUIRE(grandchild > 0);
-        CHECK(cmond_test::eventually([&] { return !cmond_test::process_alive(grandchild); }, 2s));
+        CHECK(testing::eventually([&] { return !cmond_test::process_alive(grandchild); }, 2s));
     }
 
     TEST_CASE("timeout: SIGTERM first, so a cooperative command can clean up") {
@@ -265,7 +265,7 @@ TEST_SUITE("runner") {
         CHECK(std::chrono::steady_clock::now() - t0 < 3s);
         const pid_t bg = read_pid(pidfile);
         REQUIRE(bg > 0);
-        CHECK(cmond_test::eventually([&] { return !cmond_test::process_alive(bg); }, 2s));
+        CHECK(testing::eventually([&] { return !cmond_test::process_alive(bg); }, 2s));
     }
 
     TEST_CASE("killed by a signal it raised itself") {
@@ -331,7 +331,7 @@ TEST_SUITE("runner") {
         Runner r;
         RunResult res;
         std::thread t([&] { res = r.run(sh("sleep 30")); });
-        REQUIRE(cmond_test::eventually([&] { return r.running() == 1; }, 5s));
+        REQUIRE(testing::eventually([&] { return r.running() == 1; }, 5s));
         r.stop_accepting();
         r.kill_all();
         t.join();
@@ -408,7 +408,7 @@ TEST_SUITE("runner") {
         // Nothing holds the pipe: no linger.
         CHECK(std::chrono::steady_clock::now() - t0 < Runner::kLinger + 1s);
         REQUIRE(pid > 0);
-        const std::string stat = cmond_test::read_file("/proc/" + std::to_string(pid) + "/stat");
+        const std::string stat = testing::read_file("/proc/" + std::to_string(pid) + "/stat");
         // The daemon's session is the one its middle process made; kill that at the end.
         const auto paren = stat.rfind(')');
         if (paren != std::string::npos) {
@@ -418,7 +418,7 @@ TEST_SUITE("runner") {
             in >> state >> ppid >> pgrp >> session;
             sessions.add_sid(static_cast<pid_t>(session));
         }
-        CHECK(cmond_test::eventually([&] { return !cmond_test::process_alive(pid); }, 2s));
+        CHECK(testing::eventually([&] { return !cmond_test::process_alive(pid); }, 2s));
     }
 
     TEST_CASE("a timeout takes the escaped descendants too") {
@@ -444,7 +444,7 @@ TEST_SUITE("runner") {
         Runner r;
         RunResult res;
         std::thread t([&] { res = r.run(sh(escapee(pidfile) + "sleep 30")); });
-        REQUIRE(cmond_test::eventually([&] { return read_pid(pidfile) > 0; }, 5s));
+        REQUIRE(testing::eventually([&] { return read_pid(pidfile) > 0; }, 5s));
         const pid_t sid = sessions.add(pidfile);
         r.kill_all();
         t.join();
@@ -483,7 +483,7 @@ TEST_SUITE("runner") {
             r.run(sh("echo $$ > " + command_pid + "; " + escapee(escapee_pid) + "sleep 30"));
             ::_exit(0);
         }
-        const bool started = cmond_test::eventually(
+        const bool started = testing::eventually(
             [&] { return read_pid(command_pid) > 0 && read_pid(escapee_pid) > 0; }, 5s);
         const pid_t command_sid = sessions.add(command_pid); // the command leads its session
         const pid_t escapee_sid = sessions.add(escapee_pid);
@@ -507,7 +507,7 @@ TEST_SUITE("runner") {
             long_res = r.run(sh(escapee(long_pid) + "while [ ! -e " + release +
                                 " ]; do sleep 0.01; done; echo long"));
         });
-        REQUIRE(cmond_test::eventually([&] { return read_pid(long_pid) > 0; }, 5s));
+        REQUIRE(testing::eventually([&] { return read_pid(long_pid) > 0; }, 5s));
         const pid_t long_sid = sessions.add(long_pid);
 
         // Short runs on four threads at once, each with its own escapee.

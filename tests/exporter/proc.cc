@@ -9,10 +9,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
-#include <filesystem>
 #include <fstream>
 #include <netinet/in.h>
-#include <sstream>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -84,28 +82,13 @@ pid_t spawn(const std::vector<std::string>& argv, const std::vector<std::string>
 
 } // namespace
 
-TempDir::TempDir(const std::string& tag) {
-    const char* base = getenv("TMPDIR");
-    std::string templ =
-        std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/arena-" + tag + "-XXXXXX";
-    std::vector<char> buf(templ.begin(), templ.end());
-    buf.push_back('\0');
-    REQUIRE_MESSAGE(mkdtemp(buf.data()) != nullptr, "mkdtemp: ", strerror(errno));
-    path_ = buf.data();
-}
-
-TempDir::~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-}
-
 RunResult run(const std::vector<std::string>& argv, const std::string& input,
               const std::vector<std::string>& env, double timeout_s) {
-    TempDir tmp("run");
-    const std::string in_path = tmp / "stdin";
+    testing::TempDir tmp("run");
+    const std::string in_path = tmp.file("stdin");
     write_file(in_path, input);
     RunResult r;
-    Child child(argv, env, tmp / "stdout", tmp / "stderr", in_path);
+    Child child(argv, env, tmp.file("stdout"), tmp.file("stderr"), in_path);
     r.status = child.wait(timeout_s);
     if (r.status < 0)
         r.status = child.stop(SIGKILL);
@@ -162,11 +145,11 @@ int Child::stop(int sig, double timeout_s) {
 }
 
 std::string Child::out() const {
-    return read_file(out_path_);
+    return testing::read_file(out_path_);
 }
 
 std::string Child::err() const {
-    return read_file(err_path_);
+    return testing::read_file(err_path_);
 }
 
 int bound_port(Child& exporter) {
@@ -202,13 +185,6 @@ std::string required_env(const char* name) {
     REQUIRE_MESSAGE((v != nullptr && *v != '\0'), std::string(name),
                     " is not set (run through meson test)");
     return v;
-}
-
-std::string read_file(const std::string& path) {
-    std::ifstream f(path, std::ios::binary);
-    std::ostringstream s;
-    s << f.rdbuf();
-    return s.str();
 }
 
 bool write_file(const std::string& path, const std::string& text) {

@@ -1,29 +1,16 @@
 // SPDX-License-Identifier: MIT
-// Process and file helpers for the exporter and arena-stat tests: temporary directories that
-// clean up after themselves, running a program to completion with its output captured, and a
+// Process and file helpers for the exporter and arena-stat tests (TempDir and read_file are
+// tests/lib/common.h): running a program to completion with its output captured, and a
 // started process that is always killed and reaped when its guard goes out of scope.
 #pragma once
+
+#include "common.h"
 
 #include <string>
 #include <sys/types.h>
 #include <vector>
 
 namespace exptest {
-
-/// A fresh directory under $TMPDIR (or /tmp), removed with its contents on destruction.
-class TempDir {
-public:
-    explicit TempDir(const std::string& tag);
-    ~TempDir();
-    const std::string& path() const { return path_; }
-    std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-
-private:
-    std::string path_;
-};
 
 struct RunResult {
     int status = -1; // exit code, or 128 + signal, or -1 if it could not be started
@@ -78,7 +65,6 @@ int free_port();
 /// The value of a variable the meson test entry sets; fails the test if it is missing.
 std::string required_env(const char* name);
 
-std::string read_file(const std::string& path);
 bool write_file(const std::string& path, const std::string& text);
 /// Full path of `name` on $PATH, or "".
 std::string which(const std::string& name);

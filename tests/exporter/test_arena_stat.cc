@@ -58,7 +58,7 @@ std::vector<int> pids(const json& procs) {
 TEST_SUITE_BEGIN("exporter");
 
 TEST_CASE("arena-stat --json: every process with its counters") {
-    exptest::TempDir dir("stat");
+    testing::TempDir dir("stat");
     const auto pages = exptest::write_fixture_pages(dir.path());
     const json procs = stat_json(pages->place);
     REQUIRE(procs.size() == 4); // every other entry of the fixture is skipped
@@ -107,7 +107,7 @@ TEST_CASE("arena-stat --json: every process with its counters") {
 }
 
 TEST_CASE("arena-stat --json: every field of the page's tables, by name, signed ones signed") {
-    exptest::TempDir dir("stat-fields");
+    testing::TempDir dir("stat-fields");
     exptest::Place place(dir.path());
     testing::FakePage page(5002);
     page.head().control.purge_delay_ms = 250;
@@ -146,7 +146,7 @@ TEST_CASE("arena-stat --json: every field of the page's tables, by name, signed 
 }
 
 TEST_CASE("arena-stat --sort: each column, numbers descending, ties by pid") {
-    exptest::TempDir dir("stat-sort");
+    testing::TempDir dir("stat-sort");
     const auto pages = exptest::write_fixture_pages(dir.path());
     const exptest::Place& place = pages->place;
     // Default: live, descending.
@@ -172,7 +172,7 @@ TEST_CASE("arena-stat --sort: each column, numbers descending, ties by pid") {
 }
 
 TEST_CASE("arena-stat table: header, totals, human-readable bytes, rates as '-'") {
-    exptest::TempDir dir("stat-table");
+    testing::TempDir dir("stat-table");
     const auto pages = exptest::write_fixture_pages(dir.path());
     const exptest::RunResult r = arena_stat(pages->place.args());
     INFO(r.out, r.err);
@@ -204,14 +204,14 @@ TEST_CASE("arena-stat table: header, totals, human-readable bytes, rates as '-'"
 }
 
 TEST_CASE("arena-stat --watch --json: rates between refreshes") {
-    exptest::TempDir dir("stat-watch");
+    testing::TempDir dir("stat-watch");
     const auto pages = exptest::write_fixture_pages(dir.path());
-    exptest::TempDir out("stat-watch-out");
+    testing::TempDir out("stat-watch-out");
     std::vector<std::string> argv = {
         required_env("ARENA_STAT"), "--watch", "1", "--count", "2", "--json", "--sort", "allocs"};
     for (const std::string& a : pages->place.args())
         argv.push_back(a);
-    exptest::Child child(argv, {}, out / "stdout", out / "stderr");
+    exptest::Child child(argv, {}, out.file("stdout"), out.file("stderr"));
     REQUIRE(child.started());
     // After the first frame, 1000 more mallocs in process 1001, in place as a writer would.
     for (int i = 0; i < 500 && child.out().find('\n') == std::string::npos; ++i)
@@ -257,7 +257,7 @@ TEST_CASE("arena-stat --watch --json: rates between refreshes") {
 }
 
 TEST_CASE("arena-stat: usage errors exit 2 with a message, an unreadable directory exits 1") {
-    exptest::TempDir dir("stat-flags");
+    testing::TempDir dir("stat-flags");
     const std::vector<std::pair<std::vector<std::string>, std::string>> bad = {
         {{"--bogus"}, "unknown argument '--bogus'"},
         {{"--sort", "size"}, "invalid --sort 'size'"},
@@ -288,10 +288,11 @@ TEST_CASE("arena-stat: usage errors exit 2 with a message, an unreadable directo
     CHECK(help.status == 0);
     CHECK(help.out.find("Usage: arena-stat") == 0);
 
-    const exptest::RunResult missing = arena_stat({"--stats-dir", dir / "missing"});
+    const exptest::RunResult missing = arena_stat({"--stats-dir", dir.file("missing")});
     CHECK(missing.status == 1);
-    CHECK(missing.err.find(dir / "missing") != std::string::npos);
-    const exptest::RunResult missing_json = arena_stat({"--json", "--stats-dir", dir / "missing"});
+    CHECK(missing.err.find(dir.file("missing")) != std::string::npos);
+    const exptest::RunResult missing_json =
+        arena_stat({"--json", "--stats-dir", dir.file("missing")});
     CHECK(missing_json.status == 1);
     // An empty directory is fine: an empty array.
     const exptest::Place empty(dir.path());
@@ -300,7 +301,7 @@ TEST_CASE("arena-stat: usage errors exit 2 with a message, an unreadable directo
 }
 
 TEST_CASE("arena-stat --watch in a terminal: Ctrl-C exits 0 and shows the cursor again") {
-    exptest::TempDir dir("stat-tty");
+    testing::TempDir dir("stat-tty");
     const auto pages = exptest::write_fixture_pages(dir.path());
     const std::string exe = required_env("ARENA_STAT");
     const std::string stats_dir = pages->place.base;

@@ -261,7 +261,7 @@ TEST_CASE("labels: a comm of any bytes becomes valid, escaped UTF-8") {
 }
 
 TEST_CASE("names: every family, metric and label name is valid and conventional") {
-    exptest::TempDir dir("names");
+    testing::TempDir dir("names");
     const auto pages = exptest::write_fixture_pages(dir.path());
     for (const auto group_by : {GroupBy::Pid, GroupBy::Comm}) {
         CAPTURE(arena::client::group_by_name(group_by));
@@ -311,7 +311,7 @@ TEST_CASE("names: every family, metric and label name is valid and conventional"
 }
 
 TEST_CASE("self families: prefix, every skip reason, stale pages counted across scrapes") {
-    exptest::TempDir dir("self");
+    testing::TempDir dir("self");
     const auto pages = exptest::write_fixture_pages(dir.path());
     exptest::Place& place = pages->place;
     const arena::client::ArenaCollector collector(place.base, GroupBy::Pid, place.options(),
@@ -350,7 +350,8 @@ TEST_CASE("self families: prefix, every skip reason, stale pages counted across 
     CHECK(value(third, "cmond_arena_stale_pages_removed_total", {}) == 3);
 
     // A directory that cannot be read: no process series, scrape_success 0, an error.
-    const arena::client::ArenaCollector missing(dir / "nonexistent", GroupBy::Pid, place.options());
+    const arena::client::ArenaCollector missing(dir.file("nonexistent"), GroupBy::Pid,
+                                                place.options());
     const auto none = missing.Collect();
     CHECK(value(none, "arena_exporter_scrape_success", {}) == 0);
     CHECK(family(none, "arena_live_bytes").metric.empty());
@@ -358,7 +359,7 @@ TEST_CASE("self families: prefix, every skip reason, stale pages counted across 
 }
 
 TEST_CASE("scrape_truncated: a scan ended by its cap on pages says so") {
-    exptest::TempDir dir("cap");
+    testing::TempDir dir("cap");
     const auto pages = exptest::write_fixture_pages(dir.path());
     arena::client::ScanOptions options = pages->place.options();
     options.max_pages = 2;
@@ -370,7 +371,7 @@ TEST_CASE("scrape_truncated: a scan ended by its cap on pages says so") {
 }
 
 TEST_CASE("robustness: no crash or hang on any file in the stats directory") {
-    exptest::TempDir dir("weird");
+    testing::TempDir dir("weird");
     exptest::Place place(dir.path());
     // A page first, so that the base and this user's directory exist as a writer makes them.
     auto liar = exptest::blank_page(2008, "liar");
@@ -419,7 +420,7 @@ TEST_CASE("robustness: no crash or hang on any file in the stats directory") {
 TEST_CASE("schema: every page field of stats_page.h reaches the exposition") {
     // A page whose every event and gauge is non-zero and distinct (signed gauges negative),
     // exported by arena-exporter: a field added to the tables cannot be forgotten.
-    exptest::TempDir dir("fields");
+    testing::TempDir dir("fields");
     exptest::Place place(dir.path());
     testing::FakePage page(5001);
     std::snprintf(page.head().comm, sizeof page.head().comm, "full");

@@ -76,17 +76,8 @@ struct Prometheus {
     }
 };
 
-/// Polls `done` every 0.25 s for at most `seconds`.
-template <typename F>
-bool eventually(double seconds, F done) {
-    const double deadline = wall_s() + seconds;
-    while (wall_s() < deadline) {
-        if (done())
-            return true;
-        exptest::sleep_s(0.25);
-    }
-    return done();
-}
+/// How often the e2e test asks Prometheus.
+constexpr std::chrono::milliseconds kPoll{250};
 
 } // namespace
 
@@ -105,15 +96,15 @@ TEST_CASE("e2e: Prometheus scrapes arena-exporter while a preloaded workload run
     const std::string workload_bin = required_env("ARENA_E2E_WORKLOAD");
     const std::string libarena = required_env("ARENA_LIB");
 
-    exptest::TempDir tmp("e2e");
-    const std::string stats = tmp / "stats";
+    testing::TempDir tmp("e2e");
+    const std::string stats = tmp.file("stats");
     REQUIRE(mkdir(stats.c_str(), 01777) == 0);
-    REQUIRE(mkdir((tmp / "tsdb").c_str(), 0755) == 0);
+    REQUIRE(mkdir(tmp.file("tsdb").c_str(), 0755) == 0);
 
     // Guards are declared in start order, so they stop in reverse: workload, Prometheus,
     // exporter.
     exptest::Child exporter({exporter_bin, "--listen", "127.0.0.1:0", "--stats-dir", stats}, {},
-                            tmp / "exporter.out", tmp / "exporter.err");
+                            tmp.file("exporter.out"), tmp.file("exporter.err"));
     const int exporter_port = exptest::bound_port(exporter);
     INFO("exporter log: ", exporter.err());
     REQUIRE(exporter_port > 0);
@@ -121,32 +112,34 @@ TEST_CASE("e2e: Prometheus scrapes arena-exporter while a preloaded workload run
     int prometheus_port = exptest::free_port();
     while (prometheus_port == exporter_port)
         prometheus_port = exptest::free_port();
-    REQUIRE(exptest::write_file(tmp / "prometheus.yml", "global:\n"
-                                                        "  scrape_interval: 1s\n"
-                                                        "  scrape_timeout: 1s\n"
-                                                        "  evaluation_interval: 1s\n"
-                                                        "scrape_configs:\n"
-                                                        "  - job_name: arena\n"
-                                                        "    static_configs:\n"
-                                                        "      - targets: ['127.0.0.1:" +
-                                                            std::to_string(exporter_port) +
-                                                            "']\n"));
-    exptest::Child prometheus({prometheus_bin, "--config.file=" + (tmp / "prometheus.yml"),
-                               "--storage.tsdb.path=" + (tmp / "tsdb"),
+    REQUIRE(exptest::write_file(tmp.file("prometheus.yml"), "global:\n"
+                                                            "  scrape_interval: 1s\n"
+                                                            "  scrape_timeout: 1s\n"
+                                                            "  evaluation_interval: 1s\n"
+                                                            "scrape_configs:\n"
+                                                            "  - job_name: arena\n"
+                                                            "    static_configs:\n"
+                                                            "      - targets: ['127.0.0.1:" +
+                                                                std::to_string(exporter_port) +
+                                                                "']\n"));
+    exptest::Child prometheus({prometheus_bin, "--config.file=" + tmp.file("prometheus.yml"),
+                               "--storage.tsdb.path=" + tmp.file("tsdb"),
                                "--web.listen-address=127.0.0.1:" + std::to_string(prometheus_port),
                                "--log.level=warn"},
-                              {}, tmp / "prometheus.out", tmp / "prometheus.err");
+                              {}, tmp.file("prometheus.out"), tmp.file("prometheus.err"));
     Prometheus api(prometheus_port);
     INFO("prometheus log: ", prometheus.err());
-    REQUIRE(eventually(30, [&] { return api.ready() || !prometheus.running(); }));
+    REQUIRE(testing::eventually([&] { return api.ready() || !prometheus.running(); },
+                                std::chrono::seconds(30), kPoll));
     REQUIRE(prometheus.running());
-    REQUIRE_MESSAGE(eventually(20, [&] { return api.scalar("up{job=\"arena\"}") == 1.0; }),
+    REQUIRE_MESSAGE(testing::eventually([&] { return api.scalar("up{job=\"arena\"}") == 1.0; },
+                                        std::chrono::seconds(20), kPoll),
                     "the exporter target never came up");
 
     const double workload_start = wall_s();
     exptest::Child workload({workload_bin, "40", "250"},
                             {"LD_PRELOAD=" + libarena, "ARENA_STATS_DIR=" + stats},
-                            tmp / "workload.out", tmp / "workload.err");
+                            tmp.file("workload.out"), tmp.file("workload.err"));
     REQUIRE(workload.started());
     INFO("workload stdout: ", workload.out(), "\nworkload stderr: ", workload.err());
     const std::string pid = std::to_string(workload.pid());
@@ -154,25 +147,28 @@ TEST_CASE("e2e: Prometheus scrapes arena-exporter while a preloaded workload run
     const std::string malloc_q =
         "arena_calls_total{job=\"arena\",pid=\"" + pid + "\",api=\"malloc\"}";
 
-    REQUIRE_MESSAGE(eventually(15, [&] { return api.scalar(live_q).has_value(); }),
+    REQUIRE_MESSAGE(testing::eventually([&] { return api.scalar(live_q).has_value(); },
+                                        std::chrono::seconds(15), kPoll),
                     "no arena_live_bytes series for the workload (pid ", pid, ")");
 
     // Follow the live bytes until the workload has freed everything and a scrape saw it.
     std::vector<double> live, mallocs;
     double freed_at = 0;
-    eventually(40, [&] {
-        if (const auto v = api.scalar(live_q))
-            live.push_back(*v);
-        if (const auto v = api.scalar(malloc_q))
-            mallocs.push_back(*v);
-        if (freed_at == 0 && workload.out().find("freed") != std::string::npos)
-            freed_at = wall_s();
-        exptest::sleep_s(0.75);
-        // Done when a scrape after the free shows the drop, or 10 s after the free.
-        const double high = live.empty() ? 0 : *std::max_element(live.begin(), live.end());
-        return freed_at != 0 &&
-               (wall_s() > freed_at + 10 || (wall_s() > freed_at + 1.5 && live.back() < high / 4));
-    });
+    testing::eventually(
+        [&] {
+            if (const auto v = api.scalar(live_q))
+                live.push_back(*v);
+            if (const auto v = api.scalar(malloc_q))
+                mallocs.push_back(*v);
+            if (freed_at == 0 && workload.out().find("freed") != std::string::npos)
+                freed_at = wall_s();
+            exptest::sleep_s(0.75);
+            // Done when a scrape after the free shows the drop, or 10 s after the free.
+            const double high = live.empty() ? 0 : *std::max_element(live.begin(), live.end());
+            return freed_at != 0 && (wall_s() > freed_at + 10 ||
+                                     (wall_s() > freed_at + 1.5 && live.back() < high / 4));
+        },
+        std::chrono::seconds(40), kPoll);
     REQUIRE_MESSAGE(freed_at != 0, "the workload did not finish its steps");
     CAPTURE(live.size());
     REQUIRE(live.size() >= 6);

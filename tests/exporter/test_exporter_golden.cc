@@ -67,7 +67,7 @@ void compare_golden(const std::string& actual, const std::string& name) {
         MESSAGE("updated ", path);
         return;
     }
-    const std::string expected = exptest::read_file(path);
+    const std::string expected = testing::read_file(path);
     REQUIRE_MESSAGE(!expected.empty(), path, " is missing; ARENA_UPDATE_GOLDEN=1 writes it");
     if (expected == actual)
         return;
@@ -109,7 +109,7 @@ void promtool_check(const std::string& text) {
 TEST_SUITE_BEGIN("exporter");
 
 TEST_CASE("golden: --group-by pid") {
-    exptest::TempDir dir("golden");
+    testing::TempDir dir("golden");
     const auto pages = exptest::write_fixture_pages(dir.path());
     const exptest::Place& place = pages->place;
     REQUIRE(exists(pages->stale_path));
@@ -139,21 +139,21 @@ TEST_CASE("golden: --group-by pid") {
 }
 
 TEST_CASE("golden: --group-by comm") {
-    exptest::TempDir dir("golden");
+    testing::TempDir dir("golden");
     const auto pages = exptest::write_fixture_pages(dir.path());
     compare_golden(normalise(exporter_once(pages->place, "comm")), "exporter-comm.prom");
     CHECK_FALSE(exists(pages->stale_path));
 }
 
 TEST_CASE("promtool: check metrics accepts both outputs") {
-    exptest::TempDir dir("promtool");
+    testing::TempDir dir("promtool");
     const auto pages = exptest::write_fixture_pages(dir.path());
     for (const char* group_by : {"pid", "comm"}) {
         CAPTURE(group_by);
         promtool_check(exporter_once(pages->place, group_by));
     }
     // An empty stats directory (no processes) is valid exposition too.
-    exptest::TempDir empty("promtool-empty");
+    testing::TempDir empty("promtool-empty");
     const exptest::Place none(empty.path());
     REQUIRE(mkdir(none.base.c_str(), 01777) == 0);
     promtool_check(exporter_once(none, "pid"));

@@ -35,8 +35,8 @@ exptest::RunResult exporter(const std::vector<std::string>& args) {
 TEST_SUITE_BEGIN("exporter");
 
 TEST_CASE("http: /metrics at scrape time, / and 404, graceful stop") {
-    exptest::TempDir dir("http");
-    exptest::TempDir logs("http-logs");
+    testing::TempDir dir("http");
+    testing::TempDir logs("http-logs");
     exptest::Place place(dir.path());
     auto first = exptest::blank_page(3001, "first");
     first->page().shards[1].events[ARENA_EV_malloc_calls] = 5;
@@ -47,8 +47,8 @@ TEST_CASE("http: /metrics at scrape time, / and 404, graceful stop") {
         std::vector<std::string> argv = {required_env("ARENA_EXPORTER"), "--listen", "127.0.0.1:0"};
         for (const std::string& a : place.args())
             argv.push_back(a);
-        exptest::Child child(argv, {}, logs / ("out" + std::to_string(sig)),
-                             logs / ("err" + std::to_string(sig)));
+        exptest::Child child(argv, {}, logs.file("out" + std::to_string(sig)),
+                             logs.file("err" + std::to_string(sig)));
         const int port = exptest::bound_port(child);
         REQUIRE(port > 0);
         httplib::Client client("127.0.0.1", port);
@@ -102,15 +102,15 @@ TEST_CASE("http: /metrics at scrape time, / and 404, graceful stop") {
 
 TEST_CASE("http: hostile clients do not stop scrapes or the stop") {
     using namespace std::chrono_literals;
-    exptest::TempDir dir("hostile");
-    exptest::TempDir logs("hostile-logs");
+    testing::TempDir dir("hostile");
+    testing::TempDir logs("hostile-logs");
     exptest::Place place(dir.path());
     auto page = exptest::blank_page(3101, "victim");
     place.add_live(*page);
     std::vector<std::string> argv = {required_env("ARENA_EXPORTER"), "--listen", "127.0.0.1:0"};
     for (const std::string& a : place.args())
         argv.push_back(a);
-    exptest::Child child(argv, {}, logs / "out", logs / "err");
+    exptest::Child child(argv, {}, logs.file("out"), logs.file("err"));
     const int port = exptest::bound_port(child);
     REQUIRE(port > 0);
     const auto scrape_ms = [&] {
@@ -225,12 +225,12 @@ TEST_CASE("flags: usage errors exit 2 with a message; --help and --version exit 
 }
 
 TEST_CASE("--once: a missing directory still prints valid metrics, with scrape_success 0") {
-    exptest::TempDir dir("once-missing");
-    const exptest::RunResult r = exporter({"--once", "--stats-dir", dir / "missing"});
+    testing::TempDir dir("once-missing");
+    const exptest::RunResult r = exporter({"--once", "--stats-dir", dir.file("missing")});
     CHECK(r.status == 0);
     CHECK(r.out.find("arena_exporter_scrape_success 0\n") != std::string::npos);
     CHECK(r.out.find("# TYPE arena_live_bytes gauge\n") != std::string::npos);
-    CHECK(r.err.find(dir / "missing") != std::string::npos);
+    CHECK(r.err.find(dir.file("missing")) != std::string::npos);
     // The default directory comes from $ARENA_STATS_DIR.
     exptest::Place place(dir.path());
     place.add_live(*exptest::blank_page(3003, "envdir"));

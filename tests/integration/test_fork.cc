@@ -5,6 +5,7 @@
 // wait in the allocator (glibc's tst-malloc-fork-deadlock), not from a signal handler that
 // interrupted the allocator (glibc's tst-mallocfork2). The scenarios that could hang run in a
 // child process killed after a deadline, so that a hang is a failure and not a stuck test.
+#include "common.h"
 #include "testing.h"
 
 #include "arena/stats_page.h"
@@ -20,7 +21,6 @@
 #include <cstring>
 #include <ctime>
 #include <fcntl.h>
-#include <filesystem>
 #include <fstream>
 #include <malloc.h>
 #include <string>
@@ -208,28 +208,6 @@ int wait_bounded(pid_t pid, int ms) {
     }
 }
 
-/// A directory of the scenario's own for stats pages (children that _exit leave theirs behind)
-/// and data files, removed with its contents at the end.
-class TempDir {
-public:
-    TempDir() {
-        char t[] = "/tmp/arena-fork-XXXXXX";
-        if (mkdtemp(t) != nullptr)
-            path_ = t;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        if (!path_.empty())
-            std::filesystem::remove_all(path_, ec);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    const std::string& path() const { return path_; }
-
-private:
-    std::string path_;
-};
-
 struct Bounded {
     bool timed_out = false;
     bool exited = false;
@@ -240,8 +218,8 @@ struct Bounded {
 /// Runs the registered child NAME in a new process of this binary, with `env` and a stats
 /// directory of its own (ARENA_STATS_DIR), and kills it when it runs longer than `seconds`.
 Bounded run_bounded(const std::string& name, int seconds, std::vector<std::string> env = {}) {
-    TempDir dir;
-    REQUIRE(!dir.path().empty());
+    // A directory of its own for the stats pages (children that _exit leave theirs behind).
+    testing::TempDir dir("fork");
     env.push_back("ARENA_STATS_DIR=" + dir.path());
     fflush(nullptr);
     const pid_t pid = fork();

@@ -9,6 +9,7 @@
 //
 // Cases that need root (chown to another user, a small tmpfs, a setuid copy) say so and skip
 // without it.
+#include "common.h"
 #include "fake_page.h"
 #include "testing.h"
 
@@ -31,20 +32,9 @@
 
 namespace {
 
-/// A temporary directory, removed with everything in it (mounts first).
-struct TempDir {
-    std::string path;
-    TempDir() {
-        char t[] = "/tmp/arena-safety-XXXXXX";
-        path = mkdtemp(t);
-        chmod(path.c_str(), 0755); // other users (the setuid case) pass through
-    }
-    ~TempDir() {
-        const std::string cmd = "rm -rf '" + path + "'";
-        if (system(cmd.c_str()) != 0)
-            fprintf(stderr, "could not remove %s\n", path.c_str());
-    }
-    std::string operator/(const std::string& name) const { return path + "/" + name; }
+/// A temporary directory that other users (the setuid case) can pass through.
+struct OpenTempDir : testing::TempDir {
+    OpenTempDir() : testing::TempDir("safety") { chmod(path().c_str(), 0755); }
 };
 
 bool is_root() {
@@ -200,8 +190,8 @@ TEST_CASE("the process runs on libarena") {
 TEST_SUITE("page-safety") {
 
 TEST_CASE("the page lives in <base>/<uid>/<pid>, with no temporary file left") {
-    TempDir t;
-    const std::string base = t / "base";
+    OpenTempDir t;
+    const std::string base = t.file("base");
     for (int i = 0; i < 3; ++i) {
         const testing::ChildResult r = run_with_base("allocate_and_exit", base);
         REQUIRE(r.code == 0);
@@ -216,19 +206,19 @@ TEST_CASE("the page lives in <base>/<uid>/<pid>, with no temporary file left") {
 }
 
 TEST_CASE("a symlink planted as the base or the user directory is refused; the program runs") {
-    TempDir t;
-    const std::string target = t / "target";
+    OpenTempDir t;
+    const std::string target = t.file("target");
     REQUIRE(mkdir(target.c_str(), 01777) == 0);
     chmod(target.c_str(), 01777);
     SUBCASE("the base is a symlink") {
-        REQUIRE(symlink(target.c_str(), (t / "base").c_str()) == 0);
+        REQUIRE(symlink(target.c_str(), t.file("base").c_str()) == 0);
     }
     SUBCASE("the user directory is a symlink") {
-        REQUIRE(mkdir((t / "base").c_str(), 01777) == 0);
-        chmod((t / "base").c_str(), 01777);
-        REQUIRE(symlink(target.c_str(), uid_dir(t / "base").c_str()) == 0);
+        REQUIRE(mkdir(t.file("base").c_str(), 01777) == 0);
+        chmod(t.file("base").c_str(), 01777);
+        REQUIRE(symlink(target.c_str(), uid_dir(t.file("base")).c_str()) == 0);
     }
-    const testing::ChildResult r = run_with_base("allocate_and_exit", t / "base");
+    const testing::ChildResult r = run_with_base("allocate_and_exit", t.file("base"));
     CHECK(r.code == 0);
     CHECK(r.err.find("arena: stats page off:") != std::string::npos);
     CHECK(entries(target).empty());
@@ -239,8 +229,8 @@ TEST_CASE("a base or user directory owned by another user is refused; the progra
         MESSAGE("skipped: making a directory owned by another user needs root");
         return;
     }
-    TempDir t;
-    const std::string base = t / "base";
+    OpenTempDir t;
+    const std::string base = t.file("base");
     REQUIRE(mkdir(base.c_str(), 01777) == 0);
     chmod(base.c_str(), 01777);
     SUBCASE("the base") {
@@ -261,8 +251,8 @@ TEST_CASE("a base or user directory owned by another user is refused; the progra
 }
 
 TEST_CASE("directories others may write are refused; the program runs") {
-    TempDir t;
-    const std::string base = t / "base";
+    OpenTempDir t;
+    const std::string base = t.file("base");
     SUBCASE("a group-writable user directory") {
         REQUIRE(mkdir(base.c_str(), 01777) == 0);
         chmod(base.c_str(), 01777);
@@ -281,15 +271,15 @@ TEST_CASE("directories others may write are refused; the program runs") {
 }
 
 TEST_CASE("a base swapped for a symlink while the process runs: its exit removes nothing there") {
-    TempDir t;
-    const std::string base = t / "base";
+    OpenTempDir t;
+    const std::string base = t.file("base");
     testing::Child child("wait_for_stdin", {"ARENA_STATS_DIR=" + base});
     REQUIRE(child.read_line().rfind("ready ", 0) == 0);
     const std::string pid = std::to_string(child.pid());
     REQUIRE(exists(uid_dir(base) + "/" + pid));
     // Another user's move: the base renamed away, a symlink to a victim directory in its place,
     // holding files with the names the exit would remove (in this layout and the old one).
-    const std::string victim = t / "victim";
+    const std::string victim = t.file("victim");
     REQUIRE(mkdir(victim.c_str(), 0755) == 0);
     REQUIRE(mkdir((victim + "/" + std::to_string(geteuid())).c_str(), 0700) == 0);
     const std::string bait = victim + "/" + std::to_string(geteuid()) + "/" + pid;
@@ -299,7 +289,7 @@ TEST_CASE("a base swapped for a symlink while the process runs: its exit removes
         REQUIRE(fd >= 0);
         close(fd);
     }
-    REQUIRE(rename(base.c_str(), (t / "moved").c_str()) == 0);
+    REQUIRE(rename(base.c_str(), t.file("moved").c_str()) == 0);
     REQUIRE(symlink(victim.c_str(), base.c_str()) == 0);
     CHECK(child.wait() == 0);
     CHECK(exists(bait));
@@ -311,8 +301,8 @@ TEST_CASE("a full filesystem: the program runs, its counters stay private") {
         MESSAGE("skipped: mounting a small tmpfs needs root");
         return;
     }
-    TempDir t;
-    Mount m{t / "mnt"};
+    OpenTempDir t;
+    Mount m{t.file("mnt")};
     REQUIRE(mkdir(m.where.c_str(), 0755) == 0);
     if (mount("tmpfs", m.where.c_str(), "tmpfs", 0, "size=64k,mode=0755") != 0) {
         MESSAGE("skipped: cannot mount a tmpfs here: ", strerror(errno));
@@ -341,11 +331,11 @@ TEST_CASE("a full filesystem: the program runs, its counters stay private") {
 }
 
 TEST_CASE("started with 0, 1 and 2 closed: the program's first opens get them, stdout is its own") {
-    TempDir t;
-    const std::string out = t / "stdout";
+    OpenTempDir t;
+    const std::string out = t.file("stdout");
     int status = 0;
     const std::string got = run_reporting(
-        "first_opens", {"ARENA_STATS_DIR=" + (t / "base"), "ARENA_TEST_OUT=" + out},
+        "first_opens", {"ARENA_STATS_DIR=" + t.file("base"), "ARENA_TEST_OUT=" + out},
         [] {
             for (int fd = 0; fd < 1024; ++fd)
                 if (fd != 10)
@@ -363,10 +353,10 @@ TEST_CASE("started with 0, 1 and 2 closed: the program's first opens get them, s
 }
 
 TEST_CASE("no descriptor of libarena's stays open in the program") {
-    TempDir t;
+    OpenTempDir t;
     int status = 0;
     const std::string got = run_reporting(
-        "list_fds", {"ARENA_STATS_DIR=" + (t / "base")},
+        "list_fds", {"ARENA_STATS_DIR=" + t.file("base")},
         [] {
             for (int fd = 3; fd < 1024; ++fd)
                 if (fd != 10)
@@ -379,8 +369,8 @@ TEST_CASE("no descriptor of libarena's stays open in the program") {
 }
 
 TEST_CASE("pages are private: 0600 in a 0700 directory; ARENA_STATS_GROUP opens them to a group") {
-    TempDir t;
-    const std::string base = t / "base";
+    OpenTempDir t;
+    const std::string base = t.file("base");
     struct Case {
         const char* group; // ARENA_STATS_GROUP, or null
         unsigned page_mode, dir_mode;
@@ -416,8 +406,8 @@ TEST_CASE("pages are private: 0600 in a 0700 directory; ARENA_STATS_GROUP opens 
 }
 
 TEST_CASE("pages of dead processes are cleaned by new processes, with no reader running") {
-    TempDir t;
-    const std::string base = t / "base";
+    OpenTempDir t;
+    const std::string base = t.file("base");
     // 24 pages of processes that are gone (pids above pid_max never exist), one of another PID
     // namespace (its pid says nothing here), and one of a live process (this one).
     constexpr int kDead = 24;
@@ -456,12 +446,12 @@ TEST_CASE("a setuid program ignores ARENA_* and has no page and no purger") {
     }
     const char* probe = getenv("ARENA_SECURE_PROBE");
     REQUIRE(probe != nullptr);
-    TempDir t;
-    const std::string copy = t / "probe";
+    OpenTempDir t;
+    const std::string copy = t.file("probe");
     REQUIRE(system(("cp '" + std::string(probe) + "' '" + copy + "'").c_str()) == 0);
     REQUIRE(chown(copy.c_str(), 0, 0) == 0);
     REQUIRE(chmod(copy.c_str(), 04755) == 0);
-    const std::string base = t / "base";
+    const std::string base = t.file("base");
     REQUIRE(mkdir(base.c_str(), 01777) == 0);
     chmod(base.c_str(), 01777);
     int out[2];

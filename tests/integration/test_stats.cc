@@ -4,6 +4,7 @@
 // area (a trim request lowers resident bytes), removal at exit, and running without stats.
 // What the page must withstand from other users and odd programs is test_page_safety.cc; the
 // reader's handling of bad files is tests/client.
+#include "common.h"
 #include "fake_page.h"
 #include "reader.h"
 #include "testing.h"
@@ -51,17 +52,6 @@ std::optional<cl::Process> page(int pid) {
 bool file_exists(const std::string& p) {
     struct stat s {};
     return stat(p.c_str(), &s) == 0;
-}
-
-/// Polls `pred` every 20 ms for up to `ms`.
-template <class F>
-bool eventually(F pred, int ms = 5000) {
-    for (int waited = 0; waited < ms; waited += 20) {
-        if (pred())
-            return true;
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return pred();
 }
 
 } // namespace
@@ -142,7 +132,7 @@ TEST_CASE("this process has a page: identity, place, modes, layout") {
     // The pid namespace is written on a slow path some time after start-up (not by /bin/true).
     struct stat ns {};
     REQUIRE(stat("/proc/self/ns/pid", &ns) == 0);
-    CHECK(eventually([&] {
+    CHECK(testing::eventually([&] {
         for (int i = 0; i < 64; ++i)
             do_free(do_malloc(1 << 20)); // large blocks: slow paths that poll the control area
         const auto now = page(getpid());
@@ -299,7 +289,7 @@ TEST_CASE("control area: a trim request lowers resident bytes; the purge delay c
     const int pid = child.pid();
     const std::string base = cl::default_dir();
     // Resident bytes are sampled about every second: wait for a sample after the frees.
-    REQUIRE(eventually([&] {
+    REQUIRE(testing::eventually([&] {
         const auto p = page(pid);
         return p && p->gauge(ARENA_G_resident_bytes) >= (150u << 20);
     }));
@@ -308,13 +298,13 @@ TEST_CASE("control area: a trim request lowers resident bytes; the purge delay c
     const cl::ControlResult trim = cl::request_trim(base, pid);
     REQUIRE_MESSAGE(trim.ok(), trim.detail);
     CHECK(trim.requests == before->control().trim_requests + 1);
-    REQUIRE(eventually([&] {
+    REQUIRE(testing::eventually([&] {
         const auto p = page(pid);
         return p && p->control().trims_served == p->control().trim_requests &&
                p->gauge(ARENA_G_trims) > before->gauge(ARENA_G_trims);
     }));
     const uint64_t trimmed_at = page(pid)->gauge(ARENA_G_updated_unix_ns);
-    CHECK(eventually([&] {
+    CHECK(testing::eventually([&] {
         const auto p = page(pid);
         return p && p->gauge(ARENA_G_resident_unix_ns) > trimmed_at &&
                p->gauge(ARENA_G_resident_bytes) + (150u << 20) <=
@@ -324,7 +314,7 @@ TEST_CASE("control area: a trim request lowers resident bytes; the purge delay c
 
     const cl::ControlResult purge = cl::request_purge_delay(base, pid, 250);
     REQUIRE_MESSAGE(purge.ok(), purge.detail);
-    CHECK(eventually([&] {
+    CHECK(testing::eventually([&] {
         const auto p = page(pid);
         return p && p->snap.signed_gauge(ARENA_G_purge_delay_ms) == 250 &&
                p->control().purges_served == p->control().purge_requests;
