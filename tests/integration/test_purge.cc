@@ -47,17 +47,25 @@ uint64_t now_ms() {
     return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
 }
 
+/// Reads the start of a /proc file into buf as a C string, without allocating; false when it
+/// cannot be read or is empty.
+bool read_proc(const char* path, char* buf, size_t size) {
+    const int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    const ssize_t n = read(fd, buf, size - 1);
+    close(fd);
+    if (n <= 0)
+        return false;
+    buf[n] = '\0';
+    return true;
+}
+
 /// Resident bytes from /proc/self/statm, with no allocation (the process must stay idle).
 size_t rss_now() {
     char buf[128];
-    const int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    if (!read_proc("/proc/self/statm", buf, sizeof buf))
         return 0;
-    const ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
     const char* p = strchr(buf, ' ');
     const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
     return p == nullptr ? 0 : strtoul(p + 1, nullptr, 10) * page;
@@ -129,28 +137,16 @@ std::vector<int> purgers(size_t expect = 0) {
 char process_state(int pid) {
     char path[64], buf[512];
     snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    const int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    if (!read_proc(path, buf, sizeof buf))
         return 0;
-    const ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
     const char* p = strrchr(buf, ')');
     return p != nullptr && p[1] == ' ' ? p[2] : 0;
 }
 
 std::string status_field(const char* key) {
     char buf[4096];
-    const int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    if (!read_proc("/proc/self/status", buf, sizeof buf))
         return "";
-    const ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return "";
-    buf[n] = '\0';
     const char* p = strstr(buf, key);
     if (p == nullptr)
         return "";
