@@ -32,7 +32,7 @@
 #include <unistd.h>
 
 #ifndef CMOND_VERSION
-#    define CMOND_VERSION "unknown"
+#    error "CMOND_VERSION must be defined by the build (cmond/meson.build)"
 #endif
 
 namespace {

@@ -9,7 +9,7 @@
 #include <chrono>
 
 #ifndef CMOND_VERSION
-#    define CMOND_VERSION "unknown"
+#    error "CMOND_VERSION must be defined by the build (cmond/meson.build)"
 #endif
 
 namespace cmond {

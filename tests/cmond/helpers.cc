@@ -27,13 +27,7 @@ namespace cmond_test {
 
 namespace {
 
-std::string cmond_bin() {
-    const char* bin = std::getenv("CMOND_BIN");
-    if (bin == nullptr || *bin == '\0') {
-        throw std::runtime_error("CMOND_BIN is not set (run through meson test)");
-    }
-    return bin;
-}
+std::string cmond_bin() { return required_env("CMOND_BIN"); }
 
 // This process's environment with `extra` ("K=V") added, replacing entries of the same name.
 std::vector<std::string> merged_environment(const std::vector<std::string>& extra) {
@@ -132,14 +126,6 @@ std::string random_key_hex() {
         s += kHex[rd() % 16];
     }
     return s;
-}
-
-std::string required_env(const char* name) {
-    const char* v = std::getenv(name);
-    if (v == nullptr || *v == '\0') {
-        throw std::runtime_error(std::string(name) + " is not set (run through meson test)");
-    }
-    return v;
 }
 
 std::pair<uid_t, gid_t> nobody() {

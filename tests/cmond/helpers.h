@@ -19,8 +19,7 @@ namespace cmond_test {
 /// A random 64-hex-digit key.
 std::string random_key_hex();
 
-/// The value of a required environment variable (set by meson); throws when it is missing.
-std::string required_env(const char* name);
+using testing::required_env;
 
 /// The uid and gid of the user "nobody" (65534 when it has no passwd entry).
 std::pair<uid_t, gid_t> nobody();

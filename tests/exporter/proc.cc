@@ -180,13 +180,6 @@ int free_port() {
     return ntohs(addr.sin_port);
 }
 
-std::string required_env(const char* name) {
-    const char* v = getenv(name);
-    REQUIRE_MESSAGE((v != nullptr && *v != '\0'), std::string(name),
-                    " is not set (run through meson test)");
-    return v;
-}
-
 bool write_file(const std::string& path, const std::string& text) {
     std::ofstream f(path, std::ios::binary | std::ios::trunc);
     f << text;

@@ -62,8 +62,7 @@ int bound_port(Child& exporter);
 /// port 0 and say what it bound (Prometheus): another process may take it first.
 int free_port();
 
-/// The value of a variable the meson test entry sets; fails the test if it is missing.
-std::string required_env(const char* name);
+using testing::required_env;
 
 bool write_file(const std::string& path, const std::string& text);
 /// Full path of `name` on $PATH, or "".

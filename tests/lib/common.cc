@@ -38,6 +38,13 @@ std::string TempDir::write(const std::string& name, const std::string& content,
     return p;
 }
 
+std::string required_env(const char* name) {
+    const char* v = std::getenv(name);
+    if (v == nullptr || *v == '\0')
+        throw std::runtime_error(std::string(name) + " is not set (run through meson test)");
+    return v;
+}
+
 std::string read_file(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
     std::ostringstream ss;

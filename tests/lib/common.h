@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Helpers every test program shares (libarena's, the exporter's, the client's and cmond's): a
-// temporary directory that removes itself, reading a whole file, and waiting for a condition.
+// temporary directory that removes itself, the environment the test table sets, reading a whole
+// file, and waiting for a condition.
 // No static objects: preloaded tests link this too, and nothing here runs before main().
 #pragma once
 
@@ -30,6 +31,10 @@ public:
 private:
     std::string path_;
 };
+
+/// The value of environment variable `name`, set by the test table in meson.build. Throws
+/// std::runtime_error naming it when it is unset or empty (the test was not run by meson test).
+std::string required_env(const char* name);
 
 /// A whole file ("" when it cannot be read).
 std::string read_file(const std::string& path);

@@ -3,6 +3,7 @@
 // runs across bitmap words, no header (exact usable sizes), bad frees, trim, stats, threads.
 #include "arena/arena.h"
 
+#include "common.h"
 #include "testing.h"
 
 #include <doctest/doctest.h>
@@ -28,8 +29,16 @@ struct Arena {
 
 TEST_SUITE("native") {
 
-TEST_CASE("version") {
-    CHECK(std::string(arena_version()) == ARENA_VERSION_STRING);
+// The library's compiled-in string, the header's macros and meson's project() (passed by the
+// test table as ARENA_PROJECT_VERSION) are three separate products of the one version: a stale
+// header, a library built from another tree or macros that disagree with the string all fail here.
+TEST_CASE("version: the library, its header and meson's project() agree") {
+    const std::string project = testing::required_env("ARENA_PROJECT_VERSION");
+    CHECK(std::string(arena_version()) == project);
+    CHECK(std::string(ARENA_VERSION_STRING) == project);
+    CHECK(std::to_string(ARENA_VERSION_MAJOR) + "." + std::to_string(ARENA_VERSION_MINOR) + "." +
+              std::to_string(ARENA_VERSION_PATCH) ==
+          project);
 }
 
 TEST_CASE("bad configurations are refused with EINVAL") {
