@@ -122,7 +122,7 @@ TEST_CASE("fork while other threads allocate: every child's allocator works") {
     for (uint64_t t = 0; t < 3; ++t)
         ts.emplace_back(churn, t + 1);
     int failures = 0;
-    for (int round = 0; round < 40; ++round) {
+    for (int round = 0, n = testing::rounds(40); round < n; ++round) {
         std::vector<char*> parents;
         for (int i = 0; i < 100; ++i) {
             parents.push_back(static_cast<char*>(malloc(static_cast<size_t>(16 + i * 37))));
@@ -457,7 +457,7 @@ ARENA_TEST_CHILD(fork_while_stdio_waits) {
 
 // ---- fork from a signal handler that interrupted the allocator ----
 
-constexpr int kHandlerForks = 400;
+const int kHandlerForks = testing::rounds(400);
 std::atomic<int> g_handler_forks{0};
 std::atomic<int> g_handler_failures{0};
 std::atomic<bool> g_forking_done{false};
@@ -656,7 +656,7 @@ int fork_under_load() {
             }).join();
     });
     int failures = 0;
-    for (int round = 0; round < 20; ++round) {
+    for (int round = 0, n = testing::rounds(20); round < n; ++round) {
         const pid_t pid = fork();
         if (pid < 0)
             return 62;
@@ -728,7 +728,7 @@ ARENA_TEST_CHILD(fork_while_purging) {
     // holds the pages lock (microseconds per batch) is rarely hit here. Each child must find
     // its page counts exact.
     constexpr size_t kBlock = size_t{1} << 20;
-    for (int round = 0; round < 6; ++round) {
+    for (int round = 0, n = testing::rounds(6); round < n; ++round) {
         std::vector<void*> v;
         for (int i = 0; i < 256; ++i) {
             v.push_back(malloc(kBlock));

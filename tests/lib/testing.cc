@@ -199,6 +199,13 @@ int Child::wait() {
     return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
 }
 
+int rounds(int full) {
+    const char* quick = getenv("ARENA_TEST_QUICK");
+    if (quick == nullptr || std::string(quick) != "1")
+        return full;
+    return full / 4 > 0 ? full / 4 : 1;
+}
+
 bool on_libarena() {
     using OwnsFn = int (*)(const void*);
     auto owns = reinterpret_cast<OwnsFn>(dlsym(RTLD_DEFAULT, "arena_owns"));

@@ -73,6 +73,10 @@ int run_registered_child(const char* name);
 /// True when libarena.so is this process's malloc (preloaded or linked).
 bool on_libarena();
 
+/// How many rounds a repeated test runs: `full`, or a quarter of it (at least 1) under the quick
+/// setup (meson test --setup=quick sets ARENA_TEST_QUICK=1; children inherit it).
+int rounds(int full);
+
 /// splitmix64: deterministic and good enough for test workloads.
 inline uint64_t next_random(uint64_t& state) {
     uint64_t z = (state += 0x9e3779b97f4a7c15ull);
