@@ -29,91 +29,19 @@ namespace {
 
 std::string cmond_bin() { return required_env("CMOND_BIN"); }
 
-// This process's environment with `extra` ("K=V") added, replacing entries of the same name.
-std::vector<std::string> merged_environment(const std::vector<std::string>& extra) {
-    std::vector<std::string> env;
-    for (char** e = environ; *e != nullptr; ++e) {
-        const std::string entry(*e);
-        const std::string name = entry.substr(0, entry.find('=') + 1);
-        bool replaced = false;
-        for (const auto& x : extra) {
-            replaced = replaced || x.rfind(name, 0) == 0;
-        }
-        if (!replaced) {
-            env.push_back(entry);
-        }
-    }
-    env.insert(env.end(), extra.begin(), extra.end());
-    return env;
-}
-
-std::vector<char*> pointers(std::vector<std::string>& strings) {
-    std::vector<char*> out;
-    for (auto& s : strings) {
-        out.push_back(s.data());
-    }
-    out.push_back(nullptr);
-    return out;
-}
-
-// fork + exec of `argv` with stdout to a pipe (and stdin from one when in_write is not null),
-// stderr to a file; returns the pid. Only async-signal-safe calls happen in the child.
-pid_t spawn_program(std::vector<std::string> args, const std::string& cwd, const Launch& launch,
-                    int& out_read, int* in_write, const std::string& err_path) {
-    int out[2];
-    int in[2] = {-1, -1};
-    if (::pipe2(out, O_CLOEXEC) != 0 || (in_write != nullptr && ::pipe2(in, O_CLOEXEC) != 0)) {
-        throw std::runtime_error("pipe2 failed");
-    }
-    std::vector<std::string> env = merged_environment(launch.env);
-    std::vector<char*> argv = pointers(args);
-    std::vector<char*> envp = pointers(env);
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-        const int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0644);
-        const int stdin_fd = in[0] >= 0 ? in[0] : ::open("/dev/null", O_RDONLY);
-        if (err < 0 || stdin_fd < 0 || ::dup2(stdin_fd, 0) < 0 || ::dup2(out[1], 1) < 0 ||
-            ::dup2(err, 2) < 0 || (!cwd.empty() && ::chdir(cwd.c_str()) != 0)) {
-            ::_exit(126);
-        }
-        if (launch.run_as &&
-            (::setgroups(0, nullptr) != 0 || ::setgid(launch.run_as->second) != 0 ||
-             ::setuid(launch.run_as->first) != 0)) {
-            ::_exit(125);
-        }
-        ::execve(argv[0], argv.data(), envp.data());
-        static const char kMsg[] = "test helper: execve failed\n";
-        [[maybe_unused]] auto n = ::write(2, kMsg, sizeof kMsg - 1);
-        ::_exit(127);
-    }
-    ::close(out[1]);
-    if (in[0] >= 0) {
-        ::close(in[0]);
-    }
-    if (pid < 0) {
-        ::close(out[0]);
-        if (in[1] >= 0) {
-            ::close(in[1]);
-        }
-        throw std::runtime_error("fork failed");
-    }
-    out_read = out[0];
-    if (in_write != nullptr) {
-        *in_write = in[1];
-    }
-    return pid;
-}
-
-// cmond with `args`; see Daemon.
+// cmond with `args` in `cwd`, its stdout into a pipe (out_read); see Daemon.
 pid_t spawn(const std::vector<std::string>& args, const std::string& cwd, int& out_read,
             const std::string& err_path, const Launch& launch = {}) {
     std::vector<std::string> argv = {cmond_bin()};
     argv.insert(argv.end(), args.begin(), args.end());
-    return spawn_program(argv, cwd, launch, out_read, nullptr, err_path);
-}
-
-int decode_status(int status) {
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    const testing::Spawned child = testing::spawn({.argv = argv,
+                                                   .env = launch.env,
+                                                   .cwd = cwd,
+                                                   .err = err_path,
+                                                   .out_pipe = true,
+                                                   .run_as = launch.run_as});
+    out_read = child.out;
+    return child.pid;
 }
 
 } // namespace
@@ -160,47 +88,9 @@ bool process_alive(pid_t pid) {
 
 Exit run_cmond(const std::vector<std::string>& args, const std::string& cwd,
                std::chrono::milliseconds limit) {
-    cmond_bin(); // throws before any temp file exists when CMOND_BIN is not set
-    char tmpl[] = "/tmp/cmond-test-err-XXXXXX";
-    const int tmp_fd = ::mkstemp(tmpl);
-    if (tmp_fd >= 0) {
-        ::close(tmp_fd);
-    }
-    const std::string err_path = tmpl;
-    int out_fd = -1;
-    const pid_t pid = spawn(args, cwd, out_fd, err_path);
-    Exit result;
-    int status = 0;
-    const bool exited = testing::eventually(
-        [&] {
-            char buf[4096];
-            const pollfd p{out_fd, POLLIN, 0};
-            pollfd pp = p;
-            if (::poll(&pp, 1, 0) > 0) {
-                const ssize_t n = ::read(out_fd, buf, sizeof buf);
-                if (n > 0) {
-                    result.out.append(buf, static_cast<std::size_t>(n));
-                }
-            }
-            return ::waitpid(pid, &status, WNOHANG) == pid;
-        },
-        limit);
-    if (!exited) {
-        ::kill(pid, SIGKILL);
-        ::waitpid(pid, &status, 0);
-    } else {
-        result.status = decode_status(status);
-    }
-    char buf[4096];
-    ssize_t n;
-    ::fcntl(out_fd, F_SETFL, O_NONBLOCK);
-    while ((n = ::read(out_fd, buf, sizeof buf)) > 0) {
-        result.out.append(buf, static_cast<std::size_t>(n));
-    }
-    ::close(out_fd);
-    result.err = testing::read_file(err_path);
-    ::unlink(err_path.c_str());
-    return result;
+    std::vector<std::string> argv = {cmond_bin()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return testing::run(argv, {.cwd = cwd, .limit = limit});
 }
 
 Daemon::Daemon(const testing::TempDir& dir, std::vector<std::string> args, const Launch& launch) {
@@ -209,7 +99,9 @@ Daemon::Daemon(const testing::TempDir& dir, std::vector<std::string> args, const
     args.push_back("0");
     args.push_back("--syslog");
     args.push_back("false");
-    pid_ = spawn(args, dir.path(), out_fd_, err_path_, launch);
+    int out_fd = -1;
+    pid_ = spawn(args, dir.path(), out_fd, err_path_, launch);
+    out_ = testing::LineReader(out_fd);
     wait_listening(std::chrono::seconds(10));
 }
 
@@ -230,8 +122,8 @@ Daemon::~Daemon() {
     const std::string log = err();
     CHECK_MESSAGE(log.find("runtime error:") == std::string::npos, log);
     CHECK_MESSAGE(log.find("Sanitizer") == std::string::npos, log);
-    if (out_fd_ >= 0) {
-        ::close(out_fd_);
+    if (out_.fd() >= 0) {
+        ::close(out_.fd());
     }
 }
 
@@ -243,26 +135,14 @@ bool Daemon::wait_listening(std::chrono::milliseconds limit) {
     static const std::string kMarker = "cmond: listening on ";
     port_ = 0;
     const auto end = std::chrono::steady_clock::now() + limit;
-    while (std::chrono::steady_clock::now() < end) {
-        const auto nl = out_buf_.find('\n');
-        if (nl != std::string::npos) {
-            const std::string line = out_buf_.substr(0, nl);
-            out_buf_.erase(0, nl + 1);
-            if (line.rfind(kMarker, 0) == 0) {
-                url_ = line.substr(kMarker.size());
-                port_ = std::stoi(url_.substr(url_.rfind(':') + 1));
-                return true;
-            }
-            continue;
-        }
-        pollfd p{out_fd_, POLLIN, 0};
-        if (::poll(&p, 1, 50) > 0) {
-            char buf[1024];
-            const ssize_t n = ::read(out_fd_, buf, sizeof buf);
-            if (n <= 0) {
-                return false; // stdout closed: it exited
-            }
-            out_buf_.append(buf, static_cast<std::size_t>(n));
+    // Lines before the marker (none today) are skipped; nullopt: stdout closed (it exited) or
+    // the time is up.
+    while (const auto line = out_.next(std::chrono::duration_cast<std::chrono::milliseconds>(
+               end - std::chrono::steady_clock::now()))) {
+        if (line->rfind(kMarker, 0) == 0) {
+            url_ = line->substr(kMarker.size());
+            port_ = std::stoi(url_.substr(url_.rfind(':') + 1));
+            return true;
         }
     }
     return false;
@@ -279,50 +159,31 @@ std::optional<int> Daemon::wait_exit(std::chrono::milliseconds limit) {
     int status = 0;
     if (testing::eventually([&] { return ::waitpid(pid_, &status, WNOHANG) == pid_; }, limit)) {
         reaped_ = true;
-        return decode_status(status);
+        return testing::exit_code(status);
     }
     return std::nullopt;
 }
 
 Process::Process(const std::vector<std::string>& argv, const std::vector<std::string>& env,
                  const std::string& err_path) {
-    pid_ = spawn_program(argv, "", Launch{env, std::nullopt}, out_, &in_, err_path);
+    const testing::Spawned child = testing::spawn(
+        {.argv = argv, .env = env, .err = err_path, .in_pipe = true, .out_pipe = true});
+    pid_ = child.pid;
+    in_ = child.in;
+    out_ = testing::LineReader(child.out);
 }
 
 Process::~Process() {
     if (!reaped_) {
         finish(std::chrono::seconds(5));
     }
-    if (out_ >= 0) {
-        ::close(out_);
+    if (out_.fd() >= 0) {
+        ::close(out_.fd());
     }
 }
 
 std::string Process::read_line(std::chrono::milliseconds limit) {
-    const auto end = std::chrono::steady_clock::now() + limit;
-    for (;;) {
-        const auto nl = buffered_.find('\n');
-        if (nl != std::string::npos) {
-            std::string line = buffered_.substr(0, nl);
-            buffered_.erase(0, nl + 1);
-            return line;
-        }
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-            end - std::chrono::steady_clock::now());
-        if (left.count() <= 0) {
-            return "";
-        }
-        pollfd p{out_, POLLIN, 0};
-        if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) {
-            continue;
-        }
-        char buf[1024];
-        const ssize_t n = ::read(out_, buf, sizeof buf);
-        if (n <= 0) {
-            return "";
-        }
-        buffered_.append(buf, static_cast<std::size_t>(n));
-    }
+    return out_.next(limit).value_or("");
 }
 
 std::optional<int> Process::finish(std::chrono::milliseconds limit) {
@@ -336,7 +197,7 @@ std::optional<int> Process::finish(std::chrono::milliseconds limit) {
     int status = 0;
     reaped_ = true;
     if (testing::eventually([&] { return ::waitpid(pid_, &status, WNOHANG) == pid_; }, limit)) {
-        return decode_status(status);
+        return testing::exit_code(status);
     }
     ::kill(pid_, SIGKILL);
     ::waitpid(pid_, &status, 0);

@@ -7,6 +7,7 @@
 #pragma once
 
 #include "common.h"
+#include "process.h"
 
 #include <chrono>
 #include <optional>
@@ -30,12 +31,9 @@ bool chown_tree(const std::string& path, uid_t uid, gid_t gid);
 /// True while `pid` exists and is not a zombie.
 bool process_alive(pid_t pid);
 
-/// The outcome of a cmond run that was expected to end by itself.
-struct Exit {
-    int status = -1; // exit status, or -1 when it did not exit in time (then it was killed)
-    std::string out;
-    std::string err;
-};
+/// The outcome of a cmond run that was expected to end by itself (status -1 when it did not
+/// exit in time and was killed).
+using Exit = testing::RunResult;
 
 /// Runs cmond with `args` (in `cwd`) and waits up to `limit` for it to exit.
 Exit run_cmond(const std::vector<std::string>& args, const std::string& cwd,
@@ -75,8 +73,7 @@ public:
 
 private:
     pid_t pid_ = -1;
-    int out_fd_ = -1;
-    std::string out_buf_;
+    testing::LineReader out_; // its stdout
     std::string err_path_;
     int port_ = 0;
     std::string url_;
@@ -104,8 +101,7 @@ public:
 private:
     pid_t pid_ = -1;
     int in_ = -1;
-    int out_ = -1;
-    std::string buffered_;
+    testing::LineReader out_;
     bool reaped_ = false;
 };
 

@@ -20,87 +20,19 @@ namespace exptest {
 
 namespace {
 
-int decode(int status) {
-    if (WIFEXITED(status))
-        return WEXITSTATUS(status);
-    if (WIFSIGNALED(status))
-        return 128 + WTERMSIG(status);
-    return -1;
-}
-
 double now_s() {
     timespec ts{};
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return double(ts.tv_sec) + double(ts.tv_nsec) / 1e9;
 }
 
-/// fork + execve with stdin/stdout/stderr from the given files; returns the pid or -1. The
-/// environment is built before the fork: the child only makes async-signal-safe calls.
-pid_t spawn(const std::vector<std::string>& argv, const std::vector<std::string>& env,
-            const std::string& in_path, const std::string& out_path, const std::string& err_path) {
-    std::vector<std::string> vars;
-    for (char** e = environ; *e != nullptr; ++e) {
-        const std::string kv = *e;
-        const std::string key = kv.substr(0, kv.find('=') + 1);
-        bool overridden = false;
-        for (const std::string& o : env)
-            overridden = overridden || o.rfind(key, 0) == 0;
-        if (!overridden)
-            vars.push_back(kv);
-    }
-    for (const std::string& o : env)
-        if (o.back() != '=') // "K=" unsets K
-            vars.push_back(o);
-    std::vector<char*> args, envp;
-    for (const std::string& a : argv)
-        args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    for (const std::string& v : vars)
-        envp.push_back(const_cast<char*>(v.c_str()));
-    envp.push_back(nullptr);
-    const char* in_file = in_path.empty() ? "/dev/null" : in_path.c_str();
-
-    const pid_t pid = fork();
-    if (pid != 0)
-        return pid;
-    const int in = open(in_file, O_RDONLY);
-    const int out = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    const int err = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (in < 0 || out < 0 || err < 0)
-        _exit(126);
-    dup2(in, 0);
-    dup2(out, 1);
-    dup2(err, 2);
-    // The program under test must see SIGTERM and SIGINT even if the test blocked them.
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    signal(SIGPIPE, SIG_DFL);
-    execve(args[0], args.data(), envp.data());
-    _exit(127);
-}
-
 } // namespace
-
-RunResult run(const std::vector<std::string>& argv, const std::string& input,
-              const std::vector<std::string>& env, double timeout_s) {
-    testing::TempDir tmp("run");
-    const std::string in_path = tmp.file("stdin");
-    write_file(in_path, input);
-    RunResult r;
-    Child child(argv, env, tmp.file("stdout"), tmp.file("stderr"), in_path);
-    r.status = child.wait(timeout_s);
-    if (r.status < 0)
-        r.status = child.stop(SIGKILL);
-    r.out = child.out();
-    r.err = child.err();
-    return r;
-}
 
 Child::Child(const std::vector<std::string>& argv, const std::vector<std::string>& env,
              const std::string& out_path, const std::string& err_path, const std::string& in_path)
     : out_path_(out_path), err_path_(err_path) {
-    pid_ = spawn(argv, env, in_path, out_path, err_path);
+    pid_ = testing::spawn({.argv = argv, .env = env, .in = in_path, .out = out_path, .err = err_path})
+               .pid;
 }
 
 Child::~Child() {
@@ -114,7 +46,7 @@ bool Child::running() {
     int status = 0;
     const pid_t r = waitpid(pid_, &status, WNOHANG);
     if (r == pid_) {
-        status_ = decode(status);
+        status_ = testing::exit_code(status);
         return false;
     }
     return r == 0;
@@ -140,7 +72,7 @@ int Child::stop(int sig, double timeout_s) {
     int status = 0;
     while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
     }
-    status_ = decode(status);
+    status_ = testing::exit_code(status);
     return status_;
 }
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "common.h"
+#include "process.h"
 
 #include <string>
 #include <sys/types.h>
@@ -12,16 +13,14 @@
 
 namespace exptest {
 
-struct RunResult {
-    int status = -1; // exit code, or 128 + signal, or -1 if it could not be started
-    std::string out;
-    std::string err;
-};
+using testing::RunResult;
 
-/// Runs argv[0] (a path) with `input` as its stdin and `env` ("K=V") added to the environment;
-/// waits at most `timeout_s` seconds (then kills it: status 128 + SIGKILL).
-RunResult run(const std::vector<std::string>& argv, const std::string& input = "",
-              const std::vector<std::string>& env = {}, double timeout_s = 30);
+/// Runs argv[0] (a path) to completion with `input` as its stdin and `env` ("K=V") added to the
+/// environment (testing::run, 30 s at most).
+inline RunResult run(const std::vector<std::string>& argv, const std::string& input = "",
+                     const std::vector<std::string>& env = {}) {
+    return testing::run(argv, {.input = input, .env = env, .limit = std::chrono::seconds(30)});
+}
 
 /// A started process. stdout and stderr go to files (read them with out() and err()). The
 /// destructor sends SIGTERM, waits up to 5 s, then SIGKILL, and always reaps it.

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 #include "testing.h"
 
+#include "process.h"
+
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -8,6 +10,7 @@
 #include <fcntl.h>
 #include <csignal>
 #include <map>
+#include <stdexcept>
 #include <poll.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,27 +21,6 @@ namespace {
 std::map<std::string, ChildFn>& registry() {
     static std::map<std::string, ChildFn> r;
     return r;
-}
-
-std::string slurp_fd(int fd) {
-    std::string s;
-    char buf[4096];
-    lseek(fd, 0, SEEK_SET);
-    for (;;) {
-        const ssize_t n = read(fd, buf, sizeof buf);
-        if (n <= 0)
-            break;
-        s.append(buf, static_cast<size_t>(n));
-    }
-    return s;
-}
-
-int temp_fd() {
-    char path[] = "/tmp/arena-test-XXXXXX";
-    const int fd = mkstemp(path);
-    if (fd >= 0)
-        unlink(path);
-    return fd;
 }
 
 /// This binary's path (for re-running it as a child), or "" if /proc/self/exe can't be read.
@@ -63,6 +45,18 @@ std::string self_exe() {
     else
         execl(exe.c_str(), exe.c_str(), arg.c_str(), static_cast<char*>(nullptr));
     _exit(127);
+}
+
+/// The command line of this binary's child NAME, through ARENA_TEST_EXEC_WRAPPER when set (as
+/// exec_child runs it).
+std::vector<std::string> child_argv(const std::string& name) {
+    const std::string exe = self_exe();
+    if (exe.empty())
+        throw std::runtime_error("/proc/self/exe cannot be read");
+    const char* wrapper = getenv("ARENA_TEST_EXEC_WRAPPER");
+    if (wrapper != nullptr && *wrapper != '\0')
+        return {wrapper, exe, "--child=" + name};
+    return {exe, "--child=" + name};
 }
 
 } // namespace
@@ -105,50 +99,24 @@ int run_registered_child(const char* name) {
 }
 
 ChildResult run_child(const std::string& name, const std::vector<std::string>& env) {
+    // No limit of its own: the test's (meson's) timeout comes first.
+    const RunResult run_result =
+        run(child_argv(name), {.env = env, .limit = std::chrono::hours(1)});
     ChildResult r;
-    const int out_fd = temp_fd();
-    const int err_fd = temp_fd();
-    if (out_fd < 0 || err_fd < 0)
-        return r;
-    const std::string exe = self_exe();
-    if (exe.empty())
-        return r;
-    const pid_t pid = fork();
-    if (pid == 0) {
-        dup2(out_fd, 1);
-        dup2(err_fd, 2);
-        exec_child(exe, name, env);
-    }
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0) {
-    }
-    r.exited = WIFEXITED(status);
-    r.code = r.exited ? WEXITSTATUS(status) : -1;
-    r.signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
-    r.out = slurp_fd(out_fd);
-    r.err = slurp_fd(err_fd);
-    close(out_fd);
-    close(err_fd);
+    r.exited = !run_result.timed_out && run_result.signal == 0;
+    r.code = r.exited ? run_result.status : -1;
+    r.signal = run_result.signal;
+    r.out = run_result.out;
+    r.err = run_result.err;
     return r;
 }
 
 Child::Child(const std::string& name, const std::vector<std::string>& env) {
-    int to_child[2], from_child[2];
-    if (pipe2(to_child, O_CLOEXEC) != 0 || pipe2(from_child, O_CLOEXEC) != 0)
-        return;
-    const std::string exe = self_exe();
-    if (exe.empty())
-        return;
-    pid_ = fork();
-    if (pid_ == 0) {
-        dup2(to_child[0], 0);
-        dup2(from_child[1], 1);
-        exec_child(exe, name, env);
-    }
-    close(to_child[0]);
-    close(from_child[1]);
-    in_ = to_child[1];
-    out_ = from_child[0];
+    const Spawned child =
+        spawn({.argv = child_argv(name), .env = env, .in_pipe = true, .out_pipe = true});
+    pid_ = child.pid;
+    in_ = child.in;
+    out_ = LineReader(child.out);
 }
 
 Child::~Child() {
@@ -158,27 +126,12 @@ Child::~Child() {
     }
     if (in_ >= 0)
         close(in_);
-    if (out_ >= 0)
-        close(out_);
+    if (out_.fd() >= 0)
+        close(out_.fd());
 }
 
 std::string Child::read_line(int timeout_ms) {
-    for (;;) {
-        const size_t nl = buffered_.find('\n');
-        if (nl != std::string::npos) {
-            std::string line = buffered_.substr(0, nl);
-            buffered_.erase(0, nl + 1);
-            return line;
-        }
-        pollfd pfd{out_, POLLIN, 0};
-        if (out_ < 0 || poll(&pfd, 1, timeout_ms) <= 0)
-            return {};
-        char buf[512];
-        const ssize_t got = read(out_, buf, sizeof buf);
-        if (got <= 0)
-            return {};
-        buffered_.append(buf, static_cast<size_t>(got));
-    }
+    return out_.next(std::chrono::milliseconds(timeout_ms)).value_or("");
 }
 
 void Child::write_line(const std::string& line) {

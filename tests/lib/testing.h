@@ -4,6 +4,8 @@
 // and a check that the process really runs on libarena.
 #pragma once
 
+#include "process.h"
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -59,9 +61,8 @@ public:
 
 private:
     int pid_ = -1;
-    int in_ = -1;  // child's stdin (we write)
-    int out_ = -1; // child's stdout (we read)
-    std::string buffered_;
+    int in_ = -1;    // child's stdin (we write)
+    LineReader out_; // child's stdout (we read)
 };
 
 /// A child every test binary has, "wait_for_stdin": allocates a block, prints "ready <pid>",
