@@ -23,6 +23,7 @@
 #include "alloc.h"
 #include "fork.h"
 #include "heap.h"
+#include "mallinfo.h"
 #include "meta.h"
 #include "options.h"
 #include "os.h"
@@ -38,8 +39,6 @@
 #include <unistd.h>
 
 namespace arena {
-
-void print_stats(); // override.cc: malloc_stats
 
 namespace {
 
@@ -63,7 +62,7 @@ long current_tid() {
 }
 
 void show_stats_at_exit() {
-    print_stats();
+    libc::malloc_stats();
 }
 
 void print_banner() {
