@@ -4,6 +4,7 @@
 #include "alloc.h"
 
 #include "confirm.h"
+#include "init.h"
 #include "options.h"
 #include "os.h"
 #include "report.h"

@@ -75,6 +75,7 @@
 
 #include "check.h"
 #include "confirm.h"
+#include "init.h"
 #include "lock.h"
 #include "meta.h"
 #include "options.h"
@@ -102,9 +103,6 @@ uint64_t g_free_key = 0x9e3779b97f4a7c15ull; // replaced by a random value at in
 }
 __thread Heap* t_heap __attribute__((tls_model("initial-exec"))) = &g_empty_heap;
 
-bool ensure_init(); // init.cc
-bool register_thread_heap(Heap* h); // init.cc: arms the thread-exit destructor
-
 namespace heap {
 namespace {
 
@@ -116,6 +114,7 @@ constinit Mutex g_heaps_lock;                 // creation and adoption of heaps
 constinit std::atomic<Heap*> g_all_heaps{nullptr};
 constinit uint32_t g_heap_count = 0;
 constinit std::atomic<uint64_t> g_trim_epoch{0};
+constinit pthread_key_t g_thread_key = 0;    // its destructor is thread_exit (init)
 
 // ---- Invariants (ARENA_ASSERT) --------------------------------------------------------------
 
@@ -533,7 +532,7 @@ Heap* thread_heap_init() {
     // set, a fork_child sees it.
     if (h->state.load(std::memory_order_relaxed) == HeapState::Lost)
         h->state.store(HeapState::Active, std::memory_order_relaxed);
-    register_thread_heap(h);
+    pthread_setspecific(g_thread_key, h); // arms the thread-exit destructor
     return h;
 }
 
@@ -853,7 +852,7 @@ void count_heaps(unsigned* active, unsigned* abandoned) {
     }
 }
 
-void init_key(uint64_t seed) {
+bool init(uint64_t seed) {
     // splitmix64 of the seed: any nonzero value works; unpredictable ones make it unlikely that
     // a program's data looks like a freed block.
     uint64_t z = seed + 0x9e3779b97f4a7c15ull;
@@ -861,6 +860,7 @@ void init_key(uint64_t seed) {
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     z ^= z >> 31;
     g_free_key = z != 0 ? z : 1;
+    return pthread_key_create(&g_thread_key, thread_exit) == 0;
 }
 
 bool fork_child() {

@@ -80,8 +80,10 @@ void adopt_held_after_fork();
 /// pthread key destructor: abandons the exiting thread's heap.
 void thread_exit(void* heap);
 
-/// Sets the free key from random bits (initialisation).
-void init_key(uint64_t seed);
+/// Initialisation (init.cc): sets the free key from random bits and creates the pthread key
+/// whose destructor (thread_exit) abandons an exiting thread's heap. False when no pthread key
+/// is left.
+bool init(uint64_t seed);
 
 // ---- Counting ------------------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Process life cycle: initialisation on first use, the thread-exit hook and the exit report.
-// fork is fork.cc's.
+// Process life cycle (init.h, which also gives the layer order): initialisation on first use
+// and the exit report. fork is fork.cc's; the thread-exit hook is the heap's (heap::init).
 //
 // Start-up: the library constructor only records the program's arguments; everything else (the
 // options, the reservation, the stats page, the fork handlers) waits for the first allocation,
@@ -23,6 +23,7 @@
 #include "alloc.h"
 #include "fork.h"
 #include "heap.h"
+#include "init.h"
 #include "mallinfo.h"
 #include "meta.h"
 #include "options.h"
@@ -34,7 +35,6 @@
 
 #include <atomic>
 #include <cstdlib>
-#include <pthread.h>
 #include <sys/auxv.h>
 #include <unistd.h>
 
@@ -46,7 +46,6 @@ enum InitState : int { kUninit, kRunning, kReady, kFailed };
 
 constinit std::atomic<int> g_state{kUninit};
 constinit std::atomic<long> g_init_tid{0};
-constinit pthread_key_t g_thread_key = 0;
 
 /// 8 of the kernel's 16 random bytes for this process (AT_RANDOM), mixed with the clock.
 uint64_t random_seed() {
@@ -96,8 +95,7 @@ ARENA_COLD bool init_slow() {
         g_init_tid.store(current_tid(), std::memory_order_relaxed);
         options_load();
         purger::init();
-        heap::init_key(random_seed());
-        const bool ok = pages::init() && pthread_key_create(&g_thread_key, heap::thread_exit) == 0;
+        const bool ok = heap::init(random_seed()) && pages::init();
         if (ok)
             stats::init(); // before any heap exists: heaps take their shard from the page
         if (!ok) {
@@ -139,10 +137,6 @@ bool ensure_init() {
     if (ARENA_LIKELY(g_state.load(std::memory_order_acquire) == kReady))
         return true;
     return init_slow();
-}
-
-bool register_thread_heap(Heap* h) {
-    return pthread_setspecific(g_thread_key, h) == 0;
 }
 
 } // namespace arena
