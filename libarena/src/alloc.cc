@@ -46,14 +46,8 @@ void large_free(Region* r, size_t page, uintptr_t entry, uintptr_t a, Api api) {
 
 /// free_local with the API known only at run time.
 void free_local_as(Heap* h, Slab* s, uintptr_t a, Api api) {
-    switch (api) {
-    case Api::Free:
-        return heap::free_local<Api::Free>(h, s, a);
-    case Api::Delete:
-        return heap::free_local<Api::Delete>(h, s, a);
-    default:
-        return heap::free_local<Api::Realloc>(h, s, a);
-    }
+    with_api<Api::Free, Api::Delete, Api::Realloc>(
+        api, [&]<Api A>() { heap::free_local<A>(h, s, a); });
 }
 
 /// A bad pointer inside a region: interior of a live block, or a block already freed.

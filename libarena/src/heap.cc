@@ -538,18 +538,8 @@ Heap* thread_heap_init() {
 
 /// alloc_small with the API known only at run time (slow paths).
 void* alloc_small_as(Heap* h, unsigned cls, size_t n, Api api) {
-    switch (api) {
-    case Api::Malloc:
-        return alloc_small<Api::Malloc>(h, cls, n);
-    case Api::Calloc:
-        return alloc_small<Api::Calloc>(h, cls, n);
-    case Api::Aligned:
-        return alloc_small<Api::Aligned>(h, cls, n);
-    case Api::New:
-        return alloc_small<Api::New>(h, cls, n);
-    default:
-        return alloc_small<Api::Realloc>(h, cls, n);
-    }
+    return with_api<Api::Malloc, Api::Calloc, Api::Aligned, Api::New, Api::Realloc>(
+        api, [&]<Api A>() { return alloc_small<A>(h, cls, n); });
 }
 
 /// An allocation by a thread whose heap is gone (its exit destructors are running).
@@ -625,14 +615,7 @@ void slab_gained_free(Heap* h, Slab* s) {
 }
 
 void count_free_as(Heap* h, const Slab* s, Api api) {
-    switch (api) {
-    case Api::Free:
-        return count_free<Api::Free>(h, s);
-    case Api::Delete:
-        return count_free<Api::Delete>(h, s);
-    default:
-        return count_free<Api::Realloc>(h, s);
-    }
+    with_api<Api::Free, Api::Delete, Api::Realloc>(api, [&]<Api A>() { count_free<A>(h, s); });
 }
 
 void free_uncached(Heap* h, Slab* s, uint64_t idx, Api api) {

@@ -12,6 +12,7 @@
 
 #include "arena/stats_page.h"
 #include "arena/stats_snapshot.h"
+#include "macros.h"
 #include "size_class.h"
 
 #include <atomic>
@@ -45,6 +46,20 @@ inline constexpr const char* api_name(Api a) {
     constexpr const char* kNames[] = {"malloc",  "calloc",       "realloc",        "free",
                                       "memalign", "operator new", "operator delete"};
     return kNames[static_cast<unsigned>(a)];
+}
+
+/// f.template operator()<A>() for the A among `As` that equals `api`, or the last of `As` when
+/// none does: how a slow path that knows the API only at run time reaches a fast-path template
+/// (instantiated for the listed APIs only). For example
+///     with_api<Api::Free, Api::Delete, Api::Realloc>(api, [&]<Api A>() { ... });
+template <Api A, Api... Rest, typename F>
+ARENA_FAST_PATH decltype(auto) with_api(Api api, F&& f) {
+    if constexpr (sizeof...(Rest) == 0)
+        return f.template operator()<A>();
+    else if (api == A)
+        return f.template operator()<A>();
+    else
+        return with_api<Rest...>(api, static_cast<F&&>(f));
 }
 
 /// arena_stats_shard with atomic counters (same layout; relaxed atomics are plain loads and
