@@ -41,7 +41,7 @@ void large_free(Region* r, size_t page, uintptr_t entry, uintptr_t a, Api api) {
     heap::count(k_large_frees);
     heap::count(k_large_free_bytes, npages << kPageShift);
     heap::add_live(-static_cast<int64_t>(npages << kPageShift));
-    stats::poll_control();
+    heap::maintenance();
 }
 
 /// free_local with the API known only at run time.
@@ -97,7 +97,7 @@ void* large::alloc(size_t n, size_t align, bool zero, Api api) {
         h->live += static_cast<int64_t>(npages << kPageShift);
         stats::note_live(h->live, &h->published_live);
     }
-    stats::poll_control();
+    heap::maintenance();
     return p;
 }
 

@@ -493,7 +493,7 @@ void flush_overflow(Heap* h) {
 void note_slow_path(Heap* h) {
     stats::note_live(h->live, &h->published_live);
     flush_overflow(h);
-    stats::poll_control();
+    maintenance();
 }
 
 void heap_abandon(Heap* h) {
@@ -607,9 +607,9 @@ void* alloc_refill(Heap* h, unsigned cls, size_t n, Api api) {
 
 void slab_gained_free(Heap* h, Slab* s) {
     slab_after_free(h, s);
-    // No stats::poll_control here: this runs inside flush_caches and collect_remote, and a
-    // trim request served from it would run heap::trim (flush_caches, collect_remote) nested
-    // in them on the same heap, a cache list emptied under the outer loop (found by the debug
+    // No maintenance() here: this runs inside flush_caches and collect_remote, and a trim
+    // request served from it would run heap::trim (flush_caches, collect_remote) nested in
+    // them on the same heap, a cache list emptied under the outer loop (found by the debug
     // build's cache_ok assertion). Requests are served at the top of slow paths only
     // (note_slow_path, the large-block paths).
 }
@@ -800,6 +800,14 @@ void trim() {
     g_trim_epoch.fetch_add(1, std::memory_order_relaxed);
     drain_abandoned();
     stats::count_trim();
+}
+
+void maintenance() {
+    if (const uint64_t ticket = stats::poll_control(); ARENA_UNLIKELY(ticket != 0)) {
+        trim(); // counts the trim
+        pages::trim();
+        stats::trim_served(ticket);
+    }
 }
 
 void thread_exit(void* heap) {

@@ -51,6 +51,12 @@ void flush_remote(Heap* h);
 /// and makes every other thread drop its cached empty slabs on its next slow path.
 void trim();
 
+/// The slow paths' maintenance step (the allocation refill, large blocks): serves the stats
+/// page's control requests (stats::poll_control; a trim is served here, as malloc_trim would:
+/// trim, then pages::trim) and keeps its gauges fresh. Never from inside a cache flush or a
+/// remote collection: a trim runs both on this thread's heap.
+void maintenance();
+
 /// This thread's heap, made now if it has none; null for a thread past its exit destructor or
 /// when out of memory. For slow paths that need a heap to count into (large blocks).
 Heap* self();

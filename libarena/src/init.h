@@ -5,14 +5,15 @@
 //   os, options, report            system calls, ARENA_* settings, messages
 //   bitmap, lock, meta, budget     building blocks: run bitmaps, locks, metadata memory
 //   pages, purger                  regions, page runs and their purging
-//   stats                          the stats page
+//   stats                          the stats page, a passive writer (heap::maintenance serves
+//                                  its control requests)
 //   heap, confirm                  thread heaps: the small-block paths
 //   alloc                          arena::libc: large blocks and the malloc family's semantics
 //   mallinfo, fork                 glibc's introspection calls; the fork child handler
 //   init                           the life cycle: initialisation, the exit report
 //   override*, exec                the exported symbols, thin forwarders
 // Calls that still go up, into heap: the purge tick's pages of remote frees (pages.cc, and
-// purger.cc after fork) and the heap counts and trim on the stats page (stats.cc).
+// purger.cc after fork) and the heap counts on the stats page (stats.cc).
 // One call goes up by design: the first allocation's slow path (heap.cc, a thread's first
 // small block; alloc.cc, a large one) starts the life cycle through ensure_init below. It
 // cannot be a hook registered at run time, since the first malloc of a process may come before

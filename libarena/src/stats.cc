@@ -308,9 +308,9 @@ void publish_global() {
     g_last_publish_ns = now;
 }
 
-void poll_control() {
+uint64_t poll_control() {
     if (g_page == nullptr)
-        return;
+        return 0;
     static constinit ARENA_TLS unsigned calls = 0; // the clock is read every 16th call
     arena_stats_control& c = g_page->head.control;
     bool changed = false;
@@ -322,12 +322,8 @@ void poll_control() {
     // A request is served when its counter differs from what was served (stats_page.h); the
     // value of a purge request is written before its counter, so it is whole once seen.
     const uint64_t trims = __atomic_load_n(&c.trim_requests, __ATOMIC_ACQUIRE);
-    if (trims != __atomic_load_n(&c.trims_served, __ATOMIC_RELAXED)) {
-        heap::trim(); // counts the trim
-        pages::trim();
-        __atomic_store_n(&c.trims_served, trims, __ATOMIC_RELEASE);
-        changed = true;
-    }
+    const uint64_t served = __atomic_load_n(&c.trims_served, __ATOMIC_RELAXED);
+    const uint64_t trim_ticket = trims != served ? trims : 0; // heap::maintenance serves it
     const uint64_t purges = __atomic_load_n(&c.purge_requests, __ATOMIC_ACQUIRE);
     if (purges != __atomic_load_n(&c.purges_served, __ATOMIC_RELAXED)) {
         const int64_t delay = __atomic_load_n(&c.purge_delay_ms, __ATOMIC_ACQUIRE);
@@ -343,6 +339,12 @@ void poll_control() {
             g_later_pending.exchange(false, std::memory_order_relaxed))
             later();
     }
+    return trim_ticket;
+}
+
+void trim_served(uint64_t ticket) {
+    __atomic_store_n(&g_page->head.control.trims_served, ticket, __ATOMIC_RELEASE);
+    publish_global();
 }
 
 void set_args(int argc, char** argv) {

@@ -111,10 +111,15 @@ void note_live(int64_t live, int64_t* published);
 /// region creation, purge ticks, trims, heap creation and abandonment, heap errors.
 void publish_global();
 
-/// Serves trim and purge-delay requests from the page's control area, and republishes the
-/// gauges when they are older than 10 ms (stats.cc); the first such republish also does what
-/// start-up left (stats_file.h: the pid namespace, dead pages). Called from slow paths.
-void poll_control();
+/// Reads the page's control area: serves a purge-delay request, and republishes the gauges when
+/// they are older than 10 ms (stats.cc); the first such republish also does what start-up left
+/// (stats_file.h: the pid namespace, dead pages). A trim request is the caller's to serve (the
+/// stats page only records it: heap::maintenance trims): returns its counter, the ticket to
+/// give trim_served, or 0 when none waits (counters start at 0). Called from slow paths.
+uint64_t poll_control();
+
+/// The trim request `ticket` (from poll_control) is served: marks it so and publishes.
+void trim_served(uint64_t ticket);
 
 /// The program's arguments (from the library constructor), for the page's command line.
 void set_args(int argc, char** argv);
