@@ -572,6 +572,8 @@ void fit_limit(int resource, uint64_t soft) {
     }
 }
 
+namespace {
+
 /// In a fork child: purges the child's copies of the runs of a batch in flight and frees them
 /// (g_batch.done on; the run at done may be partly given back already: give_back only sets and
 /// clears bits, so doing it again leaves the same bits). The caller holds the lock, or the
@@ -585,6 +587,8 @@ void finish_batch_in_child() {
     g_purged += purge_batch(purged);
     give_back_batch(purged);
 }
+
+} // namespace
 
 void adopt_busy_after_fork() {
     if (!g_batch.live.load(std::memory_order_relaxed) || !g_lock.try_lock())

@@ -23,8 +23,6 @@ public:
     Msg& bytes(uint64_t v);
     Msg& nl() { return chr('\n'); }
     void emit();
-    const char* c_str();
-    size_t size() const { return len_; }
 
 private:
     char buf_[512];
