@@ -51,7 +51,7 @@ constinit std::atomic<long> g_init_tid{0};
 uint64_t random_seed() {
     uint64_t seed = os::unix_ns();
     if (const auto* random = reinterpret_cast<const unsigned char*>(getauxval(AT_RANDOM)))
-        for (int i = 0; i < 8; ++i)
+        for (size_t i = 0; i < sizeof seed; ++i)
             seed = (seed << 8 | seed >> 56) ^ random[i];
     return seed;
 }

@@ -25,7 +25,8 @@ public:
     void emit();
 
 private:
-    char buf_[512];
+    static constexpr size_t kCapacity = 512; // a line, or a few of malloc_stats's
+    char buf_[kCapacity];
     size_t len_ = 0;
 };
 

@@ -37,6 +37,7 @@ constexpr size_t kPageBytes = sizeof(arena_stats_page);
 // allocation that ends in idleness leaves the page close to where the burst ended (with a 100 ms
 // limit, a program that allocated its memory in its first 50 ms showed it as never there).
 constexpr uint64_t kPublishEveryNs = 10 * 1000 * 1000;
+constexpr unsigned kPublishCheckEvery = 16; // slow paths per clock read
 // Resident bytes (mincore over the regions' used extent) every second, and sooner when
 // committed bytes moved by more than an eighth since the last sample: at most every 10 ms, and
 // no sooner than 100 times the last sample took, so that sampling a large heap costs at most
@@ -311,7 +312,7 @@ void publish_global() {
 uint64_t poll_control() {
     if (g_page == nullptr)
         return 0;
-    static constinit ARENA_TLS unsigned calls = 0; // the clock is read every 16th call
+    static constinit ARENA_TLS unsigned calls = 0; // the clock is read every kPublishCheckEvery
     arena_stats_control& c = g_page->head.control;
     bool changed = false;
     if (ARENA_UNLIKELY(g_child_page_pending.load(std::memory_order_relaxed)) &&
@@ -333,7 +334,8 @@ uint64_t poll_control() {
         __atomic_store_n(&c.purges_served, purges, __ATOMIC_RELEASE);
         changed = true;
     }
-    if (changed || ((++calls & 15) == 0 && os::unix_ns() - g_last_publish_ns >= kPublishEveryNs)) {
+    const bool check_clock = ++calls % kPublishCheckEvery == 0;
+    if (changed || (check_clock && os::unix_ns() - g_last_publish_ns >= kPublishEveryNs)) {
         publish_global();
         if (ARENA_UNLIKELY(g_later_pending.load(std::memory_order_relaxed)) &&
             g_later_pending.exchange(false, std::memory_order_relaxed))
