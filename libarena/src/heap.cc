@@ -802,12 +802,10 @@ void trim() {
     stats::count_trim();
 }
 
-void maintenance() {
-    if (const uint64_t ticket = stats::poll_control(); ARENA_UNLIKELY(ticket != 0)) {
-        trim(); // counts the trim
-        pages::trim();
-        stats::trim_served(ticket);
-    }
+void serve_trim(uint64_t ticket) {
+    trim(); // counts the trim
+    pages::trim();
+    stats::trim_served(ticket);
 }
 
 void thread_exit(void* heap) {

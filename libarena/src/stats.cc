@@ -322,9 +322,6 @@ uint64_t poll_control() {
     }
     // A request is served when its counter differs from what was served (stats_page.h); the
     // value of a purge request is written before its counter, so it is whole once seen.
-    const uint64_t trims = __atomic_load_n(&c.trim_requests, __ATOMIC_ACQUIRE);
-    const uint64_t served = __atomic_load_n(&c.trims_served, __ATOMIC_RELAXED);
-    const uint64_t trim_ticket = trims != served ? trims : 0; // heap::maintenance serves it
     const uint64_t purges = __atomic_load_n(&c.purge_requests, __ATOMIC_ACQUIRE);
     if (purges != __atomic_load_n(&c.purges_served, __ATOMIC_RELAXED)) {
         const int64_t delay = __atomic_load_n(&c.purge_delay_ms, __ATOMIC_ACQUIRE);
@@ -334,14 +331,17 @@ uint64_t poll_control() {
         __atomic_store_n(&c.purges_served, purges, __ATOMIC_RELEASE);
         changed = true;
     }
-    const bool check_clock = ++calls % kPublishCheckEvery == 0;
-    if (changed || (check_clock && os::unix_ns() - g_last_publish_ns >= kPublishEveryNs)) {
+    if (changed || (++calls % kPublishCheckEvery == 0 &&
+                    os::unix_ns() - g_last_publish_ns >= kPublishEveryNs)) {
         publish_global();
         if (ARENA_UNLIKELY(g_later_pending.load(std::memory_order_relaxed)) &&
             g_later_pending.exchange(false, std::memory_order_relaxed))
             later();
     }
-    return trim_ticket;
+    // A trim request is the caller's to serve (heap::maintenance): its counter is the ticket.
+    // Read last, so that no register has to keep it across the calls above.
+    const uint64_t trims = __atomic_load_n(&c.trim_requests, __ATOMIC_ACQUIRE);
+    return trims != __atomic_load_n(&c.trims_served, __ATOMIC_RELAXED) ? trims : 0;
 }
 
 void trim_served(uint64_t ticket) {
