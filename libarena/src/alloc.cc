@@ -4,6 +4,7 @@
 #include "alloc.h"
 
 #include "confirm.h"
+#include "init.h"
 #include "options.h"
 #include "os.h"
 #include "report.h"
@@ -40,19 +41,13 @@ void large_free(Region* r, size_t page, uintptr_t entry, uintptr_t a, Api api) {
     heap::count(k_large_frees);
     heap::count(k_large_free_bytes, npages << kPageShift);
     heap::add_live(-static_cast<int64_t>(npages << kPageShift));
-    stats::poll_control();
+    heap::maintenance();
 }
 
 /// free_local with the API known only at run time.
 void free_local_as(Heap* h, Slab* s, uintptr_t a, Api api) {
-    switch (api) {
-    case Api::Free:
-        return heap::free_local<Api::Free>(h, s, a);
-    case Api::Delete:
-        return heap::free_local<Api::Delete>(h, s, a);
-    default:
-        return heap::free_local<Api::Realloc>(h, s, a);
-    }
+    with_api<Api::Free, Api::Delete, Api::Realloc>(
+        api, [&]<Api A>() { heap::free_local<A>(h, s, a); });
 }
 
 /// A bad pointer inside a region: interior of a live block, or a block already freed.
@@ -102,7 +97,7 @@ void* large::alloc(size_t n, size_t align, bool zero, Api api) {
         h->live += static_cast<int64_t>(npages << kPageShift);
         stats::note_live(h->live, &h->published_live);
     }
-    stats::poll_control();
+    heap::maintenance();
     return p;
 }
 

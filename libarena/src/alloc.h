@@ -14,9 +14,6 @@
 
 namespace arena {
 
-/// Initialises the library on first use. False when it cannot work (no address space).
-bool ensure_init();
-
 namespace large {
 /// A large block of at least n bytes aligned to `align` (a power of two), zeroed if asked,
 /// counted as a call of `api`. On failure: errno = ENOMEM, counted, null.

@@ -33,6 +33,8 @@ inline constexpr unsigned kSlabMaxSlots = kSlabMaxWords * 64;
 /// kMinRegion before giving up.
 inline constexpr size_t kDefaultReserve = 64 * GiB;
 inline constexpr size_t kMinRegion = 16 * MiB;
+/// The largest ARENA_RESERVE: 64 TiB, half of x86-64's 47-bit user address space.
+inline constexpr size_t kMaxReserve = size_t{1} << 46;
 
 /// Region sizes are multiples of this (and of kMinRegion when nothing limits them): sizes under
 /// a finite RLIMIT_AS and the cuts of a lowered one (pages.cc: fit_limit) keep whole pagemap

@@ -75,6 +75,7 @@
 
 #include "check.h"
 #include "confirm.h"
+#include "init.h"
 #include "lock.h"
 #include "meta.h"
 #include "options.h"
@@ -102,9 +103,6 @@ uint64_t g_free_key = 0x9e3779b97f4a7c15ull; // replaced by a random value at in
 }
 __thread Heap* t_heap __attribute__((tls_model("initial-exec"))) = &g_empty_heap;
 
-bool ensure_init(); // init.cc
-bool register_thread_heap(Heap* h); // init.cc: arms the thread-exit destructor
-
 namespace heap {
 namespace {
 
@@ -116,6 +114,7 @@ constinit Mutex g_heaps_lock;                 // creation and adoption of heaps
 constinit std::atomic<Heap*> g_all_heaps{nullptr};
 constinit uint32_t g_heap_count = 0;
 constinit std::atomic<uint64_t> g_trim_epoch{0};
+constinit pthread_key_t g_thread_key = 0;    // its destructor is thread_exit (init)
 
 // ---- Invariants (ARENA_ASSERT) --------------------------------------------------------------
 
@@ -494,7 +493,7 @@ void flush_overflow(Heap* h) {
 void note_slow_path(Heap* h) {
     stats::note_live(h->live, &h->published_live);
     flush_overflow(h);
-    stats::poll_control();
+    maintenance();
 }
 
 void heap_abandon(Heap* h) {
@@ -533,24 +532,14 @@ Heap* thread_heap_init() {
     // set, a fork_child sees it.
     if (h->state.load(std::memory_order_relaxed) == HeapState::Lost)
         h->state.store(HeapState::Active, std::memory_order_relaxed);
-    register_thread_heap(h);
+    pthread_setspecific(g_thread_key, h); // arms the thread-exit destructor
     return h;
 }
 
 /// alloc_small with the API known only at run time (slow paths).
 void* alloc_small_as(Heap* h, unsigned cls, size_t n, Api api) {
-    switch (api) {
-    case Api::Malloc:
-        return alloc_small<Api::Malloc>(h, cls, n);
-    case Api::Calloc:
-        return alloc_small<Api::Calloc>(h, cls, n);
-    case Api::Aligned:
-        return alloc_small<Api::Aligned>(h, cls, n);
-    case Api::New:
-        return alloc_small<Api::New>(h, cls, n);
-    default:
-        return alloc_small<Api::Realloc>(h, cls, n);
-    }
+    return with_api<Api::Malloc, Api::Calloc, Api::Aligned, Api::New, Api::Realloc>(
+        api, [&]<Api A>() { return alloc_small<A>(h, cls, n); });
 }
 
 /// An allocation by a thread whose heap is gone (its exit destructors are running).
@@ -618,22 +607,15 @@ void* alloc_refill(Heap* h, unsigned cls, size_t n, Api api) {
 
 void slab_gained_free(Heap* h, Slab* s) {
     slab_after_free(h, s);
-    // No stats::poll_control here: this runs inside flush_caches and collect_remote, and a
-    // trim request served from it would run heap::trim (flush_caches, collect_remote) nested
-    // in them on the same heap, a cache list emptied under the outer loop (found by the debug
+    // No maintenance() here: this runs inside flush_caches and collect_remote, and a trim
+    // request served from it would run heap::trim (flush_caches, collect_remote) nested in
+    // them on the same heap, a cache list emptied under the outer loop (found by the debug
     // build's cache_ok assertion). Requests are served at the top of slow paths only
     // (note_slow_path, the large-block paths).
 }
 
 void count_free_as(Heap* h, const Slab* s, Api api) {
-    switch (api) {
-    case Api::Free:
-        return count_free<Api::Free>(h, s);
-    case Api::Delete:
-        return count_free<Api::Delete>(h, s);
-    default:
-        return count_free<Api::Realloc>(h, s);
-    }
+    with_api<Api::Free, Api::Delete, Api::Realloc>(api, [&]<Api A>() { count_free<A>(h, s); });
 }
 
 void free_uncached(Heap* h, Slab* s, uint64_t idx, Api api) {
@@ -820,6 +802,12 @@ void trim() {
     stats::count_trim();
 }
 
+void serve_trim(uint64_t ticket) {
+    trim(); // counts the trim
+    pages::trim();
+    stats::trim_served(ticket);
+}
+
 void thread_exit(void* heap) {
     Heap* h = static_cast<Heap*>(heap);
     t_heap = &g_empty_heap;
@@ -853,7 +841,7 @@ void count_heaps(unsigned* active, unsigned* abandoned) {
     }
 }
 
-void init_key(uint64_t seed) {
+bool init(uint64_t seed) {
     // splitmix64 of the seed: any nonzero value works; unpredictable ones make it unlikely that
     // a program's data looks like a freed block.
     uint64_t z = seed + 0x9e3779b97f4a7c15ull;
@@ -861,6 +849,7 @@ void init_key(uint64_t seed) {
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     z ^= z >> 31;
     g_free_key = z != 0 ? z : 1;
+    return pthread_key_create(&g_thread_key, thread_exit) == 0;
 }
 
 bool fork_child() {

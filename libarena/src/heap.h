@@ -51,6 +51,19 @@ void flush_remote(Heap* h);
 /// and makes every other thread drop its cached empty slabs on its next slow path.
 void trim();
 
+/// Serves the stats page's trim request `ticket` (maintenance): trim, then pages::trim, as
+/// malloc_trim does, then stats::trim_served.
+ARENA_COLD void serve_trim(uint64_t ticket);
+
+/// The slow paths' maintenance step (the allocation refill, large blocks): serves the stats
+/// page's control requests (stats::poll_control; a trim by serve_trim) and keeps its gauges
+/// fresh. Never from inside a cache flush or a remote collection: a trim runs both on this
+/// thread's heap. Inline: one call (poll_control) on every large-block operation.
+ARENA_FAST_PATH void maintenance() {
+    if (const uint64_t ticket = stats::poll_control(); ARENA_UNLIKELY(ticket != 0))
+        serve_trim(ticket);
+}
+
 /// This thread's heap, made now if it has none; null for a thread past its exit destructor or
 /// when out of memory. For slow paths that need a heap to count into (large blocks).
 Heap* self();
@@ -80,8 +93,10 @@ void adopt_held_after_fork();
 /// pthread key destructor: abandons the exiting thread's heap.
 void thread_exit(void* heap);
 
-/// Sets the free key from random bits (initialisation).
-void init_key(uint64_t seed);
+/// Initialisation (init.cc): sets the free key from random bits and creates the pthread key
+/// whose destructor (thread_exit) abandons an exiting thread's heap. False when no pthread key
+/// is left.
+bool init(uint64_t seed);
 
 // ---- Counting ------------------------------------------------------------------------------------
 

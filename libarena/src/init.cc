@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Process life cycle: initialisation on first use, the thread-exit hook and the exit report.
-// fork is fork.cc's.
+// Process life cycle (init.h, which also gives the layer order): initialisation on first use
+// and the exit report. fork is fork.cc's; the thread-exit hook is the heap's (heap::init).
 //
 // Start-up: the library constructor only records the program's arguments; everything else (the
 // options, the reservation, the stats page, the fork handlers) waits for the first allocation,
@@ -23,6 +23,8 @@
 #include "alloc.h"
 #include "fork.h"
 #include "heap.h"
+#include "init.h"
+#include "mallinfo.h"
 #include "meta.h"
 #include "options.h"
 #include "os.h"
@@ -33,13 +35,10 @@
 
 #include <atomic>
 #include <cstdlib>
-#include <pthread.h>
 #include <sys/auxv.h>
 #include <unistd.h>
 
 namespace arena {
-
-void print_stats(); // override.cc: malloc_stats
 
 namespace {
 
@@ -47,13 +46,12 @@ enum InitState : int { kUninit, kRunning, kReady, kFailed };
 
 constinit std::atomic<int> g_state{kUninit};
 constinit std::atomic<long> g_init_tid{0};
-constinit pthread_key_t g_thread_key = 0;
 
 /// 8 of the kernel's 16 random bytes for this process (AT_RANDOM), mixed with the clock.
 uint64_t random_seed() {
     uint64_t seed = os::unix_ns();
     if (const auto* random = reinterpret_cast<const unsigned char*>(getauxval(AT_RANDOM)))
-        for (int i = 0; i < 8; ++i)
+        for (size_t i = 0; i < sizeof seed; ++i)
             seed = (seed << 8 | seed >> 56) ^ random[i];
     return seed;
 }
@@ -63,7 +61,7 @@ long current_tid() {
 }
 
 void show_stats_at_exit() {
-    print_stats();
+    libc::malloc_stats();
 }
 
 void print_banner() {
@@ -97,8 +95,7 @@ ARENA_COLD bool init_slow() {
         g_init_tid.store(current_tid(), std::memory_order_relaxed);
         options_load();
         purger::init();
-        heap::init_key(random_seed());
-        const bool ok = pages::init() && pthread_key_create(&g_thread_key, heap::thread_exit) == 0;
+        const bool ok = heap::init(random_seed()) && pages::init();
         if (ok)
             stats::init(); // before any heap exists: heaps take their shard from the page
         if (!ok) {
@@ -140,10 +137,6 @@ bool ensure_init() {
     if (ARENA_LIKELY(g_state.load(std::memory_order_acquire) == kReady))
         return true;
     return init_slow();
-}
-
-bool register_thread_heap(Heap* h) {
-    return pthread_setspecific(g_thread_key, h) == 0;
 }
 
 } // namespace arena

@@ -126,13 +126,13 @@ int arena_init(arena_t** out, const arena_config_t* config) {
     if (cs < kMinChunk || cs > kMaxChunk || (cs & (cs - 1)) != 0 || n == 0 || n > kMaxChunks)
         return EINVAL;
     size_t bytes = 0;
-    if (__builtin_mul_overflow(cs, n, &bytes) || bytes > (size_t{1} << 46))
+    if (__builtin_mul_overflow(cs, n, &bytes) || bytes > arena::kMaxReserve)
         return EINVAL;
     arena::options_load(); // once per process; the purge delay applies to instances too
     if (!g_fork_handler.exchange(true, std::memory_order_relaxed))
         pthread_atfork(nullptr, nullptr, note_fork_child);
     const size_t words = bits::words_for(n);
-    const size_t header = (sizeof(arena_s) + 63) & ~size_t{63};
+    const size_t header = (sizeof(arena_s) + ARENA_CACHE_LINE - 1) & ~size_t{ARENA_CACHE_LINE - 1};
     const size_t meta_size = round_to_page(header + RunMap::metadata_bytes(n) + words * 8);
     void* meta = arena::os::reserve(meta_size);
     if (meta == nullptr)

@@ -10,6 +10,7 @@
 #pragma once
 
 #include "arena/stats_page.h"
+#include "config.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -20,7 +21,7 @@ enum class OptionKind : uint8_t { Bool, Int, Size, String };
 
 // X(id, kind, default, min, max, default string, help)
 #define ARENA_OPTION_TABLE(X)                                                                     \
-    X(RESERVE, Size, int64_t{64} << 30, int64_t{16} << 20, int64_t{1} << 46, nullptr,            \
+    X(RESERVE, Size, kDefaultReserve, kMinRegion, kMaxReserve, nullptr,                           \
       "Bytes of virtual address space reserved up front (suffixes K, M, G, T). Costs no memory " \
       "until used; halved until the kernel accepts it.")                                          \
     X(PURGE_DELAY_MS, Int, 500, ARENA_STATS_PURGE_DELAY_MIN_MS, ARENA_STATS_PURGE_DELAY_MAX_MS,   \

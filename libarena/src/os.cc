@@ -30,6 +30,16 @@
 namespace arena::os {
 namespace {
 
+/// A raw system call returns -1 .. -4095 for an error (-errno); anything else is a result.
+constexpr long kMaxErrno = 4095;
+/// The page size when the auxiliary vector has none (AT_PAGESZ): x86-64's.
+constexpr size_t kFallbackPageSize = 4096;
+/// The clock tick of /proc's times (USER_HZ) when AT_CLKTCK is missing: Linux's on x86-64.
+constexpr uint64_t kFallbackClockTicks = 100;
+constexpr long kMsPerSec = 1000;
+constexpr long kNsPerMs = 1000 * 1000;
+constexpr long kNsPerSec = kMsPerSec * kNsPerMs;
+
 /// System call n with up to six arguments; the result, or -errno.
 long sys(long n, long a = 0, long b = 0, long c = 0, long d = 0, long e = 0, long f = 0) {
 #if defined(__x86_64__)
@@ -82,10 +92,11 @@ long sys_restart(long n, A... args) {
 void* map(size_t size, int prot, int flags, int fd) {
     const long r = sys(SYS_mmap, 0, static_cast<long>(size), prot, flags, fd, 0);
     // Addresses in the top 4 KiB are error codes.
-    return r < 0 && r > -4096 ? nullptr : reinterpret_cast<void*>(r);
+    return r < 0 && r >= -kMaxErrno ? nullptr : reinterpret_cast<void*>(r);
 }
 
 constinit std::atomic<size_t> g_page_size{0};
+
 
 } // namespace
 
@@ -115,7 +126,7 @@ size_t page_size() {
     const int saved = errno; // getauxval sets errno when the entry is missing
     const unsigned long v = getauxval(AT_PAGESZ);
     errno = saved;
-    ps = v != 0 ? v : 4096;
+    ps = v != 0 ? v : kFallbackPageSize;
     g_page_size.store(ps, std::memory_order_relaxed);
     return ps;
 }
@@ -125,7 +136,8 @@ uint64_t now_ms() {
     timespec ts{};
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
     errno = saved;
-    return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
+    return static_cast<uint64_t>(ts.tv_sec) * kMsPerSec +
+           static_cast<uint64_t>(ts.tv_nsec) / kNsPerMs;
 }
 
 void futex_wait(std::atomic<uint32_t>* word, uint32_t expected) {
@@ -248,7 +260,7 @@ uint64_t unix_ns() {
     timespec ts{};
     clock_gettime(CLOCK_REALTIME, &ts);
     errno = saved;
-    return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+    return static_cast<uint64_t>(ts.tv_sec) * kNsPerSec + static_cast<uint64_t>(ts.tv_nsec);
 }
 
 int open_dir(int dir, const char* path) {
@@ -260,9 +272,9 @@ uint64_t boot_ticks() {
     timespec ts{};
     clock_gettime(CLOCK_BOOTTIME, &ts);
     errno = saved;
-    const uint64_t hz = auxv(AT_CLKTCK) != 0 ? auxv(AT_CLKTCK) : 100;
+    const uint64_t hz = auxv(AT_CLKTCK) != 0 ? auxv(AT_CLKTCK) : kFallbackClockTicks;
     return static_cast<uint64_t>(ts.tv_sec) * hz +
-           static_cast<uint64_t>(ts.tv_nsec) / (1000000000ull / hz);
+           static_cast<uint64_t>(ts.tv_nsec) / (kNsPerSec / hz);
 }
 
 void thread_name(char out[16]) {
@@ -335,8 +347,9 @@ int link_unnamed(int fd, int dir, const char* name) {
     // anyone (where /proc is mounted).
     long r = sys(SYS_linkat, fd, arg(""), dir, arg(name), AT_EMPTY_PATH);
     if (r == -EPERM || r == -ENOENT || r == -EINVAL) {
+        constexpr char kFdDir[] = "/proc/self/fd/";
         char path[32] = "/proc/self/fd/";
-        size_t len = 14;
+        size_t len = sizeof kFdDir - 1;
         char digits[12];
         int n = 0;
         for (unsigned v = static_cast<unsigned>(fd); n == 0 || v != 0; v /= 10)
@@ -764,7 +777,8 @@ void helper_exit() {
 uint64_t now_ms_raw() {
     timespec ts{};
     sys(SYS_clock_gettime, CLOCK_MONOTONIC_COARSE, arg(&ts));
-    return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
+    return static_cast<uint64_t>(ts.tv_sec) * kMsPerSec +
+           static_cast<uint64_t>(ts.tv_nsec) / kNsPerMs;
 }
 
 void helper_sleep(const std::atomic<uint32_t>* word, uint32_t seq, int64_t timeout_ms,
@@ -780,11 +794,11 @@ void helper_sleep(const std::atomic<uint32_t>* word, uint32_t seq, int64_t timeo
         timespec deadline{};
         if (timeout_ms >= 0) {
             sys(SYS_clock_gettime, CLOCK_MONOTONIC, arg(&deadline));
-            deadline.tv_sec += timeout_ms / 1000;
-            deadline.tv_nsec += (timeout_ms % 1000) * 1000000;
-            if (deadline.tv_nsec >= 1000000000) {
+            deadline.tv_sec += timeout_ms / kMsPerSec;
+            deadline.tv_nsec += (timeout_ms % kMsPerSec) * kNsPerMs;
+            if (deadline.tv_nsec >= kNsPerSec) {
                 deadline.tv_sec += 1;
-                deadline.tv_nsec -= 1000000000;
+                deadline.tv_nsec -= kNsPerSec;
             }
         }
         const long r = sys(SYS_futex_waitv, arg(w), 2, 0, timeout_ms >= 0 ? arg(&deadline) : 0,
@@ -793,7 +807,7 @@ void helper_sleep(const std::atomic<uint32_t>* word, uint32_t seq, int64_t timeo
             return;
         *watch_ok = false;
     }
-    timespec rel{timeout_ms / 1000, (timeout_ms % 1000) * 1000000};
+    timespec rel{timeout_ms / kMsPerSec, (timeout_ms % kMsPerSec) * kNsPerMs};
     sys(SYS_futex, arg(word), FUTEX_WAIT_PRIVATE, seq, timeout_ms >= 0 ? arg(&rel) : 0, 0, 0);
 }
 
@@ -822,7 +836,8 @@ bool reap_helper(int pid, std::atomic<uint32_t>* alive, int64_t timeout_ms) {
         if (now >= end)
             return false;
         const uint64_t left = end - now;
-        timespec rel{static_cast<time_t>(left / 1000), static_cast<long>(left % 1000) * 1000000};
+        timespec rel{static_cast<time_t>(left / kMsPerSec),
+                     static_cast<long>(left % kMsPerSec) * kNsPerMs};
         // Shared: the kernel's wake at the helper's exit is not a private-futex wake.
         sys(SYS_futex, arg(alive), FUTEX_WAIT, v, arg(&rel), 0, 0);
     }

@@ -46,6 +46,8 @@ constinit uint64_t g_purges = 0;
 // the fork. After C the batch is not live.
 constexpr size_t kBatchSpans = 64;
 constexpr size_t kBatchPages = (32 * MiB) >> kPageShift;
+/// A tick settled after an idle spell (settle_locked) comes this part of a delay from now.
+constexpr uint64_t kSettleLeadParts = 4;
 
 struct Batch {
     Region* region = nullptr;
@@ -294,7 +296,7 @@ void settle_locked(uint64_t delay) {
     const uint64_t now = os::now_ms();
     if (now < delay)
         return;
-    const uint64_t t = now - delay + delay / 4;
+    const uint64_t t = now - delay + delay / kSettleLeadParts;
     if (t > g_last_tick && !g_tick_open)
         g_last_tick = t;
 }
@@ -467,8 +469,8 @@ int64_t background_step(uint64_t now, uint32_t* seq, uint32_t lock_id) {
             if (g_after_idle) { // the first tick after a start or an idle spell: settle_locked
                 g_after_idle = false;
                 const uint64_t d = static_cast<uint64_t>(delay);
-                if (now >= d && now - d + d / 4 > g_last_tick)
-                    g_last_tick = now - d + d / 4;
+                if (now >= d && now - d + d / kSettleLeadParts > g_last_tick)
+                    g_last_tick = now - d + d / kSettleLeadParts;
             }
             if (now - g_last_tick < static_cast<uint64_t>(delay))
                 return static_cast<int64_t>(static_cast<uint64_t>(delay) - (now - g_last_tick));
@@ -572,6 +574,8 @@ void fit_limit(int resource, uint64_t soft) {
     }
 }
 
+namespace {
+
 /// In a fork child: purges the child's copies of the runs of a batch in flight and frees them
 /// (g_batch.done on; the run at done may be partly given back already: give_back only sets and
 /// clears bits, so doing it again leaves the same bits). The caller holds the lock, or the
@@ -585,6 +589,8 @@ void finish_batch_in_child() {
     g_purged += purge_batch(purged);
     give_back_batch(purged);
 }
+
+} // namespace
 
 void adopt_busy_after_fork() {
     if (!g_batch.live.load(std::memory_order_relaxed) || !g_lock.try_lock())

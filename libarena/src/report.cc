@@ -84,11 +84,6 @@ void Msg::emit() {
     len_ = 0;
 }
 
-const char* Msg::c_str() {
-    buf_[len_] = '\0';
-    return buf_;
-}
-
 namespace {
 
 constinit std::atomic<uint64_t> g_error_counts[static_cast<unsigned>(HeapError::Count)] = {};

@@ -23,11 +23,10 @@ public:
     Msg& bytes(uint64_t v);
     Msg& nl() { return chr('\n'); }
     void emit();
-    const char* c_str();
-    size_t size() const { return len_; }
 
 private:
-    char buf_[512];
+    static constexpr size_t kCapacity = 512; // a line, or a few of malloc_stats's
+    char buf_[kCapacity];
     size_t len_ = 0;
 };
 

@@ -37,6 +37,7 @@ constexpr size_t kPageBytes = sizeof(arena_stats_page);
 // allocation that ends in idleness leaves the page close to where the burst ended (with a 100 ms
 // limit, a program that allocated its memory in its first 50 ms showed it as never there).
 constexpr uint64_t kPublishEveryNs = 10 * 1000 * 1000;
+constexpr unsigned kPublishCheckEvery = 16; // slow paths per clock read
 // Resident bytes (mincore over the regions' used extent) every second, and sooner when
 // committed bytes moved by more than an eighth since the last sample: at most every 10 ms, and
 // no sooner than 100 times the last sample took, so that sampling a large heap costs at most
@@ -308,10 +309,10 @@ void publish_global() {
     g_last_publish_ns = now;
 }
 
-void poll_control() {
+uint64_t poll_control() {
     if (g_page == nullptr)
-        return;
-    static constinit ARENA_TLS unsigned calls = 0; // the clock is read every 16th call
+        return 0;
+    static constinit ARENA_TLS unsigned calls = 0; // the clock is read every kPublishCheckEvery
     arena_stats_control& c = g_page->head.control;
     bool changed = false;
     if (ARENA_UNLIKELY(g_child_page_pending.load(std::memory_order_relaxed)) &&
@@ -321,13 +322,6 @@ void poll_control() {
     }
     // A request is served when its counter differs from what was served (stats_page.h); the
     // value of a purge request is written before its counter, so it is whole once seen.
-    const uint64_t trims = __atomic_load_n(&c.trim_requests, __ATOMIC_ACQUIRE);
-    if (trims != __atomic_load_n(&c.trims_served, __ATOMIC_RELAXED)) {
-        heap::trim(); // counts the trim
-        pages::trim();
-        __atomic_store_n(&c.trims_served, trims, __ATOMIC_RELEASE);
-        changed = true;
-    }
     const uint64_t purges = __atomic_load_n(&c.purge_requests, __ATOMIC_ACQUIRE);
     if (purges != __atomic_load_n(&c.purges_served, __ATOMIC_RELAXED)) {
         const int64_t delay = __atomic_load_n(&c.purge_delay_ms, __ATOMIC_ACQUIRE);
@@ -337,12 +331,22 @@ void poll_control() {
         __atomic_store_n(&c.purges_served, purges, __ATOMIC_RELEASE);
         changed = true;
     }
-    if (changed || ((++calls & 15) == 0 && os::unix_ns() - g_last_publish_ns >= kPublishEveryNs)) {
+    if (changed || (++calls % kPublishCheckEvery == 0 &&
+                    os::unix_ns() - g_last_publish_ns >= kPublishEveryNs)) {
         publish_global();
         if (ARENA_UNLIKELY(g_later_pending.load(std::memory_order_relaxed)) &&
             g_later_pending.exchange(false, std::memory_order_relaxed))
             later();
     }
+    // A trim request is the caller's to serve (heap::maintenance): its counter is the ticket.
+    // Read last, so that no register has to keep it across the calls above.
+    const uint64_t trims = __atomic_load_n(&c.trim_requests, __ATOMIC_ACQUIRE);
+    return trims != __atomic_load_n(&c.trims_served, __ATOMIC_RELAXED) ? trims : 0;
+}
+
+void trim_served(uint64_t ticket) {
+    __atomic_store_n(&g_page->head.control.trims_served, ticket, __ATOMIC_RELEASE);
+    publish_global();
 }
 
 void set_args(int argc, char** argv) {

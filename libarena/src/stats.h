@@ -12,6 +12,7 @@
 
 #include "arena/stats_page.h"
 #include "arena/stats_snapshot.h"
+#include "macros.h"
 #include "size_class.h"
 
 #include <atomic>
@@ -45,6 +46,20 @@ inline constexpr const char* api_name(Api a) {
     constexpr const char* kNames[] = {"malloc",  "calloc",       "realloc",        "free",
                                       "memalign", "operator new", "operator delete"};
     return kNames[static_cast<unsigned>(a)];
+}
+
+/// f.template operator()<A>() for the A among `As` that equals `api`, or the last of `As` when
+/// none does: how a slow path that knows the API only at run time reaches a fast-path template
+/// (instantiated for the listed APIs only). For example
+///     with_api<Api::Free, Api::Delete, Api::Realloc>(api, [&]<Api A>() { ... });
+template <Api A, Api... Rest, typename F>
+ARENA_FAST_PATH decltype(auto) with_api(Api api, F&& f) {
+    if constexpr (sizeof...(Rest) == 0)
+        return f.template operator()<A>();
+    else if (api == A)
+        return f.template operator()<A>();
+    else
+        return with_api<Rest...>(api, static_cast<F&&>(f));
 }
 
 /// arena_stats_shard with atomic counters (same layout; relaxed atomics are plain loads and
@@ -96,10 +111,15 @@ void note_live(int64_t live, int64_t* published);
 /// region creation, purge ticks, trims, heap creation and abandonment, heap errors.
 void publish_global();
 
-/// Serves trim and purge-delay requests from the page's control area, and republishes the
-/// gauges when they are older than 10 ms (stats.cc); the first such republish also does what
-/// start-up left (stats_file.h: the pid namespace, dead pages). Called from slow paths.
-void poll_control();
+/// Reads the page's control area: serves a purge-delay request, and republishes the gauges when
+/// they are older than 10 ms (stats.cc); the first such republish also does what start-up left
+/// (stats_file.h: the pid namespace, dead pages). A trim request is the caller's to serve (the
+/// stats page only records it: heap::maintenance trims): returns its counter, the ticket to
+/// give trim_served, or 0 when none waits (counters start at 0). Called from slow paths.
+uint64_t poll_control();
+
+/// The trim request `ticket` (from poll_control) is served: marks it so and publishes.
+void trim_served(uint64_t ticket);
 
 /// The program's arguments (from the library constructor), for the page's command line.
 void set_args(int argc, char** argv);

@@ -265,14 +265,15 @@ void clean_some(int dir, int self_pid, uint64_t pid_ns) {
     if (n <= 0)
         return;
     // linux_dirent64: d_ino(8) d_off(8) d_reclen(2) d_type(1) d_name[]
+    constexpr size_t kRecLenAt = 16, kNameAt = 19;
     uint16_t offsets[kCleanCandidates];
     unsigned count = 0;
     for (long at = 0; at < n && count < kCleanCandidates;) {
         uint16_t reclen;
-        memcpy(&reclen, buf + at + 16, sizeof reclen);
-        const char* name = buf + at + 19;
+        memcpy(&reclen, buf + at + kRecLenAt, sizeof reclen);
+        const char* name = buf + at + kNameAt;
         if (name[0] != '.' || (name[1] != '\0' && name[1] != '.'))
-            offsets[count++] = static_cast<uint16_t>(at + 19);
+            offsets[count++] = static_cast<uint16_t>(at + kNameAt);
         at += reclen;
     }
     if (count == 0)
