@@ -7,8 +7,8 @@ namespace cmond {
 using namespace std::chrono_literals;
 
 namespace {
-constexpr std::size_t kSmallOutput = 64 * 1024;
-constexpr std::size_t kLargeOutput = 1024 * 1024;
+constexpr std::size_t kSmallOutput = std::size_t{64} << 10;
+constexpr std::size_t kLargeOutput = std::size_t{1} << 20;
 } // namespace
 
 bool CommandSpec::takes_branch() const {

@@ -61,8 +61,8 @@ std::string show_duration(Millis d) {
 }
 
 std::string show_size(std::size_t n) {
-    if (n % (1024 * 1024) == 0 && n != 0) {
-        return std::to_string(n / (1024 * 1024)) + "MiB";
+    if (n % (std::size_t{1} << 20) == 0 && n != 0) {
+        return std::to_string(n / (std::size_t{1} << 20)) + "MiB";
     }
     if (n % 1024 == 0 && n != 0) {
         return std::to_string(n / 1024) + "KiB";
@@ -266,7 +266,7 @@ const std::array kCommandKeys = {
     CommandKeyDef{"output_cap", "SIZE",
                   "bytes of output kept (1..64MiB); a command that writes more is stopped (500)",
                   [](CommandSpec& s, std::string_view k, std::string_view v) {
-                      s.output_cap = parse_size(k, v, 1, 64 * 1024 * 1024);
+                      s.output_cap = parse_size(k, v, 1, (std::size_t{64} << 20));
                   }},
     CommandKeyDef{"workdir", "DIR", "working directory (relative: to the global workdir)",
                   [](CommandSpec& s, std::string_view k, std::string_view v) {
@@ -405,7 +405,7 @@ std::size_t parse_size(std::string_view key, std::string_view text, std::size_t 
     } else if (unit == "KiB") {
         scale = 1024;
     } else if (unit == "MiB") {
-        scale = 1024 * 1024;
+        scale = std::size_t{1} << 20;
     }
     if (digits.empty() || scale == 0) {
         fail(key, quote_value(text) + " is not a size (bytes, or a whole number of KiB or MiB)");
@@ -547,7 +547,7 @@ void apply_config_text(Config& config, std::string_view text, const std::string&
 }
 
 void apply_config_file(Config& config, const std::string& path) {
-    constexpr std::size_t kMaxConfigSize = 1024 * 1024;
+    constexpr std::size_t kMaxConfigSize = std::size_t{1} << 20;
     std::string text;
     try {
         cmon::RegularFile(path).read_all(text, kMaxConfigSize);

@@ -93,7 +93,7 @@ struct Supervision {
 
 namespace {
 
-constexpr std::size_t kSupervisorStack = 64 * 1024;
+constexpr std::size_t kSupervisorStack = std::size_t{64} << 10;
 
 // ---- Helpers of both sides ----
 

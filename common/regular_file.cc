@@ -16,8 +16,8 @@ FileError not_regular(mode_t mode) {
 }
 
 std::string show_limit(std::size_t limit) {
-    if (limit % (1024 * 1024) == 0) {
-        return std::to_string(limit / (1024 * 1024)) + " MiB";
+    if (limit % (std::size_t{1} << 20) == 0) {
+        return std::to_string(limit / (std::size_t{1} << 20)) + " MiB";
     }
     if (limit % 1024 == 0) {
         return std::to_string(limit / 1024) + " KiB";

@@ -256,7 +256,8 @@ int serve(const Options& o, const arena::client::ArenaCollector& collector) {
     // run() returns after stop(), or when the listener failed: then wake the signal thread (the
     // signal stays pending for its sigwait, as it is blocked everywhere).
     serving.store(false);
-    pthread_kill(stopper.native_handle(), SIGTERM);
+    // Not a kill: SIGTERM is blocked in every thread and the stopper takes it with sigwait.
+    pthread_kill(stopper.native_handle(), SIGTERM); // NOLINT(bugprone-bad-signal-to-kill-thread)
     stopper.join();
     if (!ok) {
         fprintf(stderr, "arena-exporter: the server stopped accepting connections\n");

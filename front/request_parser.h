@@ -20,7 +20,7 @@ struct ParseLimits {
     std::uint32_t max_head_bytes = 16 * 1024; // request line + fields
     std::size_t max_fields = 100;
     std::size_t max_target_bytes = 8192;
-    std::uint64_t max_body_bytes = 64 * 1024; // chunked or not
+    std::uint64_t max_body_bytes = std::uint64_t{64} << 10; // chunked or not
 };
 
 class RequestParser : public boost::beast::http::basic_parser<true> {

@@ -24,7 +24,7 @@ std::string openssl_errors() {
 }
 
 // A PEM chain of a few certificates is a few KiB; a megabyte is no certificate file.
-constexpr std::size_t kMaxPemSize = 1024 * 1024;
+constexpr std::size_t kMaxPemSize = std::size_t{1} << 20;
 
 // Cleanses a string (a private key's text) on every way out of a scope.
 struct Cleanser {

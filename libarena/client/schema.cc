@@ -137,7 +137,8 @@ const Family kDerived[] = {
      "earliest of the processes when grouped by comm).",
      Aggregate::Min, false, false, ARENA_FAMILY_none,
      [](const Process& p, Values& v) {
-         one(v, static_cast<double>(p.created_unix_ns() / 1000000) / 1e3);
+         const uint64_t created_ms = p.created_unix_ns() / 1000000; // milliseconds, as exposed
+         one(v, static_cast<double>(created_ms) / 1e3);
      }},
     {"arena_processes", MetricKind::Gauge, "", "Processes with a stats page, by comm.",
      Aggregate::Sum, false, true, ARENA_FAMILY_none,

@@ -105,7 +105,10 @@ ARENA_EXPORT int execvp(const char* file, char* const argv[]) {
     return path_exec(file, argv, environ);
 }
 
-// The variadic ones collect their arguments on the stack, as glibc's do.
+// The variadic ones collect their arguments on the stack, as glibc's do. A macro, not a function:
+// va_start and alloca act on the caller's frame. Its arguments are names it declares or assigns
+// (and a statement), which parentheses would break.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define ARENA_COLLECT_ARGS(arg0, argv, envp_out)                                                   \
     va_list ap;                                                                                    \
     va_start(ap, arg0);                                                                            \
@@ -122,6 +125,7 @@ ARENA_EXPORT int execvp(const char* file, char* const argv[]) {
         (void)va_arg(ap, char*);                                                                   \
     envp_out;                                                                                      \
     va_end(ap)
+// NOLINTEND(bugprone-macro-parentheses)
 
 ARENA_EXPORT int execl(const char* path, const char* arg0, ...) {
     ARENA_COLLECT_ARGS(arg0, argv, (void)0);
