@@ -9,6 +9,7 @@
 // becomes the head. At worst a chunk's tail or a descriptor is lost to the child.
 #include "meta.h"
 
+#include "check.h"
 #include "lock.h"
 #include "os.h"
 
@@ -22,8 +23,6 @@ inline constexpr size_t kChunk = 4 * MiB;
 constinit Mutex g_lock;
 constinit uintptr_t g_cursor = 0; // next free byte in the current chunk
 constinit uintptr_t g_end = 0;    // end of the current chunk; 0 while one is being installed
-constinit Slab* g_free_slabs = nullptr;
-constinit Suspect* g_free_suspects = nullptr;
 
 void* bump(size_t bytes) {
     bytes = (bytes + ARENA_CACHE_LINE - 1) & ~size_t{ARENA_CACHE_LINE - 1};
@@ -39,9 +38,36 @@ void* bump(size_t bytes) {
         g_end = g_cursor + chunk;
     }
     void* p = reinterpret_cast<void*>(g_cursor);
+    ARENA_ASSERT((g_cursor & (ARENA_CACHE_LINE - 1)) == 0 && g_end - g_cursor >= bytes);
     g_cursor += bytes;
     return p;
 }
+
+/// A free list of descriptors of type T linked through T::*Next, under g_lock. A node is linked
+/// before it becomes the head (see the top); one being given back is never the head already.
+template <class T, T* T::*Next>
+class FreeList {
+public:
+    T* take_or_bump() {
+        if (T* t = head_) {
+            head_ = t->*Next;
+            return t;
+        }
+        return static_cast<T*>(bump(sizeof(T)));
+    }
+    void give(T* t) {
+        ARENA_ASSERT(t != nullptr && t != head_);
+        t->*Next = head_;
+        std::atomic_thread_fence(std::memory_order_release);
+        head_ = t;
+    }
+
+private:
+    T* head_ = nullptr;
+};
+
+constinit FreeList<Slab, &Slab::next_free> g_free_slabs;
+constinit FreeList<Suspect, &Suspect::next> g_free_suspects;
 
 } // namespace
 
@@ -52,35 +78,24 @@ void* alloc(size_t bytes) {
 
 Slab* slab_alloc() {
     LockGuard guard(g_lock);
-    if (Slab* s = g_free_slabs) {
-        g_free_slabs = s->next_free;
-        return s;
-    }
-    return static_cast<Slab*>(bump(sizeof(Slab)));
+    return g_free_slabs.take_or_bump();
 }
 
 void slab_free(Slab* s) {
     LockGuard guard(g_lock);
-    s->next_free = g_free_slabs;
-    std::atomic_thread_fence(std::memory_order_release);
-    g_free_slabs = s;
+    g_free_slabs.give(s);
 }
 
 // A fork in the middle of either leaves the node on the list or taken by a thread the child
 // does not have: at worst a node lost, never one handed out twice.
 Suspect* suspect_alloc() {
     LockGuard guard(g_lock);
-    if (Suspect* d = g_free_suspects) {
-        g_free_suspects = d->next;
-        return d;
-    }
-    return static_cast<Suspect*>(bump(sizeof(Suspect)));
+    return g_free_suspects.take_or_bump();
 }
 
 void suspect_free(Suspect* d) {
     LockGuard guard(g_lock);
-    d->next = g_free_suspects;
-    g_free_suspects = d;
+    g_free_suspects.give(d);
 }
 
 bool fork_child() {

@@ -58,7 +58,7 @@ constexpr SizeClass make_class(unsigned c) {
     // The smallest run of pages that holds a whole number of slots, then as many of those as
     // reach the target size without passing the slot limit.
     const size_t unit = size / gcd(size, kPageSize);
-    const size_t want = size * 8 > 64 * KiB ? size * 8 : 64 * KiB;
+    const size_t want = size_t{size} * 8 > 64 * KiB ? size_t{size} * 8 : 64 * KiB;
     size_t pages = unit;
     while (pages * kPageSize < want && (pages + unit) * kPageSize / size <= kSlabMaxSlots)
         pages += unit;
