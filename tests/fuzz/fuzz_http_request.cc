@@ -16,7 +16,28 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <memory>
 #include <string_view>
+
+// Beast's own assertions stay on (BOOST_ENABLE_ASSERT_HANDLER, meson.build) and abort, but for
+// one that is wrong: basic_parser::parse_chunk_header (Boost 1.81, basic_parser.ipp:702) asserts
+// n >= 5 when it resumes after a last chunk "0\r\n" that was also the body's first chunk and
+// arrived alone (4 bytes with the next one: no CRLF of a previous chunk in front). The code
+// after it reads within the buffer, and release builds (cmond's) have no assertions.
+namespace boost {
+void assertion_failed(const char* expr, const char* function, const char* file, long line) {
+    if (strcmp(expr, "n >= 5") == 0 && strstr(file, "beast/http/impl/basic_parser.ipp") != nullptr)
+        return;
+    fprintf(stderr, "%s:%ld: %s: assertion '%s' failed\n", file, line, function, expr);
+    abort();
+}
+void assertion_failed_msg(const char* expr, const char* msg, const char* function, const char* file,
+                          long line) {
+    fprintf(stderr, "%s:%ld: %s: assertion '%s' failed: %s\n", file, line, function, expr, msg);
+    abort();
+}
+} // namespace boost
 
 namespace {
 
@@ -80,7 +101,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             buffer.append(bytes.substr(arrived, n));
             arrived += n;
         }
-        const size_t used = parser.put(boost::asio::buffer(buffer.data(), buffer.size()), ec);
+        // An exact-size copy, so that ASan sees a read past what has arrived.
+        const auto view = std::make_unique<char[]>(buffer.size());
+        memcpy(view.get(), buffer.data(), buffer.size());
+        const size_t used = parser.put(boost::asio::buffer(view.get(), buffer.size()), ec);
         buffer.erase(0, used);
         if (ec == boost::beast::http::error::need_more) {
             ec = {};
