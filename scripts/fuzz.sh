@@ -72,8 +72,13 @@ for t in "${targets[@]}"; do
         fi
     else
         failed+=("$t")
-        echo "fuzz: $t: FAILED; the end of its log ($work/$t/log):"
-        grep -v '^#[0-9]' "$work/$t/log" | tail -n 30 | sed 's/^/    /'
+        echo "fuzz: $t: FAILED (log: $work/$t/log):"
+        # What went wrong: the first report and the top of its stack, then the summary.
+        {
+            grep -m1 -A10 -E '^==[0-9]+==ERROR|runtime error:|^fuzz_[a-z_]+:|assertion .* failed' \
+                "$work/$t/log" || tail -n 20 "$work/$t/log"
+            grep -E '^SUMMARY:' "$work/$t/log" || true
+        } | sed 's/^/    /'
         for f in "$work/$t/artifacts"/*; do
             [ -e "$f" ] && echo "fuzz: $t: crashing input: $f (reproduce: $exe $f)"
         done
