@@ -396,8 +396,7 @@ void run_native(Input& in) {
             const size_t u = arena_usable_size(a, p);
             if (u != chunks * chunk)
                 fail("usable size is not whole chunks", m.op, p, n, u);
-            // Chunks are aligned relative to the arena, whose memory starts on a page.
-            m.add(p, n, u, chunk < 4096 ? chunk : 4096, false);
+            m.add(p, n, u, chunk, false); // the arena starts on a multiple of the chunk size
             used += chunks;
             break;
         }
