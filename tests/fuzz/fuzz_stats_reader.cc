@@ -23,6 +23,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <filesystem>
 #include <string>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -32,6 +33,7 @@ namespace {
 constexpr int kPid = 4242;
 constexpr uint64_t kStartTime = 12345; // the fake process's; a page made before is stale
 
+std::string g_dir;    // the temporary directory, removed at exit
 std::string g_base;   // <tmp>/stats
 std::string g_procfs; // <tmp>/proc
 std::string g_page;   // <base>/<uid>/<pid>
@@ -74,6 +76,11 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
         std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/fuzz-stats-reader-XXXXXX";
     if (mkdtemp(dir.data()) == nullptr)
         fail("mkdtemp");
+    g_dir = dir;
+    atexit([] {
+        std::error_code ec;
+        std::filesystem::remove_all(g_dir, ec);
+    });
     g_base = dir + "/stats";
     g_procfs = dir + "/proc";
     // FakePage writes the user directory (and the base) the way a writer makes them.
