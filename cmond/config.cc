@@ -434,7 +434,7 @@ std::vector<std::string> parse_argv(std::string_view key, std::string_view text)
     nlohmann::json j;
     try {
         j = nlohmann::json::parse(text);
-    } catch (const nlohmann::json::parse_error&) {
+    } catch (const nlohmann::json::exception&) { // parse_error, and out_of_range for 1e400
         fail(key, quote_value(text) + " is not valid JSON; write a JSON array of strings such as "
                                       "[\"git\", \"pull\", \"origin\", \"--\", \"{branch}\"]");
     }

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 # Installs the Debian packages a task needs, only those that are missing.
 #
-#   scripts/deps.sh build|test|demo|bench|container|aarch64
+#   scripts/deps.sh build|test|demo|bench|container|aarch64|fuzz
 #
 # Runs apt-get as root, or through sudo when available. Prints what it installs.
 set -euo pipefail
@@ -22,6 +22,8 @@ container=(podman runc debootstrap iproute2 curl openssl prometheus)
 bench=("${test[@]}" gnuplot-nox hyperfine valgrind)
 # scripts/check_aarch64.sh: a cross compiler, and qemu-user to run what it builds.
 aarch64=("${build[@]}" g++-aarch64-linux-gnu qemu-user-static)
+# scripts/fuzz.sh: clang 14 and its runtimes (libFuzzer, ASan, UBSan are in libclang-rt-14-dev).
+fuzz=("${build[@]}" clang libclang-rt-14-dev)
 
 case "${1:-}" in
     build) want=("${build[@]}") ;;
@@ -30,7 +32,8 @@ case "${1:-}" in
     bench) want=("${bench[@]}") ;;
     container) want=("${container[@]}") ;;
     aarch64) want=("${aarch64[@]}") ;;
-    *) echo "usage: $0 build|test|demo|bench|container|aarch64" >&2; exit 2 ;;
+    fuzz) want=("${fuzz[@]}") ;;
+    *) echo "usage: $0 build|test|demo|bench|container|aarch64|fuzz" >&2; exit 2 ;;
 esac
 
 missing=()

@@ -137,12 +137,24 @@ int arena_init(arena_t** out, const arena_config_t* config) {
     void* meta = arena::os::reserve(meta_size);
     if (meta == nullptr)
         return ENOMEM;
+    // The data starts on a multiple of the chunk size: the RunMap's units are aligned to the
+    // unit (bitmap.h). A page-aligned reservation is that for chunks up to a page; larger ones
+    // reserve a chunk more and return the ends around the aligned part.
     const size_t data_size = round_to_page(bytes);
-    void* data = arena::os::reserve(data_size);
-    if (data == nullptr) {
+    const size_t ps = arena::os::page_size();
+    const size_t slack = cs > ps ? cs - ps : 0;
+    void* raw = arena::os::reserve(data_size + slack);
+    if (raw == nullptr) {
         arena::os::unreserve(meta, meta_size);
         return ENOMEM;
     }
+    const uintptr_t lo = reinterpret_cast<uintptr_t>(raw);
+    const uintptr_t start = slack != 0 ? (lo + cs - 1) & ~uintptr_t{cs - 1} : lo;
+    if (start > lo)
+        arena::os::unreserve(raw, start - lo);
+    if (lo + slack > start)
+        arena::os::unreserve(reinterpret_cast<void*>(start + data_size), lo + slack - start);
+    void* data = reinterpret_cast<void*>(start);
     arena_t* a = new (meta) arena_s{};
     char* bitmaps = static_cast<char*>(meta) + header;
     a->chunk_size = cs;

@@ -84,9 +84,15 @@ ARENA_EXPORT int malloc_info(int options, FILE* fp) {
     return libc::malloc_info(options, fp);
 }
 
-// glibc's internal names, which some programs and libraries call directly.
-#define ARENA_ALIAS(name, target)                                                               \
-    ARENA_EXPORT decltype(target) name __attribute__((alias(#target), copy(target)))
+// glibc's internal names, which some programs and libraries call directly. copy() (GCC 9)
+// gives the alias the target's attributes; clang has no such attribute and warns about it.
+#if __has_attribute(copy)
+#    define ARENA_ALIAS(name, target)                                                           \
+        ARENA_EXPORT decltype(target) name __attribute__((alias(#target), copy(target)))
+#else
+#    define ARENA_ALIAS(name, target)                                                           \
+        ARENA_EXPORT decltype(target) name __attribute__((alias(#target)))
+#endif
 ARENA_ALIAS(__libc_malloc, malloc);
 ARENA_ALIAS(__libc_free, free);
 ARENA_ALIAS(__libc_cfree, cfree);

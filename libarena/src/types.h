@@ -230,12 +230,12 @@ struct alignas(ARENA_CACHE_LINE) Heap {
 
 struct Region {
     RunMap runs;                         // page bitmaps (guarded by the pages lock)
-    std::atomic<uintptr_t>* pagemap;     // one entry per page (see above)
-    uintptr_t base;
-    size_t size;                         // bytes; a lowered RLIMIT_AS cuts it, never below
+    std::atomic<uintptr_t>* pagemap = nullptr; // one entry per page (see above)
+    uintptr_t base = 0;
+    size_t size = 0;                     // bytes; a lowered RLIMIT_AS cuts it, never below
                                          // the used extent (pages.cc: fit_limit)
-    void* meta;                          // mapping holding the bitmaps and the pagemap
-    size_t meta_size;
+    void* meta = nullptr;                // mapping holding the bitmaps and the pagemap
+    size_t meta_size = 0;
 
     bool contains(uintptr_t a) const { return a - base < size; }
     size_t page_of(uintptr_t a) const { return (a - base) >> kPageShift; }

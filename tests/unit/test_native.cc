@@ -103,6 +103,23 @@ TEST_CASE("no header: usable size is exactly the chunks, and adjacent runs stay 
     CHECK(arena_usable_size(ar.a, b) == 256 * 1024);
 }
 
+TEST_CASE("pointers are aligned to the chunk size, also for chunks larger than a page") {
+    // The data of a 64 KiB-chunk arena was only page-aligned (fuzz-alloc, with ARENA_DEBUG:
+    // RunMap::init's unit-alignment assertion).
+    for (size_t chunk : {size_t{16}, size_t{4096}, size_t{64} << 10, size_t{2} << 20}) {
+        Arena ar(chunk, 8);
+        void* p = arena_alloc(ar.a, 1);
+        void* q = arena_alloc(ar.a, chunk + 1);
+        REQUIRE(p != nullptr);
+        REQUIRE(q != nullptr);
+        CHECK_MESSAGE(reinterpret_cast<uintptr_t>(p) % chunk == 0, chunk);
+        CHECK_MESSAGE(reinterpret_cast<uintptr_t>(q) % chunk == 0, chunk);
+        memset(q, 1, 2 * chunk); // the whole run is there
+        CHECK(arena_free(ar.a, p) == 0);
+        CHECK(arena_free(ar.a, q) == 0);
+    }
+}
+
 TEST_CASE("bad frees are refused and change nothing") {
     Arena ar(512, 256);
     char* p = static_cast<char*>(arena_alloc(ar.a, 2048));

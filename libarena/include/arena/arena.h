@@ -10,8 +10,8 @@
  *    reservation of chunk_size * chunk_count bytes (MAP_NORESERVE, demand paged), chunks
  *    tracked in 64-bit bitmaps. An allocation is a run of whole chunks that may cross any
  *    number of bitmap words; no header is stored next to it (run starts live in a second
- *    bitmap), so every pointer is chunk-aligned relative to the arena and at least 16-byte
- *    aligned. Free chunks go back to the kernel after ARENA_PURGE_DELAY_MS, or at once with
+ *    bitmap), and the arena starts on a multiple of the chunk size, so every pointer is
+ *    aligned to the chunk size (16 bytes at least). Free chunks go back to the kernel after ARENA_PURGE_DELAY_MS, or at once with
  *    arena_trim(). Instances are thread-safe (one lock each) and independent of malloc: link
  *    libarena-native.a to use them without replacing the process allocator.
  *

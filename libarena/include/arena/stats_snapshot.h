@@ -34,21 +34,22 @@ struct Snapshot {
     unsigned nclasses() const { return head.nclasses; }
 
     /// Bytes in live blocks: slots at their class size plus large blocks (whole pages).
+    /// Summed modulo 2^64 (unsigned: a page's counters are anyone's bytes, and signed overflow
+    /// would be undefined), then read as signed: a negative total (frees seen before their
+    /// allocations) is 0.
     uint64_t live_bytes() const {
-        int64_t live = static_cast<int64_t>(events[ARENA_EV_large_alloc_bytes] -
-                                            events[ARENA_EV_large_free_bytes]);
+        uint64_t live = events[ARENA_EV_large_alloc_bytes] - events[ARENA_EV_large_free_bytes];
         for (unsigned c = 0; c < nclasses(); ++c)
-            live += static_cast<int64_t>(class_alloc[c] - class_free[c]) * head.class_size[c];
-        return live > 0 ? static_cast<uint64_t>(live) : 0;
+            live += (class_alloc[c] - class_free[c]) * uint64_t{head.class_size[c]};
+        return static_cast<int64_t>(live) > 0 ? live : 0;
     }
 
-    /// Live blocks: small slots plus large blocks.
+    /// Live blocks: small slots plus large blocks (summed as live_bytes() is).
     uint64_t live_blocks() const {
-        int64_t live =
-            static_cast<int64_t>(events[ARENA_EV_large_allocs] - events[ARENA_EV_large_frees]);
+        uint64_t live = events[ARENA_EV_large_allocs] - events[ARENA_EV_large_frees];
         for (unsigned c = 0; c < nclasses(); ++c)
-            live += static_cast<int64_t>(class_alloc[c] - class_free[c]);
-        return live > 0 ? static_cast<uint64_t>(live) : 0;
+            live += class_alloc[c] - class_free[c];
+        return static_cast<int64_t>(live) > 0 ? live : 0;
     }
 };
 
