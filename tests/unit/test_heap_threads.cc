@@ -8,7 +8,9 @@
 // cookies checked on free, blocks swapped between threads so that other threads free them,
 // thread churn that leaves heaps abandoned with remote frees still coming), a producer/consumer
 // pair on one size class (every free remote: the remote queues and their collection), trims, and
-// a stand-in for the background purger: a thread that runs the purger's loop body,
+// requests through the stats page's control area (trims and purge delays, served on whichever
+// thread's slow path sees them, as cmond's POST /arena/<pid>/trim is) with snapshots of the page
+// read in the process meanwhile, and a stand-in for the background purger: a thread that runs the purger's loop body,
 // pages::background_step, as the purger does (its own lock id, no TLS). The real purger is a
 // clone(CLONE_VM) process on a thread pointer of its own, which no sanitizer can follow: it is
 // kept from starting (purger::before_exec here; os::helpers_supported says no in sanitizer
@@ -20,6 +22,7 @@
 #include "os.h"
 #include "pages.h"
 #include "purger.h"
+#include "stats.h"
 #include "testing.h"
 
 #include <doctest/doctest.h>
@@ -27,8 +30,12 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <cstddef>
 #include <cstring>
+#include <fcntl.h>
+#include <memory>
 #include <thread>
+#include <unistd.h>
 #include <vector>
 
 namespace arena {
@@ -169,6 +176,57 @@ private:
     std::thread t_;
 };
 
+/// What a reader allowed to write does to the page (stats_page.h, control): pwrite requests for
+/// a trim, and now and then for a purge delay, while this process snapshots its own page.
+class Controller {
+public:
+    Controller()
+        : t_([this] {
+              const int fd = open(arena::stats::page_path(), O_RDWR | O_CLOEXEC);
+              auto snap = std::make_unique<arena::snapshot::Snapshot>();
+              constexpr off_t kControl = offsetof(arena_stats_head, control);
+              for (uint64_t k = 1; !stop_.load(std::memory_order_acquire); ++k) {
+                  if (fd >= 0) {
+                      put(fd, kControl + offsetof(arena_stats_control, trim_requests), k);
+                      if (k % 8 == 0) {
+                          const int64_t delay = k % 16 == 0 ? 5 : 0;
+                          put(fd, kControl + offsetof(arena_stats_control, purge_delay_ms), delay);
+                          put(fd, kControl + offsetof(arena_stats_control, purge_requests), k / 8);
+                      }
+                  }
+                  arena::stats::snapshot(snap.get());
+                  std::this_thread::sleep_for(std::chrono::milliseconds(1));
+              }
+              if (fd >= 0) {
+                  uint64_t served = 0;
+                  constexpr off_t kServed = kControl + offsetof(arena_stats_control, trims_served);
+                  if (pread(fd, &served, sizeof served, kServed) == sizeof served)
+                      served_ = served;
+                  close(fd);
+              }
+          }) {}
+    ~Controller() { stop(); }
+    /// Stops it; the trim requests the allocator served (0 without a page).
+    uint64_t stop() {
+        if (t_.joinable()) {
+            stop_.store(true, std::memory_order_release);
+            t_.join();
+        }
+        return served_;
+    }
+
+private:
+    template <class T>
+    static void put(int fd, off_t at, T value) {
+        if (pwrite(fd, &value, sizeof value, at) != static_cast<ssize_t>(sizeof value))
+            abort();
+    }
+
+    std::atomic<bool> stop_{false};
+    uint64_t served_ = 0;
+    std::thread t_;
+};
+
 /// Once per process, before any allocation: no real purger (see the top).
 void setup() {
     static const bool once = [] {
@@ -185,6 +243,7 @@ TEST_CASE("threads, cross-thread frees, churn, trims and the purger's step keep 
     setup();
     const size_t iters = env_or("HEAP_THREADS_ITER", 20000);
     PurgerStandIn purger;
+    Controller controller;
     std::atomic<bool> stop_trim{false};
     std::thread trimmer([&] {
         while (!stop_trim.load(std::memory_order_acquire)) {
@@ -209,6 +268,8 @@ TEST_CASE("threads, cross-thread frees, churn, trims and the purger's step keep 
     stop_trim.store(true, std::memory_order_release);
     trimmer.join();
     CHECK(purger.stop() > 0);
+    CHECK(*arena::stats::page_path() != '\0'); // ARENA_STATS_DIR: tests/meson.build
+    CHECK(controller.stop() > 0);               // trim requests were served
     CHECK(g_corrupt.load() == 0);
 }
 
