@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 # Installs the Debian packages a task needs, only those that are missing.
 #
-#   scripts/deps.sh build|test|demo|bench|container|aarch64
+#   scripts/deps.sh build|test|demo|bench|container|aarch64|sanitize
 #
 # Runs apt-get as root, or through sudo when available. Prints what it installs.
 set -euo pipefail
@@ -22,6 +22,9 @@ container=(podman runc debootstrap iproute2 curl openssl prometheus)
 bench=("${test[@]}" gnuplot-nox hyperfine valgrind)
 # scripts/check_aarch64.sh: a cross compiler, and qemu-user to run what it builds.
 aarch64=("${build[@]}" g++-aarch64-linux-gnu qemu-user-static)
+# scripts/check_sanitize.sh: GCC's sanitizer runtimes, and what the unit, cmond, exporter and
+# client suites run (promtool, openssl for cmond's TLS tests, procps).
+sanitize=("${build[@]}" libasan8 libubsan1 libtsan2 prometheus openssl procps)
 
 case "${1:-}" in
     build) want=("${build[@]}") ;;
@@ -30,7 +33,8 @@ case "${1:-}" in
     bench) want=("${bench[@]}") ;;
     container) want=("${container[@]}") ;;
     aarch64) want=("${aarch64[@]}") ;;
-    *) echo "usage: $0 build|test|demo|bench|container|aarch64" >&2; exit 2 ;;
+    sanitize) want=("${sanitize[@]}") ;;
+    *) echo "usage: $0 build|test|demo|bench|container|aarch64|sanitize" >&2; exit 2 ;;
 esac
 
 missing=()
