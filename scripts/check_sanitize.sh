@@ -114,7 +114,8 @@ for r in "${runs[@]}"; do
     # shellcheck disable=SC2086
     env ${env[$r]} meson test -C "$build" --no-rebuild --print-errorlogs "${suite_args[@]}" \
         >"$build/check_sanitize-test.log" 2>&1 || status=$?
-    grep -E '^ *[0-9]+/[0-9]+ ' "$build/check_sanitize-test.log" | grep -vE ' OK +[0-9.]+s$' || true
+    grep -E '^ *[0-9]+/[0-9]+ ' "$build/check_sanitize-test.log" | grep -vE ' OK +[0-9.]+s$' |
+        awk '!seen[$0]++' || true
     counts=$(grep -E '^(Ok|Expected Fail|Fail|Unexpected Pass|Skipped|Timeout): ' \
         "$build/check_sanitize-test.log" |
         awk -F': *' '{ gsub(/ +$/, "", $2) }
