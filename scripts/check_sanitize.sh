@@ -97,6 +97,10 @@ for r in "${runs[@]}"; do
         echo "check_sanitize: $build is configured with b_sanitize=$have, not ${want[$r]}" >&2
         exit 2
     fi
+    # The test list is meson's introspection data: brought up to date first (a meson.build may
+    # have changed since the last build).
+    nice -n 10 ninja -C "$build" build.ninja >"$build/check_sanitize-build.log" 2>&1 ||
+        { cat "$build/check_sanitize-build.log"; exit 1; }
     # shellcheck disable=SC2086
     mapfile -t files < <(targets_for "$build" ${suites[$r]})
     echo "== $r: building ${#files[@]} targets in $build"
@@ -119,7 +123,9 @@ for r in "${runs[@]}"; do
     counts=$(grep -E '^(Ok|Expected Fail|Fail|Unexpected Pass|Skipped|Timeout): ' \
         "$build/check_sanitize-test.log" |
         awk -F': *' '{ gsub(/ +$/, "", $2) }
-                     $2 != "0" || $1 == "Ok" || $1 == "Fail" { printf "%s %s, ", $1, $2 }')
+                     $2 != "0" || $1 == "Ok" || $1 == "Fail" { printf "%s %s, ", $1, $2 }' ||
+        true)
+    [ -n "$counts" ] || { tail -n 5 "$build/check_sanitize-test.log"; status=1; }
     if [ "$status" -ne 0 ]; then
         findings='ERROR: (Address|Leak)Sanitizer|runtime error:|WARNING: ThreadSanitizer|SUMMARY: '
         grep -E "$findings" "$log" | sort | uniq -c | head -n 20 || true
