@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 # Installs the Debian packages a task needs, only those that are missing.
 #
-#   scripts/deps.sh build|test|demo|bench|container|aarch64|fuzz
+#   scripts/deps.sh build|test|demo|bench|container|aarch64|fuzz|sanitize|style
 #
 # Runs apt-get as root, or through sudo when available. Prints what it installs.
 set -euo pipefail
@@ -24,6 +24,11 @@ bench=("${test[@]}" gnuplot-nox hyperfine valgrind)
 aarch64=("${build[@]}" g++-aarch64-linux-gnu qemu-user-static)
 # scripts/fuzz.sh: clang 14 and its runtimes (libFuzzer, ASan, UBSan are in libclang-rt-14-dev).
 fuzz=("${build[@]}" clang libclang-rt-14-dev)
+# scripts/check_sanitize.sh: GCC's sanitizer runtimes, and what the unit, cmond, exporter and
+# client suites run (promtool, openssl for cmond's TLS tests, procps).
+sanitize=("${build[@]}" libasan8 libubsan1 libtsan2 prometheus openssl procps)
+# scripts/check_style.sh: clang-format, and clang-tidy with its run-clang-tidy.
+style=(clang-format clang-tidy)
 
 case "${1:-}" in
     build) want=("${build[@]}") ;;
@@ -33,7 +38,9 @@ case "${1:-}" in
     container) want=("${container[@]}") ;;
     aarch64) want=("${aarch64[@]}") ;;
     fuzz) want=("${fuzz[@]}") ;;
-    *) echo "usage: $0 build|test|demo|bench|container|aarch64|fuzz" >&2; exit 2 ;;
+    sanitize) want=("${sanitize[@]}") ;;
+    style) want=("${style[@]}") ;;
+    *) echo "usage: $0 build|test|demo|bench|container|aarch64|fuzz|sanitize|style" >&2; exit 2 ;;
 esac
 
 missing=()

@@ -653,6 +653,22 @@ bool under_valgrind() {
     return result != 0;
 }
 
+/// A sanitizer build (scripts/check_sanitize.sh): a helper runs instrumented code on a thread
+/// pointer of its own, which the sanitizer runtime never saw (ThreadSanitizer keeps its thread
+/// state in TLS, AddressSanitizer its fake stacks), so there is none. tests/unit/test_heap_threads
+/// runs the purger's loop body on a thread instead.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#    if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+constexpr bool kSanitized = true;
+#    else
+constexpr bool kSanitized = false;
+#    endif
+#else
+constexpr bool kSanitized = false;
+#endif
+
 } // namespace
 
 bool helpers_supported() {
@@ -661,7 +677,7 @@ bool helpers_supported() {
     // it (systemd's SystemCallFilter= does, with SIGSYS) rather than fail. Asked every time: a
     // program may install one after start-up (sandboxes do). The question is a prctl, which
     // glibc makes anyway.
-    if (!kHelperArch || sys(SYS_prctl, PR_GET_SECCOMP) != 0)
+    if (!kHelperArch || kSanitized || sys(SYS_prctl, PR_GET_SECCOMP) != 0)
         return false;
     // 0 unknown, 1 yes, 2 no.
     static constinit std::atomic<int> known{0};

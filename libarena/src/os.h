@@ -171,7 +171,7 @@ bool is_mapped(const void* p);
 /// True when helpers can be made here: x86-64 or AArch64, close_range (Linux 5.9) and seccomp
 /// filters are available, the process is under no seccomp filter of its own (which may kill it
 /// for a system call it does not list: asked every time), and not under Valgrind (which cannot
-/// run one). The rest is probed once.
+/// run one), and not in a sanitizer build (os.cc: kSanitized). The rest is probed once.
 bool helpers_supported();
 
 /// Where the helper runs: a private stack and thread-pointer area (helper_area_bytes, from

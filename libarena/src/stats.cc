@@ -48,7 +48,9 @@ constexpr uint64_t kResidentCostFactor = 100;
 constinit arena_stats_page* g_page = nullptr;
 constinit bool g_file_backed = false;
 constinit Mutex g_global_lock; // one seqlock writer at a time
-constinit uint64_t g_last_publish_ns = 0;
+// When publish_global last ran: written under g_global_lock, read by every poll_control without
+// it, so atomic (relaxed: it only paces publishing).
+constinit std::atomic<uint64_t> g_last_publish_ns{0};
 // The last resident sample: when, how long it took, and committed bytes then. Read by any
 // thread before it decides to sample, written under g_global_lock.
 constinit std::atomic<uint64_t> g_resident_ns{0};
@@ -306,7 +308,7 @@ void publish_global() {
     put(ARENA_G_invalid_frees, heap_error_count(HeapError::InvalidFree));
     put(ARENA_G_purge_delay_ms, static_cast<uint64_t>(option(Opt::PURGE_DELAY_MS)));
     __atomic_store_n(&seq_word, seq + 2, __ATOMIC_RELEASE);
-    g_last_publish_ns = now;
+    g_last_publish_ns.store(now, std::memory_order_relaxed);
 }
 
 uint64_t poll_control() {
@@ -332,7 +334,8 @@ uint64_t poll_control() {
         changed = true;
     }
     if (changed || (++calls % kPublishCheckEvery == 0 &&
-                    os::unix_ns() - g_last_publish_ns >= kPublishEveryNs)) {
+                    os::unix_ns() - g_last_publish_ns.load(std::memory_order_relaxed) >=
+                        kPublishEveryNs)) {
         publish_global();
         if (ARENA_UNLIKELY(g_later_pending.load(std::memory_order_relaxed)) &&
             g_later_pending.exchange(false, std::memory_order_relaxed))
@@ -400,7 +403,8 @@ void fork_child(bool interrupted) {
         ++seq; // its writer is not in the child: the update ends here
     g_later_pending.store(g_file_backed, std::memory_order_relaxed);
     if (interrupted)
-        g_last_publish_ns = 0; // publish_global takes locks: the next poll_control does it
+        // publish_global takes locks: the next poll_control does it
+        g_last_publish_ns.store(0, std::memory_order_relaxed);
     else
         publish_global();
 }
