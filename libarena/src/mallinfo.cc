@@ -100,7 +100,7 @@ void malloc_stats() {
         ARENA_STATS_EVENTS(ARENA_PRINT_EVENT)
 #undef ARENA_PRINT_EVENT
 #define ARENA_PRINT_GAUGE(name, family, label, is_signed)                                         \
-    {#name, s.page.gauge(ARENA_G_##name), is_signed != 0},
+    {#name, s.page.gauge(ARENA_G_##name), (is_signed) != 0},
         ARENA_STATS_GAUGES(ARENA_PRINT_GAUGE)
 #undef ARENA_PRINT_GAUGE
     };

@@ -37,7 +37,7 @@ constexpr size_t kFallbackPageSize = 4096;
 /// The clock tick of /proc's times (USER_HZ) when AT_CLKTCK is missing: Linux's on x86-64.
 constexpr uint64_t kFallbackClockTicks = 100;
 constexpr long kMsPerSec = 1000;
-constexpr long kNsPerMs = 1000 * 1000;
+constexpr long kNsPerMs = 1'000'000;
 constexpr long kNsPerSec = kMsPerSec * kNsPerMs;
 
 /// System call n with up to six arguments; the result, or -errno.
@@ -502,8 +502,8 @@ void abort_process() {
 
 namespace {
 
-constexpr size_t kHelperStack = 64 * 1024;
-constexpr size_t kHelperScratch = 64 * 1024;
+constexpr size_t kHelperStack = size_t{64} << 10;
+constexpr size_t kHelperScratch = size_t{64} << 10;
 
 #if defined(__x86_64__) || defined(__aarch64__)
 constexpr bool kHelperArch = true;

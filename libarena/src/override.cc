@@ -86,6 +86,8 @@ ARENA_EXPORT int malloc_info(int options, FILE* fp) {
 
 // glibc's internal names, which some programs and libraries call directly. copy() (GCC 9)
 // gives the alias the target's attributes; clang has no such attribute and warns about it.
+// decltype(target) names the function's type; decltype((target)) would be a reference.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #if __has_attribute(copy)
 #    define ARENA_ALIAS(name, target)                                                           \
         ARENA_EXPORT decltype(target) name __attribute__((alias(#target), copy(target)))
@@ -93,6 +95,7 @@ ARENA_EXPORT int malloc_info(int options, FILE* fp) {
 #    define ARENA_ALIAS(name, target)                                                           \
         ARENA_EXPORT decltype(target) name __attribute__((alias(#target)))
 #endif
+// NOLINTEND(bugprone-macro-parentheses)
 ARENA_ALIAS(__libc_malloc, malloc);
 ARENA_ALIAS(__libc_free, free);
 ARENA_ALIAS(__libc_cfree, cfree);

@@ -36,13 +36,13 @@ constexpr size_t kPageBytes = sizeof(arena_stats_page);
 // Gauges are published at most every 10 ms, checked on every 16th slow path: so a burst of
 // allocation that ends in idleness leaves the page close to where the burst ended (with a 100 ms
 // limit, a program that allocated its memory in its first 50 ms showed it as never there).
-constexpr uint64_t kPublishEveryNs = 10 * 1000 * 1000;
+constexpr uint64_t kPublishEveryNs = 10'000'000;
 constexpr unsigned kPublishCheckEvery = 16; // slow paths per clock read
 // Resident bytes (mincore over the regions' used extent) every second, and sooner when
 // committed bytes moved by more than an eighth since the last sample: at most every 10 ms, and
 // no sooner than 100 times the last sample took, so that sampling a large heap costs at most
 // about 1% of the time.
-constexpr uint64_t kResidentEveryNs = 1000 * 1000 * 1000;
+constexpr uint64_t kResidentEveryNs = 1'000'000'000;
 constexpr uint64_t kResidentCostFactor = 100;
 
 constinit arena_stats_page* g_page = nullptr;

@@ -54,12 +54,11 @@ inline constexpr const char* api_name(Api a) {
 ///     with_api<Api::Free, Api::Delete, Api::Realloc>(api, [&]<Api A>() { ... });
 template <Api A, Api... Rest, typename F>
 ARENA_FAST_PATH decltype(auto) with_api(Api api, F&& f) {
-    if constexpr (sizeof...(Rest) == 0)
-        return f.template operator()<A>();
-    else if (api == A)
-        return f.template operator()<A>();
-    else
-        return with_api<Rest...>(api, static_cast<F&&>(f));
+    if constexpr (sizeof...(Rest) != 0) {
+        if (api != A)
+            return with_api<Rest...>(api, static_cast<F&&>(f));
+    }
+    return f.template operator()<A>();
 }
 
 /// arena_stats_shard with atomic counters (same layout; relaxed atomics are plain loads and
