@@ -146,12 +146,12 @@ class SpscRing;
 struct Shared {
     unsigned threads;
     uint64_t ops_per_thread;
-    SpinBarrier start; // all workers have done their setup; measured loops begin
-    SpinBarrier stop;  // all workers have left their measured loops
-    SpinBarrier sampled; // worker 0 has sampled the RSS; teardown (freeing) begins
-    SpscRing* rings;   // xthread: rings[t] carries blocks from thread t to its peer;
-                       // xthread-mp: rings[t] from producer t (t >= 1) to the consumer (0)
-    const char* smaps; // --smaps: where worker 0 saves /proc/self/smaps after the loop
+    SpinBarrier start;        // all workers have done their setup; measured loops begin
+    SpinBarrier stop;         // all workers have left their measured loops
+    SpinBarrier sampled;      // worker 0 has sampled the RSS; teardown (freeing) begins
+    SpscRing* rings;          // xthread: rings[t] carries blocks from thread t to its peer;
+                              // xthread-mp: rings[t] from producer t (t >= 1) to the consumer (0)
+    const char* smaps;        // --smaps: where worker 0 saves /proc/self/smaps after the loop
     uint64_t rss_end_kib = 0; // exact RSS when the measured loops ended (worker 0)
 
     Shared(unsigned n, uint64_t ops)
@@ -1138,8 +1138,7 @@ int main(int argc, char** argv) {
                 ", \"rss_end_kib\": %" PRIu64 ", \"checksum\": \"%016" PRIx64
                 "\", \"seed\": %" PRIu64 ", \"pinned\": %s, \"smoke\": %s}\n",
                 workload->name.data(), threads, total_ops, ops, seconds,
-                seconds > 0 ? static_cast<double>(total_ops) / seconds : 0.0,
-                peak_kib, vm_hwm_kib,
+                seconds > 0 ? static_cast<double>(total_ops) / seconds : 0.0, peak_kib, vm_hwm_kib,
                 shared.rss_end_kib, total.checksum, seed, pinned ? "true" : "false",
                 smoke ? "true" : "false");
     return 0;

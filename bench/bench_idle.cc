@@ -83,8 +83,8 @@ std::vector<void*> allocate_mixed(uint64_t bytes, uint64_t seed) {
     bench::SplitMix64 rng{seed};
     for (uint64_t got = 0; got < bytes;) {
         const uint64_t r = rng.next();
-        const size_t n = r % 10 < 4 ? (64u << 10) + (r >> 8) % (4u << 20)
-                                    : 16 + (r >> 8) % (32u << 10);
+        const size_t n =
+            r % 10 < 4 ? (64u << 10) + (r >> 8) % (4u << 20) : 16 + (r >> 8) % (32u << 10);
         v.push_back(touched(n));
         got += n;
     }
@@ -218,8 +218,7 @@ int main(int argc, char** argv) {
                 bench::SplitMix64 rng{light_ops + 1};
                 for (int k = 0; k < 100; ++k, ++light_ops)
                     do_free(touched(16 + rng.next() % 241));
-                usleep(static_cast<useconds_t>(
-                    std::min<uint64_t>(10000, (next - elapsed) * 1000)));
+                usleep(static_cast<useconds_t>(std::min<uint64_t>(10000, (next - elapsed) * 1000)));
             } else {
                 usleep(static_cast<useconds_t>((next - elapsed) * 1000));
             }

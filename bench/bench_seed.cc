@@ -536,16 +536,16 @@ int main(int argc, char** argv) {
         } else if (arg == "--print-maps-match") {
             return bench::maps_match("bench_seed", value());
         } else if (arg == "--runs") {
-            runs =
-                static_cast<unsigned>(std::clamp<uint64_t>(bench::parse_u64("bench_seed", "--runs", value()), 1, 1000));
+            runs = static_cast<unsigned>(
+                std::clamp<uint64_t>(bench::parse_u64("bench_seed", "--runs", value()), 1, 1000));
         } else if (arg == "--warmups") {
-            warmups =
-                static_cast<unsigned>(std::min<uint64_t>(bench::parse_u64("bench_seed", "--warmups", value()), 100));
+            warmups = static_cast<unsigned>(
+                std::min<uint64_t>(bench::parse_u64("bench_seed", "--warmups", value()), 100));
         } else if (arg == "--ops") {
             ops = std::max<uint64_t>(bench::parse_u64("bench_seed", "--ops", value()), 1);
         } else if (arg == "--cpu") {
-            cpu =
-                static_cast<int>(std::min<uint64_t>(bench::parse_u64("bench_seed", "--cpu", value()), CPU_SETSIZE - 1));
+            cpu = static_cast<int>(std::min<uint64_t>(
+                bench::parse_u64("bench_seed", "--cpu", value()), CPU_SETSIZE - 1));
         } else if (arg == "--seed") {
             seed = bench::parse_u64("bench_seed", "--seed", value());
         } else if (arg == "--smoke") {

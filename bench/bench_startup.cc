@@ -234,8 +234,8 @@ int main(int argc, char** argv) {
                     "\"cpu_median_us\": %.1f, \"cpu_mean_us\": %.1f}",
                     i == 0 ? "" : ", ", json_escape(v.name).c_str(), percentile(v.wall_us, 0.5),
                     mean(v.wall_us), percentile(v.wall_us, 0), percentile(v.wall_us, 0.1),
-                    percentile(v.wall_us, 0.9), percentile(v.wall_us, 1),
-                    percentile(v.cpu_us, 0.5), mean(v.cpu_us));
+                    percentile(v.wall_us, 0.9), percentile(v.wall_us, 1), percentile(v.cpu_us, 0.5),
+                    mean(v.cpu_us));
     }
     std::printf("]}\n");
     return 0;

@@ -40,8 +40,8 @@ struct Config {
     std::string procfs = "/proc";   // where the reader checks that a page's process is alive
     std::string command_ld_preload; // LD_PRELOAD of commands; empty: none (never cmond's own)
     unsigned threads = 16;
-    Millis http_timeout{10'000};      // a whole request (head and body); keep-alive idle; a write
-    unsigned max_connections = 512;   // client connections open at once
+    Millis http_timeout{10'000};    // a whole request (head and body); keep-alive idle; a write
+    unsigned max_connections = 512; // client connections open at once
     unsigned max_connections_per_address = 64;
     Millis shutdown_timeout{10'000};
     Millis kill_grace{2'000};

@@ -273,8 +273,8 @@ std::optional<front::Response> Server::admit(front::Exchange& exchange) {
         return refused;
     }
     if (match == nullptr) {
-        front::Response res = reply(error_reply(allow.empty() ? 404 : 405,
-                                                allow.empty() ? "Not Found" : "Method Not Allowed"));
+        front::Response res = reply(error_reply(
+            allow.empty() ? 404 : 405, allow.empty() ? "Not Found" : "Method Not Allowed"));
         if (!allow.empty()) {
             res.headers.emplace_back("Allow", allow);
         }
@@ -367,8 +367,7 @@ front::Response Server::handle_command(CommandSlot& slot, RequestState& state) {
 
 // The answer for a command request that must not run, or nullopt with a concurrency slot taken
 // (released by the caller) and `branch` set.
-std::optional<front::Response> Server::refuse_command(CommandSlot& slot,
-                                                      const RequestState& state,
+std::optional<front::Response> Server::refuse_command(CommandSlot& slot, const RequestState& state,
                                                       std::string& branch) {
     const CommandSpec& spec = *slot.spec;
     const auto refuse = [&](const char* reason, int status, std::string message) {
@@ -391,10 +390,10 @@ std::optional<front::Response> Server::refuse_command(CommandSlot& slot,
     unsigned in_progress = slot.in_progress.load();
     do {
         if (in_progress >= spec.concurrency) {
-            front::Response res = refuse(
-                "busy", 429,
-                "Command '" + spec.name + "' is busy (" + std::to_string(in_progress) +
-                    " in progress, limit " + std::to_string(spec.concurrency) + "); retry later");
+            front::Response res = refuse("busy", 429,
+                                         "Command '" + spec.name + "' is busy (" +
+                                             std::to_string(in_progress) + " in progress, limit " +
+                                             std::to_string(spec.concurrency) + "); retry later");
             res.headers.emplace_back("Retry-After", "1");
             return res;
         }
@@ -493,10 +492,10 @@ void Server::rejected(const front::Rejection& rejection, bool log, unsigned supp
     if (!log) {
         return;
     }
-    std::string line = "rejected client=" +
-                       (rejection.remote.empty() ? std::string("-")
-                                                 : log::sanitize(rejection.remote)) +
-                       " reason=" + std::string(rejection.reason);
+    std::string line =
+        "rejected client=" +
+        (rejection.remote.empty() ? std::string("-") : log::sanitize(rejection.remote)) +
+        " reason=" + std::string(rejection.reason);
     if (rejection.status != 0) {
         line += " code=" + std::to_string(rejection.status);
     }
@@ -506,8 +505,7 @@ void Server::rejected(const front::Rejection& rejection, bool log, unsigned supp
     log::warning(line);
 }
 
-void Server::finished(const front::Exchange& exchange, const front::Response& res,
-                      bool delivered) {
+void Server::finished(const front::Exchange& exchange, const front::Response& res, bool delivered) {
     const auto* state = std::any_cast<RequestState>(&exchange.state);
     const RequestState empty;
     const RequestState& ctx = state != nullptr ? *state : empty;
@@ -515,10 +513,10 @@ void Server::finished(const front::Exchange& exchange, const front::Response& re
     const double seconds = std::chrono::duration<double>(Clock::now() - exchange.start).count();
     metrics_.request(ctx.label, res.status, seconds);
 
-    const log::Level level = !delivered || res.status >= 500 || res.status == 401 ||
-                                     res.status == 429
-                                 ? log::Level::Warning
-                                 : log::Level::Info;
+    const log::Level level =
+        !delivered || res.status >= 500 || res.status == 401 || res.status == 429
+            ? log::Level::Warning
+            : log::Level::Info;
     if (!log::enabled(level)) {
         return;
     }

@@ -90,9 +90,8 @@ private:
     std::optional<cmon::front::Response> authenticate(cmon::front::Exchange& exchange,
                                                       RequestState& state);
     cmon::front::Response handle_command(CommandSlot& slot, RequestState& state);
-    std::optional<cmon::front::Response> refuse_command(CommandSlot& slot,
-                                                        const RequestState& state,
-                                                        std::string& branch);
+    std::optional<cmon::front::Response>
+    refuse_command(CommandSlot& slot, const RequestState& state, std::string& branch);
     Coalescer::Outcome run_command(CommandSlot& slot, std::string_view branch);
     cmon::front::Response command_reply(const CommandSpec& spec, const Coalescer::Outcome& got,
                                         RequestState& state);

@@ -19,7 +19,8 @@ namespace cmon {
 // What went wrong, without the file's name: callers prefix their own ("key file 'x': ").
 class FileError : public std::runtime_error {
 public:
-    FileError(const std::string& what, bool at_open) : std::runtime_error(what), at_open_(at_open) {}
+    FileError(const std::string& what, bool at_open)
+        : std::runtime_error(what), at_open_(at_open) {}
     // True when the name could not be opened at all (missing, no permission): callers may add
     // how to create the file.
     bool at_open() const { return at_open_; }

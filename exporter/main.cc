@@ -17,9 +17,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <pthread.h>
 #include <string>
-#include <optional>
 #include <string_view>
 #include <thread>
 
@@ -185,19 +185,19 @@ public:
                   bool delivered) override {
         if (!delivered) {
             fprintf(stderr, "arena-exporter: client %s: answer %d to %s not delivered\n",
-                    ex.request.remote.c_str(), res.status, ex.request.path == "/" ? "/" : "/metrics");
+                    ex.request.remote.c_str(), res.status,
+                    ex.request.path == "/" ? "/" : "/metrics");
         }
     }
 
     void rejected(const cmon::front::Rejection& r, bool log, unsigned suppressed) override {
         if (log) {
-            fprintf(stderr, "arena-exporter: rejected client=%s reason=%.*s%s%s\n",
-                    r.remote.empty() ? "-" : r.remote.c_str(), static_cast<int>(r.reason.size()),
-                    r.reason.data(),
-                    r.status != 0 ? (" code=" + std::to_string(r.status)).c_str() : "",
-                    suppressed != 0
-                        ? (" (" + std::to_string(suppressed) + " more not logged)").c_str()
-                        : "");
+            fprintf(
+                stderr, "arena-exporter: rejected client=%s reason=%.*s%s%s\n",
+                r.remote.empty() ? "-" : r.remote.c_str(), static_cast<int>(r.reason.size()),
+                r.reason.data(), r.status != 0 ? (" code=" + std::to_string(r.status)).c_str() : "",
+                suppressed != 0 ? (" (" + std::to_string(suppressed) + " more not logged)").c_str()
+                                : "");
         }
     }
 

@@ -62,19 +62,19 @@ struct Rejection {
 
 /// Every Rejection::reason, for metrics that are declared up front.
 inline constexpr std::string_view kRejectionReasons[] = {
-    "head_too_large",       // 431: request line and fields over the head limit
-    "too_many_fields",      // 431
-    "target_too_long",      // 400
-    "malformed",            // 400: not HTTP/1.x
-    "bad_framing",          // 400: Content-Length/Transfer-Encoding unacceptable
-    "body_too_large",       // 413, chunked or not
-    "timeout",              // 408: a request begun but not complete in time
-    "tls_handshake",        // the TLS handshake failed or timed out
-    "address_cap_eviction", // an idle connection closed for a new one from its address
+    "head_too_large",          // 431: request line and fields over the head limit
+    "too_many_fields",         // 431
+    "target_too_long",         // 400
+    "malformed",               // 400: not HTTP/1.x
+    "bad_framing",             // 400: Content-Length/Transfer-Encoding unacceptable
+    "body_too_large",          // 413, chunked or not
+    "timeout",                 // 408: a request begun but not complete in time
+    "tls_handshake",           // the TLS handshake failed or timed out
+    "address_cap_eviction",    // an idle connection closed for a new one from its address
     "connection_cap_eviction", // ... for a new one under the total cap
-    "connection_refused",   // a new connection closed: a cap reached, nothing idle to close
-    "accept_starved",       // accept failed for lack of descriptors or memory (retried)
-    "accept_failed",        // accept failed otherwise (retried)
+    "connection_refused",      // a new connection closed: a cap reached, nothing idle to close
+    "accept_starved",          // accept failed for lack of descriptors or memory (retried)
+    "accept_failed",           // accept failed otherwise (retried)
 };
 
 } // namespace cmon::front

@@ -100,8 +100,7 @@ void RequestParser::on_header_impl(error_code&) {
     into_.has_body = chunked() || (content_length() && *content_length() > 0);
 }
 
-void RequestParser::on_body_init_impl(const boost::optional<std::uint64_t>& length,
-                                      error_code&) {
+void RequestParser::on_body_init_impl(const boost::optional<std::uint64_t>& length, error_code&) {
     // body_limit() has already refused a larger Content-Length; reserve no more than the cap.
     if (length) {
         into_.body.reserve(static_cast<std::size_t>(*length));

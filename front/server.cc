@@ -174,8 +174,7 @@ public:
                                             return;
                                         }
                                         if (ec) {
-                                            self->server_.report(self->remote_, 0,
-                                                                 "tls_handshake");
+                                            self->server_.report(self->remote_, 0, "tls_handshake");
                                             return self->close_now();
                                         }
                                         self->read_head();
@@ -198,7 +197,9 @@ public:
     }
 
 private:
-    std::shared_ptr<Session> self() { return std::static_pointer_cast<Session>(shared_from_this()); }
+    std::shared_ptr<Session> self() {
+        return std::static_pointer_cast<Session>(shared_from_this());
+    }
     beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
 
     // ---- Reading ----
@@ -230,10 +231,9 @@ private:
         exchange_.request.remote = remote_;
         parser_.emplace(exchange_.request, server_.limits.parse);
         arm_deadline(Clock::now() + server_.limits.request_timeout);
-        http::async_read_header(stream_, buffer_, *parser_,
-                                [self = self()](const error_code& ec, std::size_t) {
-                                    self->on_head(ec);
-                                });
+        http::async_read_header(
+            stream_, buffer_, *parser_,
+            [self = self()](const error_code& ec, std::size_t) { self->on_head(ec); });
     }
 
     void on_head(const error_code& ec) {
@@ -282,8 +282,7 @@ private:
             if (!started) {
                 return close_now();
             }
-            return reject(408, "timeout",
-                          "Request Timeout: the request did not arrive in time");
+            return reject(408, "timeout", "Request Timeout: the request did not arrive in time");
         }
         if (ec == http::error::end_of_stream || ec == http::error::partial_message ||
             ec == asio::error::eof || ec == asio::error::connection_reset ||
@@ -303,15 +302,13 @@ private:
         if (ec == http::error::header_limit || ec == http::error::buffer_overflow) {
             return reject(431, "head_too_large",
                           "Request Header Fields Too Large: the request head is over " +
-                              std::to_string(server_.limits.parse.max_head_bytes / 1024) +
-                              " KiB");
+                              std::to_string(server_.limits.parse.max_head_bytes / 1024) + " KiB");
         }
         if (ec == http::error::body_limit ||
             (ec == http::error::bad_content_length && huge_length())) {
             return reject(413, "body_too_large",
                           "Payload Too Large: no route takes a body over " +
-                              std::to_string(server_.limits.parse.max_body_bytes / 1024) +
-                              " KiB");
+                              std::to_string(server_.limits.parse.max_body_bytes / 1024) + " KiB");
         }
         if (ec == http::error::bad_transfer_encoding || ec == http::error::bad_content_length ||
             ec == http::error::multiple_content_length) {

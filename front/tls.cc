@@ -59,7 +59,8 @@ std::unique_ptr<boost::asio::ssl::context> server_tls(const std::string& cert_fi
                                                       const std::string& cert_name,
                                                       const std::string& key_name) {
     ERR_clear_error();
-    auto context = std::make_unique<boost::asio::ssl::context>(boost::asio::ssl::context::tls_server);
+    auto context =
+        std::make_unique<boost::asio::ssl::context>(boost::asio::ssl::context::tls_server);
     SSL_CTX* ctx = context->native_handle();
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |

@@ -60,14 +60,14 @@ const char* skip_name(Skip why);
 
 /// One process's page, validated, at one moment.
 struct Process {
-    snapshot::Snapshot snap;  // the counters (stats_snapshot.h)
+    snapshot::Snapshot snap; // the counters (stats_snapshot.h)
     int pid = 0;
-    uid_t uid = 0;            // the page's owner
-    uint64_t start_time = 0;  // the process's, in clock ticks after boot (/proc/<pid>/stat
-                              // field 22; the page's head.start_time is when the page was made)
-    std::string comm;         // from /proc/<pid>/stat (current; the page's copy may be older)
-    std::string cmdline;      // from the page
-    std::string path;         // <base>/<uid dir>/<pid>
+    uid_t uid = 0;           // the page's owner
+    uint64_t start_time = 0; // the process's, in clock ticks after boot (/proc/<pid>/stat
+                             // field 22; the page's head.start_time is when the page was made)
+    std::string comm;        // from /proc/<pid>/stat (current; the page's copy may be older)
+    std::string cmdline;     // from the page
+    std::string path;        // <base>/<uid dir>/<pid>
 
     uint64_t event(arena_stats_event e) const { return snap.event(e); }
     uint64_t gauge(arena_stats_gauge g) const { return snap.gauge(g); }
@@ -78,22 +78,22 @@ struct Process {
 };
 
 struct ScanOptions {
-    std::string procfs = "/proc";     // where processes are checked (node_exporter's
-                                      // --path.procfs: a host's /proc mounted elsewhere)
-    bool remove_stale = true;         // delete pages of dead processes when allowed to
-    size_t max_pages = 4096;          // valid pages reported at most
-    size_t max_entries = 200000;      // directory entries examined at most
+    std::string procfs = "/proc";       // where processes are checked (node_exporter's
+                                        // --path.procfs: a host's /proc mounted elsewhere)
+    bool remove_stale = true;           // delete pages of dead processes when allowed to
+    size_t max_pages = 4096;            // valid pages reported at most
+    size_t max_entries = 200000;        // directory entries examined at most
     size_t max_entries_per_dir = 32768; // ... in one user directory: a user who fills their own
-                                      // with junk cannot use up the scan and hide others' pages
+                                        // with junk cannot use up the scan and hide others' pages
     std::chrono::milliseconds deadline{2000}; // time a scan may take
 };
 
 struct Scan {
-    std::vector<Process> processes;                       // sorted by pid, one per pid
-    std::array<uint64_t, size_t(Skip::Count)> skipped{};  // entries not reported, by reason
-    uint64_t removed = 0;                                 // stale pages deleted by this scan
-    bool truncated = false;                               // a cap ended the scan early
-    std::string error;                                    // the base could not be read
+    std::vector<Process> processes;                      // sorted by pid, one per pid
+    std::array<uint64_t, size_t(Skip::Count)> skipped{}; // entries not reported, by reason
+    uint64_t removed = 0;                                // stale pages deleted by this scan
+    bool truncated = false;                              // a cap ended the scan early
+    std::string error;                                   // the base could not be read
 };
 
 /// Reads every page under `base`. Never throws for anything found on disk. Another user's
@@ -120,9 +120,9 @@ enum class ControlError {
 
 struct ControlResult {
     ControlError error = ControlError::None;
-    std::string detail;          // a sentence for people, empty on success
-    uint64_t requests = 0;       // the request counter after ours (trim or purge)
-    uint64_t served = 0;         // the allocator's served counter when we wrote
+    std::string detail;    // a sentence for people, empty on success
+    uint64_t requests = 0; // the request counter after ours (trim or purge)
+    uint64_t served = 0;   // the allocator's served counter when we wrote
     bool ok() const { return error == ControlError::None; }
 };
 

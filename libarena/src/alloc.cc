@@ -46,8 +46,8 @@ void large_free(Region* r, size_t page, uintptr_t entry, uintptr_t a, Api api) {
 
 /// free_local with the API known only at run time.
 void free_local_as(Heap* h, Slab* s, uintptr_t a, Api api) {
-    with_api<Api::Free, Api::Delete, Api::Realloc>(
-        api, [&]<Api A>() { heap::free_local<A>(h, s, a); });
+    with_api<Api::Free, Api::Delete, Api::Realloc>(api,
+                                                   [&]<Api A>() { heap::free_local<A>(h, s, a); });
 }
 
 /// A bad pointer inside a region: interior of a live block, or a block already freed.
@@ -62,8 +62,13 @@ ARENA_COLD void note_foreign(uintptr_t a, Api api) {
     heap::count(k_foreign_frees);
     if (option(Opt::VERBOSE) != 0) {
         Msg m;
-        m.str("arena: ").str(api_name(api)).str("() of ").hex(a)
-            .str(", which the arena does not own: ignored").nl().emit();
+        m.str("arena: ")
+            .str(api_name(api))
+            .str("() of ")
+            .hex(a)
+            .str(", which the arena does not own: ignored")
+            .nl()
+            .emit();
     }
 }
 

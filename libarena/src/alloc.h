@@ -18,18 +18,18 @@ namespace large {
 /// A large block of at least n bytes aligned to `align` (a power of two), zeroed if asked,
 /// counted as a call of `api`. On failure: errno = ENOMEM, counted, null.
 void* alloc(size_t n, size_t align, bool zero, Api api);
-}
+} // namespace large
 
 /// What a pointer is, for realloc and malloc_usable_size.
 struct BlockInfo {
     enum Kind { Null, Foreign, Small, Large, Invalid, Freed } kind;
     Region* region;
     size_t page;
-    uintptr_t entry;  // pagemap entry
-    size_t usable;    // bytes usable at the pointer (Small, Large)
-    bool unsure;      // Small, but it carries the free key and whether it is free could not be
-                      // told yet (confirm.cc: Where::Unknown): realloc moves it, so that the
-                      // free of it is settled the way free settles it
+    uintptr_t entry; // pagemap entry
+    size_t usable;   // bytes usable at the pointer (Small, Large)
+    bool unsure;     // Small, but it carries the free key and whether it is free could not be
+                     // told yet (confirm.cc: Where::Unknown): realloc moves it, so that the
+                     // free of it is settled the way free settles it
 };
 BlockInfo block_info(const void* p);
 

@@ -104,7 +104,9 @@ void for_each_run(const uint64_t* a, const uint64_t* b, size_t limit, F&& f) {
 class RunMap {
 public:
     /// Bytes of bitmap storage init() needs for `nunits` units.
-    static constexpr size_t metadata_bytes(size_t nunits) { return 3 * bits::words_for(nunits) * 8; }
+    static constexpr size_t metadata_bytes(size_t nunits) {
+        return 3 * bits::words_for(nunits) * 8;
+    }
 
     /// `meta` is zeroed storage of metadata_bytes(nunits); units are 2^unit_shift bytes from
     /// `base`, which is aligned to the unit.
@@ -214,7 +216,7 @@ private:
     // case for large blocks, and the memory reused this way is still resident.
     size_t recent_first_ = 0;
     size_t recent_n_ = 0;
-    size_t top_ = 0;   // no unit at or above this was ever used
+    size_t top_ = 0; // no unit at or above this was ever used
     size_t used_units_ = 0;
     size_t dirty_units_ = 0;
     size_t busy_units_ = 0; // taken by take_old() and not given back yet (neither used nor dirty

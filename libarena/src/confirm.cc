@@ -82,7 +82,8 @@ bool is_slot_of(const Heap* o, unsigned cls, uintptr_t c) {
     return s->heap.load(std::memory_order_relaxed) == o && s->cls == cls && slot_index(s, c) >= 0;
 }
 
-// ---- (a) Remote batches --------------------------------------------------------------------------
+// ---- (a) Remote batches
+// --------------------------------------------------------------------------
 
 /// Whether heap t's batch of class cls holds `bit` of slab word `tag`, t owned by another thread.
 Found in_batch_of(const Heap* t, unsigned cls, uintptr_t tag, uint64_t bit, int tries) {
@@ -123,7 +124,8 @@ Found in_batches(const Heap* self, const Heap* owner, unsigned cls, uintptr_t ta
     return r;
 }
 
-// ---- (b) Free caches -----------------------------------------------------------------------------
+// ---- (b) Free caches
+// -----------------------------------------------------------------------------
 
 /// Whether a is on h's free cache of class cls, h being the calling thread's (or held by it).
 Found in_own_cache(const Heap* h, unsigned cls, uintptr_t a) {
@@ -165,8 +167,8 @@ Found in_cache_of(const Heap* o, unsigned cls, uintptr_t a) {
                 }
                 if (!is_slot_of(o, cls, x))
                     break;
-                x = reinterpret_cast<uintptr_t>(
-                    __atomic_load_n(&reinterpret_cast<const CachedBlock*>(x)->next, __ATOMIC_RELAXED));
+                x = reinterpret_cast<uintptr_t>(__atomic_load_n(
+                    &reinterpret_cast<const CachedBlock*>(x)->next, __ATOMIC_RELAXED));
             }
         }
         std::atomic_thread_fence(std::memory_order_acquire);
@@ -182,7 +184,8 @@ Found in_cache_of(const Heap* o, unsigned cls, uintptr_t a) {
     return Found::Unknown;
 }
 
-// ---- Deferred frees ------------------------------------------------------------------------------
+// ---- Deferred frees
+// ------------------------------------------------------------------------------
 
 void push_suspect(Heap* h, Suspect* d) {
     Suspect* head = h->suspects.load(std::memory_order_relaxed);
@@ -199,7 +202,8 @@ void report_double(uintptr_t a, Api api) {
 /// Settles one deferred free of a in a slab of h. False to keep it for the next time.
 bool settle(Heap* h, uintptr_t a, Api api) {
     const Region* r = pages::region_of(a);
-    const uintptr_t e = r != nullptr ? r->pagemap[r->page_of(a)].load(std::memory_order_acquire) : 0;
+    const uintptr_t e =
+        r != nullptr ? r->pagemap[r->page_of(a)].load(std::memory_order_acquire) : 0;
     Slab* s = (e & kTagMask) == 0 && e != 0 ? reinterpret_cast<Slab*>(e) : nullptr;
     const int64_t idx = s != nullptr ? slot_index(s, a) : -1;
     // Handed out since (the key cleared) or its slab released: it was free when it was freed.
@@ -254,8 +258,13 @@ void defer_free(const Slab* s, uintptr_t a, Api api) {
         return report_double(a, api);
     if (option(Opt::VERBOSE) != 0) {
         Msg m;
-        m.str("arena: ").str(api_name(api)).str("() of ").hex(a)
-            .str(", which carries the free key, left to its owner to confirm").nl().emit();
+        m.str("arena: ")
+            .str(api_name(api))
+            .str("() of ")
+            .hex(a)
+            .str(", which carries the free key, left to its owner to confirm")
+            .nl()
+            .emit();
     }
     Suspect* d = meta::suspect_alloc();
     if (d == nullptr)

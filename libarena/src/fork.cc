@@ -20,10 +20,10 @@
 // program order, and the orders that matter below are kept by release fences, free on x86-64,
 // on weaker CPUs too). Locks record their holder (lock.h), so the child handler can tell:
 //   - a lock held by a thread the child does not have (or by the background purger, a process
-//     fork never copies, which locks with an id of its own: purger.cc): released. What it guards is as that
-//     thread left it, so every critical section is written so that any prefix of its stores is
-//     safe, at worst losing memory to the child, never handing a block out twice, never
-//     breaking a list, never leaving a counter that misleads later code:
+//     fork never copies, which locks with an id of its own: purger.cc): released. What it guards is
+//     as that thread left it, so every critical section is written so that any prefix of its stores
+//     is safe, at worst losing memory to the child, never handing a block out twice, never breaking
+//     a list, never leaving a counter that misleads later code:
 //       pages (pages.cc, bitmap.cc): a unit is marked used before its run is returned, free
 //         only after its owner gave it up, used before clean and dirty before free; the
 //         counters, hints, recent run and top are rebuilt from the bitmaps (RunMap::repair); a

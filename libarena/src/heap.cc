@@ -8,9 +8,10 @@
 //      free key (a suspected double free, confirmed or refuted by confirm.cc: types.h, "free
 //      key"), and writes the key into it. It does not
 //      read the owner's bitmap: the owner writes that line on every malloc, and reading it here
-//      cost a cache miss per remote free (bench xthread: +36% in paired runs without it). Every free slot that was
-//      ever handed out carries the key, so the two checks see every double and invalid free
-//      but one whose key was overwritten (a write after free), which publishing (3) catches;
+//      cost a cache miss per remote free (bench xthread: +36% in paired runs without it). Every
+//      free slot that was ever handed out carries the key, so the two checks see every double and
+//      invalid free but one whose key was overwritten (a write after free), which publishing (3)
+//      catches;
 //   2. adds the slot to its heap's remote batch of the class (Heap::batch: pending bits of one
 //      slab word) if the batch holds that word; otherwise publishes the batch (3, 4) and starts
 //      a new one with this slot. A batch that reaches kBatchMax slots is published at once. A
@@ -110,11 +111,11 @@ namespace {
 /// destructors) borrow a heap for the one call.
 ARENA_TLS bool t_dead = false;
 
-constinit Mutex g_heaps_lock;                 // creation and adoption of heaps
+constinit Mutex g_heaps_lock; // creation and adoption of heaps
 constinit std::atomic<Heap*> g_all_heaps{nullptr};
 constinit uint32_t g_heap_count = 0;
 constinit std::atomic<uint64_t> g_trim_epoch{0};
-constinit pthread_key_t g_thread_key = 0;    // its destructor is thread_exit (init)
+constinit pthread_key_t g_thread_key = 0; // its destructor is thread_exit (init)
 
 // ---- Invariants (ARENA_ASSERT) --------------------------------------------------------------
 
@@ -1000,7 +1001,7 @@ size_t purge_remote_pages(bool* pending) {
         std::atomic_signal_fence(std::memory_order_seq_cst);
         for (Slab* s = head; s != nullptr; s = s->next_remote)
             purge_remote_slab(s, ranges, pending);
-        ranges.flush(); // before the slabs go back: the owner may collect them at once
+        ranges.flush();        // before the slabs go back: the owner may collect them at once
         g_held.head = nullptr; // a fork from here on leaks the queue in the child (see above)
         std::atomic_signal_fence(std::memory_order_seq_cst);
         push_back_queue(h, head, tail);

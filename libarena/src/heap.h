@@ -37,7 +37,6 @@ ARENA_SLOW_PATH void* alloc_refill(Heap* h, unsigned cls, size_t n, Api api);
 /// Sets errno to ENOMEM, counts a failed allocation and returns null.
 ARENA_COLD void* fail_enomem();
 
-
 /// A free of address a in slab s by a thread (heap h, or the sentinel) that does not own the
 /// slab, counted as `api`: checked, marked with the free key, and added to h's remote batch of
 /// the class, which is published when it moves to another slab word (heap.cc, "Remote frees").
@@ -81,10 +80,10 @@ void count_heaps(unsigned* active, unsigned* abandoned);
 /// it, and marks the heaps of such threads Lost. True when the forking thread holds the lock.
 bool fork_child();
 
-/// For the background purger (on its own process: no TLS): returns to the kernel the pages of slabs waiting on their owners' remote queues that only
-/// slots freed by other threads cover, once those have not changed for a tick (heap.cc, "Pages
-/// of remote frees"). Returns the bytes released; sets *pending when some slab changed since
-/// the last tick (it is looked at again at the next).
+/// For the background purger (on its own process: no TLS): returns to the kernel the pages of slabs
+/// waiting on their owners' remote queues that only slots freed by other threads cover, once those
+/// have not changed for a tick (heap.cc, "Pages of remote frees"). Returns the bytes released; sets
+/// *pending when some slab changed since the last tick (it is looked at again at the next).
 size_t purge_remote_pages(bool* pending);
 
 /// In a fork child: a remote queue the purger held at the fork goes back to its heap.
@@ -98,7 +97,8 @@ void thread_exit(void* heap);
 /// is left.
 bool init(uint64_t seed);
 
-// ---- Counting ------------------------------------------------------------------------------------
+// ---- Counting
+// ------------------------------------------------------------------------------------
 
 /// Adds to the calling thread's live bytes (for the peak), when it has a heap.
 ARENA_FAST_PATH void add_live(int64_t bytes) {

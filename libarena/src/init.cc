@@ -20,10 +20,10 @@
 // before libc is fully set up. Its core (options, region 0, the thread-exit key) uses only
 // system calls, environ and pthread_key_create. Only after the library is marked ready does it
 // call things that may allocate (pthread_atfork, atexit), which then re-enter malloc safely.
+#include "init.h"
 #include "alloc.h"
 #include "fork.h"
 #include "heap.h"
-#include "init.h"
 #include "mallinfo.h"
 #include "meta.h"
 #include "options.h"
@@ -74,10 +74,20 @@ void print_banner() {
     const pages::Totals t = pages::totals();
     Msg m;
     const char* page = stats::page_path();
-    m.str("arena: active in pid ").i64(os::getpid()).str(" (").str(comm).str("), reserved ")
-        .bytes(t.reserved).str(" at ").hex(g_region0.base).str(", purge delay ")
-        .i64(option(Opt::PURGE_DELAY_MS)).str(" ms, stats page ").str(*page ? page : "off")
-        .nl().emit();
+    m.str("arena: active in pid ")
+        .i64(os::getpid())
+        .str(" (")
+        .str(comm)
+        .str("), reserved ")
+        .bytes(t.reserved)
+        .str(" at ")
+        .hex(g_region0.base)
+        .str(", purge delay ")
+        .i64(option(Opt::PURGE_DELAY_MS))
+        .str(" ms, stats page ")
+        .str(*page ? page : "off")
+        .nl()
+        .emit();
 }
 
 /// The parts that may allocate: run after the library is ready.
@@ -99,7 +109,8 @@ ARENA_COLD bool init_slow() {
         if (ok)
             stats::init(); // before any heap exists: heaps take their shard from the page
         if (!ok) {
-            Msg().str("arena: error: cannot reserve address space; every allocation will fail\n")
+            Msg()
+                .str("arena: error: cannot reserve address space; every allocation will fail\n")
                 .emit();
         }
         g_state.store(ok ? kReady : kFailed, std::memory_order_release);

@@ -129,8 +129,7 @@ private:
                 continue;
             }
             if (ARENA_UNLIKELY(lock_ids::lost(c & ~kWaiters))) {
-                if (word_.compare_exchange_strong(c, me | (c & kWaiters),
-                                                  std::memory_order_acquire,
+                if (word_.compare_exchange_strong(c, me | (c & kWaiters), std::memory_order_acquire,
                                                   std::memory_order_relaxed))
                     return true;
                 continue;

@@ -38,12 +38,11 @@ struct ::mallinfo2 mallinfo2() {
     const Snapshot s = take_snapshot();
     const uint64_t live = s.page.live_bytes();
     struct ::mallinfo2 mi {};
-    mi.arena = s.pages.used + s.pages.dirty;  // bytes obtained from the regions and not returned
+    mi.arena = s.pages.used + s.pages.dirty; // bytes obtained from the regions and not returned
     mi.ordblks = 0;
     mi.smblks = 0;
     mi.hblks = s.page.event(ARENA_EV_large_allocs) - s.page.event(ARENA_EV_large_frees);
-    mi.hblkhd =
-        s.page.event(ARENA_EV_large_alloc_bytes) - s.page.event(ARENA_EV_large_free_bytes);
+    mi.hblkhd = s.page.event(ARENA_EV_large_alloc_bytes) - s.page.event(ARENA_EV_large_free_bytes);
     mi.usmblks = 0;
     mi.fsmblks = 0;
     mi.uordblks = live;
@@ -86,9 +85,14 @@ void malloc_stats() {
                      static_cast<unsigned long long>(system), static_cast<unsigned long long>(live),
                      0u, 0ull);
     if (n > 0)
-        os::write_stderr(buf, static_cast<size_t>(n) < sizeof buf ? static_cast<size_t>(n) : sizeof buf - 1);
+        os::write_stderr(buf, static_cast<size_t>(n) < sizeof buf ? static_cast<size_t>(n)
+                                                                  : sizeof buf - 1);
     Msg m;
-    m.str("arena: live_bytes ").u64(live).str(" live_blocks ").u64(s.page.live_blocks()).nl()
+    m.str("arena: live_bytes ")
+        .u64(live)
+        .str(" live_blocks ")
+        .u64(s.page.live_blocks())
+        .nl()
         .emit();
     struct Field {
         const char* name;
@@ -99,9 +103,9 @@ void malloc_stats() {
 #define ARENA_PRINT_EVENT(name, family, label, pass) {#name, s.page.event(ARENA_EV_##name), false},
         ARENA_STATS_EVENTS(ARENA_PRINT_EVENT)
 #undef ARENA_PRINT_EVENT
-#define ARENA_PRINT_GAUGE(name, family, label, is_signed)                                         \
+#define ARENA_PRINT_GAUGE(name, family, label, is_signed)                                          \
     {#name, s.page.gauge(ARENA_G_##name), (is_signed) != 0},
-        ARENA_STATS_GAUGES(ARENA_PRINT_GAUGE)
+            ARENA_STATS_GAUGES(ARENA_PRINT_GAUGE)
 #undef ARENA_PRINT_GAUGE
     };
     unsigned on_line = 0;

@@ -24,16 +24,16 @@
 struct arena_s {
     arena::Mutex lock;
     arena::RunMap runs;
-    uint64_t* starts;      // 1 = first chunk of a live allocation
+    uint64_t* starts; // 1 = first chunk of a live allocation
     size_t chunk_size;
     unsigned chunk_shift;
     size_t chunk_count;
-    void* data;            // chunk_size * chunk_count bytes (page-rounded)
+    void* data; // chunk_size * chunk_count bytes (page-rounded)
     size_t data_size;
-    size_t meta_size;      // this struct plus its bitmaps
+    size_t meta_size; // this struct plus its bitmaps
     size_t allocations;
     uint64_t alloc_calls, free_calls, failed_allocs, bad_frees, purged;
-    uint64_t last_tick;    // last purge tick, ms
+    uint64_t last_tick; // last purge tick, ms
 };
 
 namespace {

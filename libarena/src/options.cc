@@ -95,9 +95,8 @@ bool parse_size(const char* s, int64_t* out) {
         unsigned shift;
     };
     static constexpr Suffix kSuffixes[] = {
-        {"", 0},    {"b", 0},    {"k", 10},  {"kb", 10},  {"kib", 10}, {"m", 20},
-        {"mb", 20}, {"mib", 20}, {"g", 30},  {"gb", 30},  {"gib", 30}, {"t", 40},
-        {"tb", 40}, {"tib", 40},
+        {"", 0},     {"b", 0},  {"k", 10},  {"kb", 10},  {"kib", 10}, {"m", 20},  {"mb", 20},
+        {"mib", 20}, {"g", 30}, {"gb", 30}, {"gib", 30}, {"t", 40},   {"tb", 40}, {"tib", 40},
     };
     const char* end = nullptr;
     uint64_t v = 0;
@@ -161,15 +160,32 @@ void options_load() {
         }
         if (ok && info.kind != OptionKind::String && (v < info.min || v > info.max)) {
             Msg m;
-            m.str("arena: warning: ").str(info.env).str("=").str(s).str(" is out of range [")
-                .i64(info.min).str(", ").i64(info.max).str("]; using the default ").i64(info.def)
-                .nl().emit();
+            m.str("arena: warning: ")
+                .str(info.env)
+                .str("=")
+                .str(s)
+                .str(" is out of range [")
+                .i64(info.min)
+                .str(", ")
+                .i64(info.max)
+                .str("]; using the default ")
+                .i64(info.def)
+                .nl()
+                .emit();
             continue;
         }
         if (!ok) {
             Msg m;
-            m.str("arena: warning: ").str(info.env).str("=").str(s).str(" is not ")
-                .str(kind_example(info.kind)).str("; using the default ").i64(info.def).nl().emit();
+            m.str("arena: warning: ")
+                .str(info.env)
+                .str("=")
+                .str(s)
+                .str(" is not ")
+                .str(kind_example(info.kind))
+                .str("; using the default ")
+                .i64(info.def)
+                .nl()
+                .emit();
             continue;
         }
         g_values[i] = v;

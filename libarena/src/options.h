@@ -20,30 +20,31 @@ namespace arena {
 enum class OptionKind : uint8_t { Bool, Int, Size, String };
 
 // X(id, kind, default, min, max, default string, help)
-#define ARENA_OPTION_TABLE(X)                                                                     \
-    X(RESERVE, Size, kDefaultReserve, kMinRegion, kMaxReserve, nullptr,                           \
-      "Bytes of virtual address space reserved up front (suffixes K, M, G, T). Costs no memory " \
-      "until used; halved until the kernel accepts it.")                                          \
-    X(PURGE_DELAY_MS, Int, 500, ARENA_STATS_PURGE_DELAY_MIN_MS, ARENA_STATS_PURGE_DELAY_MAX_MS,   \
-      nullptr,                                                                                    \
-      "Milliseconds a free page stays resident before it is returned to the kernel with "        \
-      "madvise; 0 returns pages at once, -1 only on malloc_trim.")                                \
-    X(ABORT_ON_ERROR, Bool, 0, 0, 1, nullptr,                                                     \
-      "Abort the process (after the report) on a double free or an invalid free.")                \
-    X(VERBOSE, Bool, 0, 0, 1, nullptr,                                                            \
-      "Report initialisation (an `arena: active` line), every heap error rather than the first " \
-      "of each kind, and stats-page problems on stderr.")                                        \
-    X(SHOW_STATS, Bool, 0, 0, 1, nullptr, "Print malloc_stats() on stderr when the process exits.") \
-    X(STATS, Bool, 1, 0, 1, nullptr,                                                              \
-      "Keep this process's counters in a stats page that arena-exporter, arena-stat and cmond "  \
-      "read; 0 turns it off.")                                                                    \
-    X(STATS_DIR, String, 0, 0, 0, ARENA_STATS_DEFAULT_DIR,                                        \
+#define ARENA_OPTION_TABLE(X)                                                                      \
+    X(RESERVE, Size, kDefaultReserve, kMinRegion, kMaxReserve, nullptr,                            \
+      "Bytes of virtual address space reserved up front (suffixes K, M, G, T). Costs no memory "   \
+      "until used; halved until the kernel accepts it.")                                           \
+    X(PURGE_DELAY_MS, Int, 500, ARENA_STATS_PURGE_DELAY_MIN_MS, ARENA_STATS_PURGE_DELAY_MAX_MS,    \
+      nullptr,                                                                                     \
+      "Milliseconds a free page stays resident before it is returned to the kernel with "          \
+      "madvise; 0 returns pages at once, -1 only on malloc_trim.")                                 \
+    X(ABORT_ON_ERROR, Bool, 0, 0, 1, nullptr,                                                      \
+      "Abort the process (after the report) on a double free or an invalid free.")                 \
+    X(VERBOSE, Bool, 0, 0, 1, nullptr,                                                             \
+      "Report initialisation (an `arena: active` line), every heap error rather than the first "   \
+      "of each kind, and stats-page problems on stderr.")                                          \
+    X(SHOW_STATS, Bool, 0, 0, 1, nullptr,                                                          \
+      "Print malloc_stats() on stderr when the process exits.")                                    \
+    X(STATS, Bool, 1, 0, 1, nullptr,                                                               \
+      "Keep this process's counters in a stats page that arena-exporter, arena-stat and cmond "    \
+      "read; 0 turns it off.")                                                                     \
+    X(STATS_DIR, String, 0, 0, 0, ARENA_STATS_DEFAULT_DIR,                                         \
       "Base directory of the stats pages: a process keeps its page in <dir>/<uid>/<pid>. Refused " \
-      "(stats off) unless owned by root or the process's user, and sticky if others may write " \
+      "(stats off) unless owned by root or the process's user, and sticky if others may write "    \
       "it; made mode 1777 when missing.")                                                          \
-    X(STATS_GROUP, String, 0, 0, 0, nullptr,                                                      \
-      "A group (name in /etc/group, or number) that may read this process's stats page: the "    \
-      "page becomes mode 0640 and its user's directory 0750, in that group (the process must "   \
+    X(STATS_GROUP, String, 0, 0, 0, nullptr,                                                       \
+      "A group (name in /etc/group, or number) that may read this process's stats page: the "      \
+      "page becomes mode 0640 and its user's directory 0750, in that group (the process must "     \
       "belong to it).")
 
 enum class Opt : unsigned {
@@ -54,7 +55,7 @@ enum class Opt : unsigned {
 };
 
 struct OptionInfo {
-    const char* env;     // environment variable, "ARENA_" + id
+    const char* env; // environment variable, "ARENA_" + id
     OptionKind kind;
     int64_t def;         // default (strings: unused)
     int64_t min, max;    // accepted range for Int and Size

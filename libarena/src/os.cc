@@ -9,6 +9,7 @@
 #include "os.h"
 
 #include <cerrno>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
@@ -18,13 +19,12 @@
 #include <linux/futex.h>
 #include <linux/seccomp.h>
 #include <sched.h>
-#include <csignal>
-#include <sys/wait.h>
 #include <sys/auxv.h>
-#include <sys/stat.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 namespace arena::os {
@@ -96,7 +96,6 @@ void* map(size_t size, int prot, int flags, int fd) {
 }
 
 constinit std::atomic<size_t> g_page_size{0};
-
 
 } // namespace
 
@@ -413,7 +412,6 @@ int geteuid() {
     return static_cast<int>(sys(SYS_geteuid));
 }
 
-
 uint64_t soft_limit(int resource) {
     uint64_t lim[2] = {kNoLimit, kNoLimit}; // struct rlimit64: soft, hard
     if (sys(SYS_prlimit64, 0, resource, 0, arg(lim)) != 0)
@@ -518,9 +516,9 @@ constexpr bool kHelperArch = false;
 #    define SYS_futex_waitv 449
 #endif
 constexpr unsigned kCloseRangeUnshare = 1u << 1; // CLOSE_RANGE_UNSHARE
-constexpr unsigned kPrGetTidAddress = 40;       // PR_GET_TID_ADDRESS
-constexpr unsigned kFutex2SizeU32 = 0x02;       // FUTEX2_SIZE_U32
-constexpr unsigned kFutex2Private = 128;        // FUTEX2_PRIVATE
+constexpr unsigned kPrGetTidAddress = 40;        // PR_GET_TID_ADDRESS
+constexpr unsigned kFutex2SizeU32 = 0x02;        // FUTEX2_SIZE_U32
+constexpr unsigned kFutex2Private = 128;         // FUTEX2_PRIVATE
 
 /// clone() that runs fn(arg) on `stack_top` in the child and never returns there.
 long clone_call(unsigned long flags, void* stack_top, uint32_t* ptid, uint32_t* ctid, void* tls,
@@ -585,10 +583,10 @@ void* make_thread_pointer(char* tp) {
     uintptr_t guard, pointer_guard;
     __asm__("mov %%fs:0x28, %0" : "=r"(guard));
     __asm__("mov %%fs:0x30, %0" : "=r"(pointer_guard));
-    w[0] = reinterpret_cast<uintptr_t>(tp);     // tcbhead_t.tcb
-    w[2] = reinterpret_cast<uintptr_t>(tp);     // tcbhead_t.self
-    w[5] = guard;                               // tcbhead_t.stack_guard (0x28)
-    w[6] = pointer_guard;                       // tcbhead_t.pointer_guard (0x30)
+    w[0] = reinterpret_cast<uintptr_t>(tp); // tcbhead_t.tcb
+    w[2] = reinterpret_cast<uintptr_t>(tp); // tcbhead_t.self
+    w[5] = guard;                           // tcbhead_t.stack_guard (0x28)
+    w[6] = pointer_guard;                   // tcbhead_t.pointer_guard (0x30)
 #endif
     return tp;
 }
@@ -749,8 +747,8 @@ bool helper_isolate(const char* name, int death_signal) {
     constexpr uint32_t kArch = AUDIT_ARCH_AARCH64;
 #endif
     constexpr uint32_t kAllowed[] = {
-        SYS_futex, SYS_futex_waitv, SYS_getppid, SYS_clock_gettime, SYS_exit,
-        SYS_rt_sigreturn, SYS_restart_syscall, SYS_sched_yield,
+        SYS_futex, SYS_futex_waitv,  SYS_getppid,         SYS_clock_gettime,
+        SYS_exit,  SYS_rt_sigreturn, SYS_restart_syscall, SYS_sched_yield,
     };
     constexpr unsigned kN = sizeof kAllowed / sizeof kAllowed[0];
     // Instructions, in order: arch check (2), load nr (1), [x86-64: x32 check (1)], one test per

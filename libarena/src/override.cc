@@ -89,10 +89,10 @@ ARENA_EXPORT int malloc_info(int options, FILE* fp) {
 // decltype(target) names the function's type; decltype((target)) would be a reference.
 // NOLINTBEGIN(bugprone-macro-parentheses)
 #if __has_attribute(copy)
-#    define ARENA_ALIAS(name, target)                                                           \
+#    define ARENA_ALIAS(name, target)                                                              \
         ARENA_EXPORT decltype(target) name __attribute__((alias(#target), copy(target)))
 #else
-#    define ARENA_ALIAS(name, target)                                                           \
+#    define ARENA_ALIAS(name, target)                                                              \
         ARENA_EXPORT decltype(target) name __attribute__((alias(#target)))
 #endif
 // NOLINTEND(bugprone-macro-parentheses)
@@ -112,7 +112,8 @@ ARENA_ALIAS(__libc_mallinfo, mallinfo);
 ARENA_ALIAS(__libc_mallopt, mallopt);
 ARENA_ALIAS(__posix_memalign, posix_memalign);
 
-// ---- Native API calls about the process allocator ------------------------------------------------
+// ---- Native API calls about the process allocator
+// ------------------------------------------------
 
 #include "arena/arena.h"
 

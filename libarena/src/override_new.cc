@@ -28,8 +28,9 @@ std::new_handler current_new_handler() {
     auto thrower = reinterpret_cast<ThrowBadAlloc>(dlsym(RTLD_DEFAULT, "_ZSt17__throw_bad_allocv"));
     if (thrower != nullptr)
         thrower(); // does not return
-    Msg().str("arena: error: operator new: out of memory, and no C++ runtime to throw "
-              "std::bad_alloc\n")
+    Msg()
+        .str("arena: error: operator new: out of memory, and no C++ runtime to throw "
+             "std::bad_alloc\n")
         .emit();
     os::abort_process();
 }

@@ -22,9 +22,9 @@ namespace {
 constinit Mutex g_lock;
 constinit Region g_regions[kMaxRegions];
 constinit std::atomic<unsigned> g_nregions{0};
-constinit uint64_t g_last_tick = 0;     // time of the last purge tick (ms)
-constinit unsigned g_tick_polls = 0;    // maybe_tick calls
-constinit uint64_t g_purged = 0;        // bytes purged in total
+constinit uint64_t g_last_tick = 0;  // time of the last purge tick (ms)
+constinit unsigned g_tick_polls = 0; // maybe_tick calls
+constinit uint64_t g_purged = 0;     // bytes purged in total
 constinit uint64_t g_purges = 0;
 
 // ---- The background tick (purger.cc) ----------------------------------------------------------
@@ -52,9 +52,9 @@ constexpr uint64_t kSettleLeadParts = 4;
 struct Batch {
     Region* region = nullptr;
     RunMap::Span spans[kBatchSpans] = {};
-    size_t count = 0;                  // runs taken (A)
-    std::atomic<size_t> done{0};       // runs given back (C)
-    std::atomic<bool> live{false};     // between the end of A and the end of C
+    size_t count = 0;              // runs taken (A)
+    std::atomic<size_t> done{0};   // runs given back (C)
+    std::atomic<bool> live{false}; // between the end of A and the end of C
 };
 constinit Batch g_batch;
 constinit bool g_start_wanted = false;   // maybe_tick: the next free starts the purger
@@ -370,9 +370,9 @@ void free(Region* r, size_t first, size_t npages) {
         maybe_tick();
         // Dirty pages now wait for a tick: the background purger makes sure one comes even if
         // this was the process's last page operation for a while.
-        poke = delay > 0 &&
-               (g_start_wanted ||
-                purger::want_poke_locked([] { return dirty_pages_locked() << kPageShift; }));
+        poke = delay > 0 && (g_start_wanted || purger::want_poke_locked([] {
+                                 return dirty_pages_locked() << kPageShift;
+                             }));
         g_start_wanted = false;
         if (poke)
             settle_locked(static_cast<uint64_t>(delay));
@@ -424,8 +424,7 @@ Totals totals() {
     for (unsigned i = 0; i < n; ++i) {
         t.reserved += g_regions[i].size;
         t.used += g_regions[i].runs.used_units() << kPageShift;
-        t.dirty += (g_regions[i].runs.dirty_units() + g_regions[i].runs.busy_units())
-                   << kPageShift;
+        t.dirty += (g_regions[i].runs.dirty_units() + g_regions[i].runs.busy_units()) << kPageShift;
     }
     t.purged = g_purged;
     t.purges = g_purges;
@@ -450,7 +449,8 @@ size_t resident_bytes() {
     const size_t ps = os::page_size();
     size_t total = 0;
     for (unsigned i = 0; i < n; ++i)
-        total += os::resident_pages(reinterpret_cast<void*>(base[i]), (bytes[i] + ps - 1) / ps) * ps;
+        total +=
+            os::resident_pages(reinterpret_cast<void*>(base[i]), (bytes[i] + ps - 1) / ps) * ps;
     return total;
 }
 
@@ -506,8 +506,8 @@ int64_t background_step(uint64_t now, uint32_t* seq, uint32_t lock_id) {
             Region& r = g_regions[g_scan_region];
             g_batch.region = &r;
             g_batch.done.store(0, std::memory_order_relaxed);
-            g_scan_page = r.runs.take_old(g_scan_page, g_batch.spans, kBatchSpans, kBatchPages,
-                                          &got);
+            g_scan_page =
+                r.runs.take_old(g_scan_page, g_batch.spans, kBatchSpans, kBatchPages, &got);
             if (g_scan_page >= r.runs.top()) {
                 ++g_scan_region;
                 g_scan_page = 0;
@@ -568,9 +568,17 @@ void fit_limit(int resource, uint64_t soft) {
         excess = cut < excess ? excess - cut : 0;
     }
     if (option(Opt::VERBOSE) != 0) {
-        Msg().str("arena: ").str(resource == RLIMIT_AS ? "RLIMIT_AS" : "RLIMIT_DATA")
-            .str(" lowered to ").bytes(soft).str(": address space held ahead of need cut from ")
-            .bytes(ahead).str(" to ").bytes(ahead_bytes()).nl().emit();
+        Msg()
+            .str("arena: ")
+            .str(resource == RLIMIT_AS ? "RLIMIT_AS" : "RLIMIT_DATA")
+            .str(" lowered to ")
+            .bytes(soft)
+            .str(": address space held ahead of need cut from ")
+            .bytes(ahead)
+            .str(" to ")
+            .bytes(ahead_bytes())
+            .nl()
+            .emit();
     }
 }
 

@@ -29,10 +29,10 @@ namespace pages {
 
 struct Run {
     Region* region;
-    size_t first;   // first page index in the region
+    size_t first; // first page index in the region
     size_t npages;
     uintptr_t addr;
-    bool clean;     // every page reads as zero (never written, or purged)
+    bool clean; // every page reads as zero (never written, or purged)
 };
 
 /// Reserves region 0. False when not even kMinRegion can be reserved.
@@ -77,12 +77,12 @@ int64_t background_step(uint64_t now_ms, uint32_t* seq, uint32_t lock_id);
 void adopt_busy_after_fork();
 
 struct Totals {
-    size_t reserved;        // bytes of address space in all regions
-    size_t used;            // bytes of pages in slabs and large blocks
-    size_t dirty;           // bytes of free pages not yet returned to the kernel (with those
-                            // the background purger is returning right now)
-    uint64_t purged;        // bytes returned to the kernel so far
-    uint64_t purges;        // madvise calls that returned memory
+    size_t reserved; // bytes of address space in all regions
+    size_t used;     // bytes of pages in slabs and large blocks
+    size_t dirty;    // bytes of free pages not yet returned to the kernel (with those
+                     // the background purger is returning right now)
+    uint64_t purged; // bytes returned to the kernel so far
+    uint64_t purges; // madvise calls that returned memory
     unsigned regions;
 };
 Totals totals();

@@ -81,10 +81,10 @@
 // it, and a kill of the whole process group kills the program too.
 #include "purger.h"
 
+#include "heap.h"
 #include "lock.h"
 #include "options.h"
 #include "os.h"
-#include "heap.h"
 #include "pages.h"
 
 #include <atomic>
@@ -113,7 +113,7 @@ constinit std::atomic<uint32_t> g_word{0};  // futex: bumped to wake the purger
 constinit std::atomic<uint32_t> g_alive{0}; // its pid, cleared by the kernel when it ends
 constinit std::atomic<bool> g_quit{false};  // before_exec asks it to end
 constinit std::atomic<bool> g_exec_pending{false};
-constinit std::atomic<bool> g_setup_failed{false}; // it ended because helper_isolate failed
+constinit std::atomic<bool> g_setup_failed{false};    // it ended because helper_isolate failed
 constinit std::atomic<uint32_t*> g_main_tid{nullptr}; // the main thread's tid word, or null
 constinit bool g_idle = false; // pages lock: it sleeps without timeout until poked
 constinit int g_owner = 0;     // the process it works for (getpid at init or fork)

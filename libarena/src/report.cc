@@ -120,9 +120,17 @@ ARENA_COLD void report_heap_error(HeapError kind, const void* p, const char* fun
     const bool abort_now = option(Opt::ABORT_ON_ERROR) != 0;
     if (n == 1 || option(Opt::VERBOSE) != 0 || abort_now) {
         Msg m;
-        m.str("arena: error: ").str(error_name(kind)).str(" of ").hex(reinterpret_cast<uintptr_t>(p))
-            .str(" in ").str(func).str("(): ").str(error_detail(kind)).str(" (pid ")
-            .i64(os::getpid()).str(")");
+        m.str("arena: error: ")
+            .str(error_name(kind))
+            .str(" of ")
+            .hex(reinterpret_cast<uintptr_t>(p))
+            .str(" in ")
+            .str(func)
+            .str("(): ")
+            .str(error_detail(kind))
+            .str(" (pid ")
+            .i64(os::getpid())
+            .str(")");
         if (!abort_now && option(Opt::VERBOSE) == 0)
             m.str("; further errors of this kind are counted, not reported");
         m.nl().emit();
@@ -138,9 +146,20 @@ ARENA_COLD void check_failed(const char* tier, const char* file, int line, const
     for (const char* c = file; *c; ++c)
         if (*c == '/')
             base = c + 1;
-    Msg().str("arena: ").str(tier).str(" failed: ").str(base).chr(':')
-        .u64(static_cast<uint64_t>(line)).str(": ").str(cond).str(" (pid ").i64(os::getpid())
-        .str(")").nl().emit();
+    Msg()
+        .str("arena: ")
+        .str(tier)
+        .str(" failed: ")
+        .str(base)
+        .chr(':')
+        .u64(static_cast<uint64_t>(line))
+        .str(": ")
+        .str(cond)
+        .str(" (pid ")
+        .i64(os::getpid())
+        .str(")")
+        .nl()
+        .emit();
     os::abort_process();
 }
 

@@ -31,8 +31,8 @@ private:
 };
 
 enum class HeapError : unsigned {
-    DoubleFree,   // free of a block that is already free
-    InvalidFree,  // pointer inside the arena that is not the start of a live block
+    DoubleFree,  // free of a block that is already free
+    InvalidFree, // pointer inside the arena that is not the start of a live block
     Count
 };
 

@@ -167,9 +167,9 @@ void later() {
 arena_stats_page* create_file_page(const arena_stats_page* copy) {
     if (option(Opt::STATS) == 0)
         return nullptr;
-    const stats_file::Content content{fill_file_head, copy, copy != nullptr ? copy->shards : nullptr,
-                                      copy != nullptr ? shards_in_use() * sizeof(arena_stats_shard)
-                                                      : 0};
+    const stats_file::Content content{
+        fill_file_head, copy, copy != nullptr ? copy->shards : nullptr,
+        copy != nullptr ? shards_in_use() * sizeof(arena_stats_shard) : 0};
     return stats_file::create(option_str(Opt::STATS_DIR), content);
 }
 
@@ -333,9 +333,9 @@ uint64_t poll_control() {
         __atomic_store_n(&c.purges_served, purges, __ATOMIC_RELEASE);
         changed = true;
     }
-    if (changed || (++calls % kPublishCheckEvery == 0 &&
-                    os::unix_ns() - g_last_publish_ns.load(std::memory_order_relaxed) >=
-                        kPublishEveryNs)) {
+    if (changed ||
+        (++calls % kPublishCheckEvery == 0 &&
+         os::unix_ns() - g_last_publish_ns.load(std::memory_order_relaxed) >= kPublishEveryNs)) {
         publish_global();
         if (ARENA_UNLIKELY(g_later_pending.load(std::memory_order_relaxed)) &&
             g_later_pending.exchange(false, std::memory_order_relaxed))

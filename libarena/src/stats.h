@@ -43,7 +43,7 @@ static_assert(call_counter(Api::Delete) == k_delete_calls);
 static_assert(call_counter(Api::Aligned) == k_aligned_calls);
 
 inline constexpr const char* api_name(Api a) {
-    constexpr const char* kNames[] = {"malloc",  "calloc",       "realloc",        "free",
+    constexpr const char* kNames[] = {"malloc",   "calloc",       "realloc",        "free",
                                       "memalign", "operator new", "operator delete"};
     return kNames[static_cast<unsigned>(a)];
 }
@@ -133,7 +133,7 @@ const char* page_path();
 /// fork"). `interrupted`: the forking thread holds an allocator lock (the fork came from a
 /// signal handler), so no lock may be taken; the file is made on a later slow path.
 void fork_child(bool interrupted);
-void remove_page();  // at normal exit
+void remove_page(); // at normal exit
 
 } // namespace stats
 } // namespace arena

@@ -24,13 +24,13 @@ constexpr unsigned kUserDirMode = 0700;      // the user's own
 constexpr unsigned kUserDirGroupMode = 0750; // ... readable by ARENA_STATS_GROUP
 constexpr unsigned kPageMode = 0600;
 constexpr unsigned kPageGroupMode = 0640;
-constexpr unsigned kOthersWrite = 0022;      // group or world may write
+constexpr unsigned kOthersWrite = 0022; // group or world may write
 // One new page in kCleanOneIn looks at kCleanChecks other entries of its directory for pages of
 // dead processes: bounded work, four entries per start on average (so dead pages cannot pile up
 // faster than processes start), and most starts skip even the directory read.
 constexpr unsigned kCleanOneIn = 4;
 constexpr unsigned kCleanChecks = 16;
-constexpr size_t kCleanReadBytes = 2048;     // one getdents64 read, about 80 entries
+constexpr size_t kCleanReadBytes = 2048; // one getdents64 read, about 80 entries
 constexpr unsigned kCleanCandidates = 96;
 
 /// Where this process's page is, for the exit unlink: no descriptor is kept, so the
@@ -88,8 +88,14 @@ ARENA_COLD void note(const char* what, const char* where, int err) {
 ARENA_COLD void note_private(const char* what, int err) {
     if (option(Opt::VERBOSE) == 0)
         return;
-    Msg().str("arena: stats page is private (mode 0600): ").str(what).str(" (errno ").i64(err)
-        .str(")").nl().emit();
+    Msg()
+        .str("arena: stats page is private (mode 0600): ")
+        .str(what)
+        .str(" (errno ")
+        .i64(err)
+        .str(")")
+        .nl()
+        .emit();
 }
 
 // ---- ARENA_STATS_GROUP ----
@@ -163,9 +169,12 @@ int stats_group() {
     const bool numeric = parse_int(spec, &number) && number >= 0 && number <= 0x7fffffff;
     const int gid = numeric ? static_cast<int>(number) : group_by_name(spec);
     if (gid < 0 && option(Opt::VERBOSE) != 0)
-        Msg().str("arena: ARENA_STATS_GROUP=").str(spec)
+        Msg()
+            .str("arena: ARENA_STATS_GROUP=")
+            .str(spec)
             .str(" is not a group in /etc/group nor a number; the stats page stays private")
-            .nl().emit();
+            .nl()
+            .emit();
     return gid;
 }
 
@@ -330,7 +339,8 @@ int reserve(int fd) {
 
 Identity identify() {
     Identity who{};
-    who.uid = static_cast<uint32_t>(os::geteuid()); // now, not at exec: a fork child may have changed it
+    who.uid =
+        static_cast<uint32_t>(os::geteuid()); // now, not at exec: a fork child may have changed it
     who.exec_entry = os::auxv(AT_ENTRY);
     who.exec_random = os::auxv(AT_RANDOM);
     return who;
@@ -471,8 +481,8 @@ int open_page_dir() {
     dir_path[len] = '\0';
     const int fd = os::open_dir(os::kCwd, dir_path);
     os::FileStat st{};
-    if (fd >= 0 && (os::stat_fd(fd, &st) != 0 || st.dev != g_placed.dir_dev ||
-                    st.ino != g_placed.dir_ino)) {
+    if (fd >= 0 &&
+        (os::stat_fd(fd, &st) != 0 || st.dev != g_placed.dir_dev || st.ino != g_placed.dir_ino)) {
         os::close_fd(fd);
         return -1;
     }

@@ -24,8 +24,8 @@ namespace arena::stats_file {
 /// Who the process is, for the page's head (stats_page.h). Nothing here reads /proc: the first
 /// look at /proc/self in a new process costs more than the rest of the page together.
 struct Identity {
-    uint32_t uid;         // effective uid: the user directory's name and owner
-    uint64_t exec_entry;  // AT_ENTRY and AT_RANDOM: what tells this exec from any other
+    uint32_t uid;        // effective uid: the user directory's name and owner
+    uint64_t exec_entry; // AT_ENTRY and AT_RANDOM: what tells this exec from any other
     uint64_t exec_random;
 };
 

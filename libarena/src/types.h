@@ -60,9 +60,9 @@ struct Region;
 
 // ---- Page map entries --------------------------------------------------------------------------
 
-inline constexpr uintptr_t kLargeTag = 1;   // first page of a large block
-inline constexpr uintptr_t kTagMask = 63;   // slab descriptors are 64-byte aligned
-inline constexpr unsigned kLargeShift = 6;  // entry >> kLargeShift = pages of the large block
+inline constexpr uintptr_t kLargeTag = 1;  // first page of a large block
+inline constexpr uintptr_t kTagMask = 63;  // slab descriptors are 64-byte aligned
+inline constexpr unsigned kLargeShift = 6; // entry >> kLargeShift = pages of the large block
 
 // ---- Slab --------------------------------------------------------------------------------------
 
@@ -78,16 +78,16 @@ enum class SlabWhere : uint8_t {
 struct alignas(ARENA_CACHE_LINE) Slab {
     // Line 0: read by every thread that frees into it; fixed while the slab lives, but for
     // `handed`, which the owner raises only while the slab fills up for the first time.
-    uintptr_t base = 0;         // address of slot 0 (the slab's first page)
-    uint64_t recip = 0;         // kClasses[cls].recip: slot index = (offset * recip) >> 40
-    uint32_t size = 0;          // slot size in bytes
-    uint32_t nslots = 0;        // slots in the slab
-    uint16_t cls = 0;           // size class
-    uint8_t nwords = 0;         // bitmap words in use: ceil(nslots / 64)
+    uintptr_t base = 0;               // address of slot 0 (the slab's first page)
+    uint64_t recip = 0;               // kClasses[cls].recip: slot index = (offset * recip) >> 40
+    uint32_t size = 0;                // slot size in bytes
+    uint32_t nslots = 0;              // slots in the slab
+    uint16_t cls = 0;                 // size class
+    uint8_t nwords = 0;               // bitmap words in use: ceil(nslots / 64)
     std::atomic<Heap*> heap{nullptr}; // owning heap (null once released)
-    Region* region = nullptr;   // region holding the pages
-    uint32_t first_page = 0;    // index of the first page in the region
-    uint32_t npages = 0;        // pages in the slab
+    Region* region = nullptr;         // region holding the pages
+    uint32_t first_page = 0;          // index of the first page in the region
+    uint32_t npages = 0;              // pages in the slab
     // Slots [0, handed) were handed out at least once; the others never were (malloc always
     // takes the lowest free slot, so what it ever handed out is a prefix). A remote free of a
     // slot at or above it is an invalid free, caught without reading the owner's bitmap.
@@ -98,12 +98,12 @@ struct alignas(ARENA_CACHE_LINE) Slab {
     // the first word it names, and never scans.
     alignas(ARENA_CACHE_LINE) uint32_t nonempty = 0; // bit i set <=> free_bits[i] != 0 and
                                                      // word i is open (not in `fresh`)
-    uint32_t fresh = 0;         // words not opened yet: all their slots free, never handed out,
-                                // their pages maybe never touched (heap.cc, "Fresh words")
-    uint32_t used = 0;          // slots allocated in the owner's view (a remote free not yet
-                                // collected still counts as used)
+    uint32_t fresh = 0; // words not opened yet: all their slots free, never handed out,
+                        // their pages maybe never touched (heap.cc, "Fresh words")
+    uint32_t used = 0;  // slots allocated in the owner's view (a remote free not yet
+                        // collected still counts as used)
     SlabWhere where = SlabWhere::Detached;
-    Slab* next = nullptr;       // heap->partial[cls] list
+    Slab* next = nullptr; // heap->partial[cls] list
     Slab* prev = nullptr;
 
     // Lines 2-3: slot bitmap, 1 = free. Written only by the owner; other threads read a word to
@@ -184,11 +184,11 @@ struct alignas(ARENA_CACHE_LINE) Heap {
     /// Then these: the slab each class allocates from, or the empty sentinel slab
     /// (heap.cc: g_empty_slab, nonempty == 0) when there is none.
     Slab* current[kNumClasses] = {};
-    StatShard* stats = nullptr;           // counters of this heap (written by the owner only):
-                                          // its shard of the stats page, or a private one
-    int64_t live = 0;                     // bytes this thread allocated minus bytes it freed
-                                          // (slot and page sizes; negative when it frees other
-                                          // threads' blocks); summed for the peak
+    StatShard* stats = nullptr; // counters of this heap (written by the owner only):
+                                // its shard of the stats page, or a private one
+    int64_t live = 0;           // bytes this thread allocated minus bytes it freed
+                                // (slot and page sizes; negative when it frees other
+                                // threads' blocks); summed for the peak
     /// Remote frees by this heap's thread, one batch per size class, and which are not empty
     /// (bit c: batch[c]). Written by the owner only; empty in an abandoned heap.
     uint64_t batch_pending = 0;
@@ -200,21 +200,21 @@ struct alignas(ARENA_CACHE_LINE) Heap {
     std::atomic<uint64_t> flush_seq{0};
 
     // Owner-only slow-path state.
-    Slab* partial[kNumClasses] = {};      // slabs with free slots, doubly linked
-    Slab* empty[kNumClasses] = {};        // one empty slab kept per class
-    Slab* fresh[kNumClasses] = {};        // the one slab of each class with fresh words
-    uint64_t trim_epoch = 0;              // last malloc_trim epoch seen (heap.cc: maybe_trim)
-    StatShard* flushed = nullptr;         // overflow heaps (no page shard left): what of the
-                                          // private `stats` was already added to shard 0
-    int64_t published_live = 0;           // `live` as last given to stats::note_live
+    Slab* partial[kNumClasses] = {}; // slabs with free slots, doubly linked
+    Slab* empty[kNumClasses] = {};   // one empty slab kept per class
+    Slab* fresh[kNumClasses] = {};   // the one slab of each class with fresh words
+    uint64_t trim_epoch = 0;         // last malloc_trim epoch seen (heap.cc: maybe_trim)
+    StatShard* flushed = nullptr;    // overflow heaps (no page shard left): what of the
+                                     // private `stats` was already added to shard 0
+    int64_t published_live = 0;      // `live` as last given to stats::note_live
 
     // Shared with other threads.
     alignas(ARENA_CACHE_LINE) std::atomic<Slab*> remote{nullptr}; // slabs with remote frees
     std::atomic<Suspect*> suspects{nullptr}; // frees of blocks of its slabs left to it to
                                              // confirm (confirm.cc); pushed by any thread
     std::atomic<HeapState> state{HeapState::Active};
-    Heap* next_all = nullptr;             // registry of every heap ever made (never unlinked)
-    uint32_t id = 0;                      // creation order, 1-based
+    Heap* next_all = nullptr; // registry of every heap ever made (never unlinked)
+    uint32_t id = 0;          // creation order, 1-based
 
     constexpr Heap() = default;
     /// A heap whose classes all point at `none`, a slab without free slots.
@@ -229,12 +229,12 @@ struct alignas(ARENA_CACHE_LINE) Heap {
 // ---- Region ------------------------------------------------------------------------------------
 
 struct Region {
-    RunMap runs;                         // page bitmaps (guarded by the pages lock)
+    RunMap runs;                               // page bitmaps (guarded by the pages lock)
     std::atomic<uintptr_t>* pagemap = nullptr; // one entry per page (see above)
     uintptr_t base = 0;
-    size_t size = 0;                     // bytes; a lowered RLIMIT_AS cuts it, never below
-                                         // the used extent (pages.cc: fit_limit)
-    void* meta = nullptr;                // mapping holding the bitmaps and the pagemap
+    size_t size = 0;      // bytes; a lowered RLIMIT_AS cuts it, never below
+                          // the used extent (pages.cc: fit_limit)
+    void* meta = nullptr; // mapping holding the bitmaps and the pagemap
     size_t meta_size = 0;
 
     bool contains(uintptr_t a) const { return a - base < size; }

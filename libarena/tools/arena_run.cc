@@ -127,7 +127,8 @@ int main(int argc, char** argv) {
     }
     const std::string lib = find_library(lib_arg);
     if (lib.empty() || !is_file(lib)) {
-        fprintf(stderr, "arena-run: cannot find libarena.so%s%s; pass --lib PATH or set ARENA_LIB\n",
+        fprintf(stderr,
+                "arena-run: cannot find libarena.so%s%s; pass --lib PATH or set ARENA_LIB\n",
                 lib.empty() ? "" : " at ", lib.c_str());
         return 127;
     }

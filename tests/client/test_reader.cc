@@ -26,9 +26,9 @@
 #include <functional>
 #include <grp.h>
 #include <optional>
+#include <sys/auxv.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
-#include <sys/auxv.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>

@@ -27,7 +27,9 @@ namespace cmond_test {
 
 namespace {
 
-std::string cmond_bin() { return required_env("CMOND_BIN"); }
+std::string cmond_bin() {
+    return required_env("CMOND_BIN");
+}
 
 // cmond with `args` in `cwd`, its stdout into a pipe (out_read); see Daemon.
 pid_t spawn(const std::vector<std::string>& args, const std::string& cwd, int& out_read,

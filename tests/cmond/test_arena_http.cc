@@ -113,8 +113,8 @@ std::string series(const std::string& family, const std::string& comm, long pid)
 
 TEST_SUITE("arena-http") {
 
-    TEST_CASE("cmond runs on libarena: its own page is in /arena and /metrics, and it trims"
-              * kNeedsLibarena) {
+    TEST_CASE("cmond runs on libarena: its own page is in /arena and /metrics, and it trims" *
+              kNeedsLibarena) {
         REQUIRE_LIBARENA();
         ArenaEnv env;
         Daemon d(env.dir, env.args(), env.launch());
@@ -153,8 +153,8 @@ TEST_SUITE("arena-http") {
         CHECK(own->status == 202);
     }
 
-    TEST_CASE("/arena lists a preloaded workload; /arena/<pid> shows it until it exits"
-              * kNeedsLibarena) {
+    TEST_CASE("/arena lists a preloaded workload; /arena/<pid> shows it until it exits" *
+              kNeedsLibarena) {
         REQUIRE_LIBARENA();
         ArenaEnv env;
         Daemon d(env.dir, env.args(), env.launch());
@@ -239,8 +239,8 @@ TEST_SUITE("arena-http") {
         CHECK(body_of(cli.Get("/arena", env.auth()))["data"].empty());
     }
 
-    TEST_CASE("POST /arena/<pid>/trim reaches a preloaded process through its control area"
-              * kNeedsLibarena) {
+    TEST_CASE("POST /arena/<pid>/trim reaches a preloaded process through its control area" *
+              kNeedsLibarena) {
         REQUIRE_LIBARENA();
         ArenaEnv env;
         Daemon d(env.dir, env.args(), env.launch());

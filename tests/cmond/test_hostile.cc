@@ -30,8 +30,8 @@ std::chrono::milliseconds legit_health(const Daemon& d, const Env& env) {
     cli.set_read_timeout(5, 0);
     const auto t0 = std::chrono::steady_clock::now();
     auto r = cli.Get("/health", env.auth());
-    const auto took =
-        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+    const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - t0);
     REQUIRE(r);
     CHECK(r->status == 200);
     return took;
@@ -320,16 +320,15 @@ TEST_SUITE("hostile") {
         REQUIRE_MESSAGE(d.started(), d.err());
         const auto handshake = [&](const std::string& args) {
             const std::string cmd = "echo | timeout 10 openssl s_client -connect 127.0.0.1:" +
-                                    std::to_string(d.port()) + " " + args +
-                                    " >/dev/null 2>&1";
+                                    std::to_string(d.port()) + " " + args + " >/dev/null 2>&1";
             return std::system(cmd.c_str()) == 0;
         };
         CHECK(handshake("-tls1_2 -cipher ECDHE-RSA-AES128-GCM-SHA256"));
         CHECK(handshake("-tls1_2 -cipher ECDHE-RSA-CHACHA20-POLY1305"));
         CHECK(handshake("-tls1_3"));
-        CHECK_FALSE(handshake("-tls1_2 -cipher AES128-GCM-SHA256"));     // static RSA
-        CHECK_FALSE(handshake("-tls1_2 -cipher AES256-SHA"));            // static RSA, CBC
-        CHECK_FALSE(handshake("-tls1_2 -cipher ECDHE-RSA-AES128-SHA"));  // CBC, SHA-1
+        CHECK_FALSE(handshake("-tls1_2 -cipher AES128-GCM-SHA256"));         // static RSA
+        CHECK_FALSE(handshake("-tls1_2 -cipher AES256-SHA"));                // static RSA, CBC
+        CHECK_FALSE(handshake("-tls1_2 -cipher ECDHE-RSA-AES128-SHA"));      // CBC, SHA-1
         CHECK_FALSE(handshake("-tls1_2 -cipher DHE-RSA-AES128-GCM-SHA256")); // not ECDHE
         CHECK_FALSE(handshake("-tls1_1"));
     }

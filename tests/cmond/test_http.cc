@@ -401,7 +401,8 @@ TEST_SUITE("http") {
         const json capped = body_of(cli.Get("/health", env.auth()));
         CHECK(capped["code"] == 500);
         CHECK(capped["message"].get<std::string>().rfind("Command stopped at output_cap (1024 "
-                                                        "bytes)", 0) == 0);
+                                                         "bytes)",
+                                                         0) == 0);
         CHECK(capped["data"] == std::string(1024, 'x'));
         CHECK(capped["truncated"] == true);
 
@@ -637,8 +638,8 @@ TEST_SUITE("http") {
                                           dir.path());
         ::close(fd);
         CHECK(busy.status == 1);
-        CHECK(busy.err.find("cannot listen on 127.0.0.1:" + taken +
-                            ": Address already in use") != std::string::npos);
+        CHECK(busy.err.find("cannot listen on 127.0.0.1:" + taken + ": Address already in use") !=
+              std::string::npos);
     }
 
     TEST_CASE("POST /restart answers, then re-executes cmond in place") {

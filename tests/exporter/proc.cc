@@ -31,8 +31,9 @@ double now_s() {
 Child::Child(const std::vector<std::string>& argv, const std::vector<std::string>& env,
              const std::string& out_path, const std::string& err_path, const std::string& in_path)
     : out_path_(out_path), err_path_(err_path) {
-    pid_ = testing::spawn({.argv = argv, .env = env, .in = in_path, .out = out_path, .err = err_path})
-               .pid;
+    pid_ =
+        testing::spawn({.argv = argv, .env = env, .in = in_path, .out = out_path, .err = err_path})
+            .pid;
 }
 
 Child::~Child() {

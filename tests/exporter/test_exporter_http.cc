@@ -13,11 +13,11 @@
 #include <arpa/inet.h>
 #include <chrono>
 #include <csignal>
-#include <thread>
-#include <vector>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <thread>
 #include <unistd.h>
+#include <vector>
 
 namespace {
 
@@ -128,8 +128,8 @@ TEST_CASE("http: hostile clients do not stop scrapes or the stop") {
     const long rss_before = hostile::rss_kib(child.pid());
 
     // 16 MB of header lines, and a line with no newline: 431, memory stays put.
-    for (const std::string& unit : {std::string("X-Flood: ") + std::string(100, 'a') + "\r\n",
-                                   std::string(1000, 'a')}) {
+    for (const std::string& unit :
+         {std::string("X-Flood: ") + std::string(100, 'a') + "\r\n", std::string(1000, 'a')}) {
         hostile::Conn c(port);
         REQUIRE(c.ok());
         c.send("GET /metrics HTTP/1.1\r\nHost: x\r\n");

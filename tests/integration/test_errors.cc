@@ -280,88 +280,88 @@ TEST_CASE("the process runs on libarena") {
 
 TEST_SUITE("errors") {
 
-TEST_CASE("double free of a small block") {
-    expect_reported("double_free_small", "double free");
-    expect_abort("double_free_small");
-}
+    TEST_CASE("double free of a small block") {
+        expect_reported("double_free_small", "double free");
+        expect_abort("double_free_small");
+    }
 
-TEST_CASE("double free of a large block") {
-    expect_reported("double_free_large", "double free");
-    expect_abort("double_free_large");
-}
+    TEST_CASE("double free of a large block") {
+        expect_reported("double_free_large", "double free");
+        expect_abort("double_free_large");
+    }
 
-TEST_CASE("double free across threads") {
-    expect_reported("double_free_remote", "double free");
-    expect_reported("double_free_by_two_threads", "double free");
-    expect_abort("double_free_by_two_threads");
-}
+    TEST_CASE("double free across threads") {
+        expect_reported("double_free_remote", "double free");
+        expect_reported("double_free_by_two_threads", "double free");
+        expect_abort("double_free_by_two_threads");
+    }
 
-TEST_CASE("a second remote free while the first is in the thread's remote batch") {
-    expect_reported("double_free_remote_batched_twice", "double free");
-    expect_abort("double_free_remote_batched_twice");
-}
+    TEST_CASE("a second remote free while the first is in the thread's remote batch") {
+        expect_reported("double_free_remote_batched_twice", "double free");
+        expect_abort("double_free_remote_batched_twice");
+    }
 
-TEST_CASE("remote free still batched, then owner free: reported at once, handed out once") {
-    expect_reported("double_free_remote_then_owner_batched", "double free");
-    const testing::ChildResult r = testing::run_child("double_free_remote_then_owner_batched");
-    const size_t error = r.err.find("arena: error: double free");
-    REQUIRE(error != std::string::npos);
-    CHECK(error < r.err.find("owner freed"));
-    CHECK(r.out.find("seen 1\n") != std::string::npos);
-}
+    TEST_CASE("remote free still batched, then owner free: reported at once, handed out once") {
+        expect_reported("double_free_remote_then_owner_batched", "double free");
+        const testing::ChildResult r = testing::run_child("double_free_remote_then_owner_batched");
+        const size_t error = r.err.find("arena: error: double free");
+        REQUIRE(error != std::string::npos);
+        CHECK(error < r.err.find("owner freed"));
+        CHECK(r.out.find("seen 1\n") != std::string::npos);
+    }
 
-TEST_CASE("publishing a remote batch reports bits another thread set already") {
-    expect_reported("double_free_found_when_published", "double free");
-    const testing::ChildResult r = testing::run_child("double_free_found_when_published");
-    const size_t error = r.err.find("arena: error: double free");
-    REQUIRE(error != std::string::npos);
-    CHECK(error > r.err.find("second free done"));
-    CHECK(r.out.find("seen 1\n") != std::string::npos);
-}
+    TEST_CASE("publishing a remote batch reports bits another thread set already") {
+        expect_reported("double_free_found_when_published", "double free");
+        const testing::ChildResult r = testing::run_child("double_free_found_when_published");
+        const size_t error = r.err.find("arena: error: double free");
+        REQUIRE(error != std::string::npos);
+        CHECK(error > r.err.find("second free done"));
+        CHECK(r.out.find("seen 1\n") != std::string::npos);
+    }
 
-TEST_CASE("owner free into a full cache's bitmap, then remote free: reported at once") {
-    expect_reported_by_other_thread("double_free_owner_bitmap_then_remote", "double free",
-                                    "seen 1\n");
-}
+    TEST_CASE("owner free into a full cache's bitmap, then remote free: reported at once") {
+        expect_reported_by_other_thread("double_free_owner_bitmap_then_remote", "double free",
+                                        "seen 1\n");
+    }
 
-TEST_CASE("remote free of a slot never handed out is an invalid free") {
-    expect_reported_by_other_thread("invalid_free_remote_never_handed_out", "invalid free",
-                                    "distinct");
-}
+    TEST_CASE("remote free of a slot never handed out is an invalid free") {
+        expect_reported_by_other_thread("invalid_free_remote_never_handed_out", "invalid free",
+                                        "distinct");
+    }
 
-TEST_CASE("owner free then remote free: reported by the remote freer, handed out once") {
-    expect_reported_by_other_thread("double_free_owner_then_remote", "double free", "seen 1\n");
-}
+    TEST_CASE("owner free then remote free: reported by the remote freer, handed out once") {
+        expect_reported_by_other_thread("double_free_owner_then_remote", "double free", "seen 1\n");
+    }
 
-TEST_CASE("free of a pointer inside a block") {
-    expect_reported("invalid_free_interior_small", "invalid free");
-    expect_reported("invalid_free_interior_large", "invalid free");
-    expect_abort("invalid_free_interior_small");
-}
+    TEST_CASE("free of a pointer inside a block") {
+        expect_reported("invalid_free_interior_small", "invalid free");
+        expect_reported("invalid_free_interior_large", "invalid free");
+        expect_abort("invalid_free_interior_small");
+    }
 
-TEST_CASE("realloc of a bad pointer is reported and returns NULL") {
-    expect_reported("invalid_realloc", "invalid free");
-    const testing::ChildResult r = testing::run_child("invalid_realloc");
-    CHECK(r.out.find("null") != std::string::npos);
-}
+    TEST_CASE("realloc of a bad pointer is reported and returns NULL") {
+        expect_reported("invalid_realloc", "invalid free");
+        const testing::ChildResult r = testing::run_child("invalid_realloc");
+        CHECK(r.out.find("null") != std::string::npos);
+    }
 
-TEST_CASE("realloc of a freed block is a double free, even while it sits in the free cache") {
-    expect_reported("realloc_after_free", "double free");
-    const testing::ChildResult r = testing::run_child("realloc_after_free");
-    CHECK(r.out.find("null") != std::string::npos);
-}
+    TEST_CASE("realloc of a freed block is a double free, even while it sits in the free cache") {
+        expect_reported("realloc_after_free", "double free");
+        const testing::ChildResult r = testing::run_child("realloc_after_free");
+        CHECK(r.out.find("null") != std::string::npos);
+    }
 
-TEST_CASE("operator delete twice") {
-    expect_reported("delete_twice", "double free");
-}
+    TEST_CASE("operator delete twice") {
+        expect_reported("delete_twice", "double free");
+    }
 
-TEST_CASE("errors are reported once but all counted") {
-    const testing::ChildResult r = testing::run_child("many_double_frees");
-    CHECK(r.code == 0);
-    CHECK(testing::count_occurrences(r.err, "arena: error: double free") == 1);
-    CHECK(r.err.find(" double_frees 10 ") != std::string::npos); // malloc_stats() at exit
-    const testing::ChildResult v = testing::run_child("many_double_frees", {"ARENA_VERBOSE=1"});
-    CHECK(testing::count_occurrences(v.err, "arena: error: double free") == 10);
-}
+    TEST_CASE("errors are reported once but all counted") {
+        const testing::ChildResult r = testing::run_child("many_double_frees");
+        CHECK(r.code == 0);
+        CHECK(testing::count_occurrences(r.err, "arena: error: double free") == 1);
+        CHECK(r.err.find(" double_frees 10 ") != std::string::npos); // malloc_stats() at exit
+        const testing::ChildResult v = testing::run_child("many_double_frees", {"ARENA_VERBOSE=1"});
+        CHECK(testing::count_occurrences(v.err, "arena: error: double free") == 10);
+    }
 
 } // TEST_SUITE

@@ -669,8 +669,8 @@ int fork_under_load() {
                    status != -1 && WIFEXITED(status) ? WEXITSTATUS(status) : -1);
         }
         // The child wrote nothing into this process's page: it is still a page of this pid.
-        if (page_event(user_dir + "/" + std::to_string(getpid()), getpid(),
-                       ARENA_EV_malloc_calls) < 0) {
+        if (page_event(user_dir + "/" + std::to_string(getpid()), getpid(), ARENA_EV_malloc_calls) <
+            0) {
             ++failures;
             printf("child %d: the parent's page is not the parent's any more\n", round);
         }

@@ -289,7 +289,8 @@ ARENA_TEST_CHILD(busy_owner_double) {
     return 0;
 }
 
-// ---- Real double frees of the same sizes ----------------------------------------------------------
+// ---- Real double frees of the same sizes
+// ----------------------------------------------------------
 
 ARENA_TEST_CHILD(double_owner) {
     const size_t n = child_size();
@@ -429,49 +430,49 @@ TEST_CASE("the process runs on libarena") {
 
 TEST_SUITE("errors") {
 
-TEST_CASE("a live block carrying the free key, freed by its owner, is freed") {
-    for (size_t n : kSizes)
-        CHECK(expect_clean("lookalike_owner", n) == "back 1 usable 1 balanced 1\n");
-    for (size_t n : kSizes)
-        CHECK(expect_clean("lookalike_copied_head", n) == "back 1 balanced 1\n");
-}
-
-TEST_CASE("a live block carrying the free key, freed by another thread, is freed") {
-    for (size_t n : kSizes) {
-        CHECK(expect_clean("lookalike_remote", n) == "back 1 balanced 1\n");
-        CHECK(expect_clean("lookalike_remote_no_heap", n) == "back 1\n");
-        CHECK(expect_clean("lookalike_remote_key_from_thread", n) == "back 1\n");
+    TEST_CASE("a live block carrying the free key, freed by its owner, is freed") {
+        for (size_t n : kSizes)
+            CHECK(expect_clean("lookalike_owner", n) == "back 1 usable 1 balanced 1\n");
+        for (size_t n : kSizes)
+            CHECK(expect_clean("lookalike_copied_head", n) == "back 1 balanced 1\n");
     }
-}
 
-TEST_CASE("a live block carrying the free key is reallocated") {
-    for (size_t n : kSizes)
-        CHECK(expect_clean("lookalike_realloc", n) ==
-              "moved 1 kept 1 back 1 in_place 1 balanced 1\n");
-}
-
-TEST_CASE("many look-alikes freed by the owner and another thread") {
-    for (size_t n : kSizes)
-        CHECK(expect_clean("lookalike_many", n) == "usable 1 balanced 1\n");
-}
-
-TEST_CASE("frees by another thread while the owner uses the class") {
-    for (size_t n : kSizes) {
-        CHECK(expect_clean("busy_owner_lookalikes", n) == "balanced 1\n");
-        CHECK(expect_double("busy_owner_double", n).find("seen 1\n") != std::string::npos);
+    TEST_CASE("a live block carrying the free key, freed by another thread, is freed") {
+        for (size_t n : kSizes) {
+            CHECK(expect_clean("lookalike_remote", n) == "back 1 balanced 1\n");
+            CHECK(expect_clean("lookalike_remote_no_heap", n) == "back 1\n");
+            CHECK(expect_clean("lookalike_remote_key_from_thread", n) == "back 1\n");
+        }
     }
-}
 
-TEST_CASE("real double frees of the same sizes are still reported") {
-    for (size_t n : kSizes) {
-        CHECK(expect_double("double_owner", n).find("seen 1\n") != std::string::npos);
-        expect_double("double_lookalike_owner", n);
-        expect_double("double_owner_then_remote", n, "joined");
-        expect_double("double_lookalike_owner_then_remote", n, "joined");
-        expect_double("double_remote_then_owner", n, "owner freed");
-        expect_double("double_remote_then_remote", n, "joined");
-        CHECK(expect_double("double_realloc", n).find("null\n") != std::string::npos);
+    TEST_CASE("a live block carrying the free key is reallocated") {
+        for (size_t n : kSizes)
+            CHECK(expect_clean("lookalike_realloc", n) ==
+                  "moved 1 kept 1 back 1 in_place 1 balanced 1\n");
     }
-}
+
+    TEST_CASE("many look-alikes freed by the owner and another thread") {
+        for (size_t n : kSizes)
+            CHECK(expect_clean("lookalike_many", n) == "usable 1 balanced 1\n");
+    }
+
+    TEST_CASE("frees by another thread while the owner uses the class") {
+        for (size_t n : kSizes) {
+            CHECK(expect_clean("busy_owner_lookalikes", n) == "balanced 1\n");
+            CHECK(expect_double("busy_owner_double", n).find("seen 1\n") != std::string::npos);
+        }
+    }
+
+    TEST_CASE("real double frees of the same sizes are still reported") {
+        for (size_t n : kSizes) {
+            CHECK(expect_double("double_owner", n).find("seen 1\n") != std::string::npos);
+            expect_double("double_lookalike_owner", n);
+            expect_double("double_owner_then_remote", n, "joined");
+            expect_double("double_lookalike_owner_then_remote", n, "joined");
+            expect_double("double_remote_then_owner", n, "owner freed");
+            expect_double("double_remote_then_remote", n, "joined");
+            CHECK(expect_double("double_realloc", n).find("null\n") != std::string::npos);
+        }
+    }
 
 } // TEST_SUITE

@@ -553,44 +553,44 @@ void check_child(const char* name, bool show) {
 
 TEST_SUITE("purge") {
 
-TEST_CASE("RSS returns after a large free followed by idleness") {
-    check_child("idle_after_large_free", true);
-}
-
-TEST_CASE("RSS returns after many 4 KiB blocks are freed and the process idles") {
-    check_child("idle_after_small_frees", true);
-}
-
-TEST_CASE("RSS returns after another thread frees a sleeping thread's blocks") {
-    check_child("idle_after_remote_frees", true);
-}
-
-TEST_CASE("the purger is invisible: threads, descriptors, waitpid, SIGCHLD, idle CPU") {
-    check_child("purger_is_invisible", false);
-}
-
-TEST_CASE("no purger with ARENA_PURGE_DELAY_MS=-1 or 0") {
-    for (const char* env : {"ARENA_PURGE_DELAY_MS=-1", "ARENA_PURGE_DELAY_MS=0"}) {
-        const testing::ChildResult r = testing::run_child("no_purger", {env});
-        CHECK(r.exited);
-        CHECK_MESSAGE(r.code == 0, env << ": " << r.out << r.err);
+    TEST_CASE("RSS returns after a large free followed by idleness") {
+        check_child("idle_after_large_free", true);
     }
-}
 
-TEST_CASE("no purger in a process under a seccomp filter") {
-    check_child("no_purger_under_seccomp", false);
-}
-
-TEST_CASE("a fork child has no purger until it needs one; exec leaves none behind") {
-    check_child("fork_and_exec", true);
-}
-
-TEST_CASE("an exec that bypasses libc still ends the purger") {
-    if (!futex_waitv_exists()) {
-        MESSAGE("skipped: no futex_waitv (Linux < 5.16): such an exec is not watched");
-        return;
+    TEST_CASE("RSS returns after many 4 KiB blocks are freed and the process idles") {
+        check_child("idle_after_small_frees", true);
     }
-    check_child("raw_exec", true);
-}
+
+    TEST_CASE("RSS returns after another thread frees a sleeping thread's blocks") {
+        check_child("idle_after_remote_frees", true);
+    }
+
+    TEST_CASE("the purger is invisible: threads, descriptors, waitpid, SIGCHLD, idle CPU") {
+        check_child("purger_is_invisible", false);
+    }
+
+    TEST_CASE("no purger with ARENA_PURGE_DELAY_MS=-1 or 0") {
+        for (const char* env : {"ARENA_PURGE_DELAY_MS=-1", "ARENA_PURGE_DELAY_MS=0"}) {
+            const testing::ChildResult r = testing::run_child("no_purger", {env});
+            CHECK(r.exited);
+            CHECK_MESSAGE(r.code == 0, env << ": " << r.out << r.err);
+        }
+    }
+
+    TEST_CASE("no purger in a process under a seccomp filter") {
+        check_child("no_purger_under_seccomp", false);
+    }
+
+    TEST_CASE("a fork child has no purger until it needs one; exec leaves none behind") {
+        check_child("fork_and_exec", true);
+    }
+
+    TEST_CASE("an exec that bypasses libc still ends the purger") {
+        if (!futex_waitv_exists()) {
+            MESSAGE("skipped: no futex_waitv (Linux < 5.16): such an exec is not watched");
+            return;
+        }
+        check_child("raw_exec", true);
+    }
 
 } // TEST_SUITE

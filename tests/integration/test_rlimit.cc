@@ -40,7 +40,7 @@ void (*volatile do_free)(void*) = free;
 #define FAIL_IF(cond, code)                                                                        \
     do {                                                                                           \
         if (cond) {                                                                                \
-            fprintf(stderr, "%s:%d: %s (errno %d)\n", __FILE__, __LINE__, #cond, errno);          \
+            fprintf(stderr, "%s:%d: %s (errno %d)\n", __FILE__, __LINE__, #cond, errno);           \
             return code;                                                                           \
         }                                                                                          \
     } while (0)
@@ -294,9 +294,9 @@ ARENA_TEST_CHILD(started_low) {
             break;
         memset(held[got], static_cast<int>(got), 4096);
     }
-    FAIL_IF(got == kMax, 50);          // the limit stopped nothing
+    FAIL_IF(got == kMax, 50); // the limit stopped nothing
     FAIL_IF(errno != ENOMEM, 51);
-    FAIL_IF(got < 100, 52);            // 100 of the ~240 MiB the limit leaves
+    FAIL_IF(got < 100, 52); // 100 of the ~240 MiB the limit leaves
     for (unsigned i = 0; i < got; ++i)
         FAIL_IF(static_cast<unsigned char*>(held[i])[4095] != (i & 0xff), 53);
     for (unsigned i = 0; i < got; ++i)
@@ -330,8 +330,8 @@ ARENA_TEST_CHILD(forwarding) {
     errno = 0;
     FAIL_IF(setrlimit(RLIMIT_AS, reinterpret_cast<const rlimit*>(16)) != -1 || errno != EFAULT, 64);
     errno = 0;
-    FAIL_IF(prlimit(0, RLIMIT_AS, nullptr, reinterpret_cast<rlimit*>(16)) != -1 ||
-                errno != EFAULT, 65);
+    FAIL_IF(prlimit(0, RLIMIT_AS, nullptr, reinterpret_cast<rlimit*>(16)) != -1 || errno != EFAULT,
+            65);
     rlimit now{};
     FAIL_IF(getrlimit(RLIMIT_AS, &now) != 0 || now.rlim_cur != as.rlim_cur, 66);
     // The old limit of another resource, read and set through prlimit.
@@ -375,32 +375,33 @@ TEST_CASE("the process runs on libarena") {
 
 TEST_SUITE("rlimit") {
 
-TEST_CASE("RLIMIT_AS lowered with setrlimit: threads, mmap, stdio, malloc and old blocks work") {
-    check_lowered("setrlimit", "AS");
-    check_lowered("setrlimit64", "AS");
-}
+    TEST_CASE(
+        "RLIMIT_AS lowered with setrlimit: threads, mmap, stdio, malloc and old blocks work") {
+        check_lowered("setrlimit", "AS");
+        check_lowered("setrlimit64", "AS");
+    }
 
-TEST_CASE("RLIMIT_AS lowered with prlimit, RLIMIT_DATA lowered: the same") {
-    check_lowered("prlimit", "AS");
-    check_lowered("prlimit64", "AS");
-    check_lowered("setrlimit", "DATA");
-    check_lowered("prlimit", "DATA");
-}
+    TEST_CASE("RLIMIT_AS lowered with prlimit, RLIMIT_DATA lowered: the same") {
+        check_lowered("prlimit", "AS");
+        check_lowered("prlimit64", "AS");
+        check_lowered("setrlimit", "DATA");
+        check_lowered("prlimit", "DATA");
+    }
 
-TEST_CASE("a process started under a low RLIMIT_AS works up to it, then gets ENOMEM") {
-    // The limit leaves 320 MiB beyond what this binary maps without an allocator reserve.
-    const testing::ChildResult base = testing::run_child("report_vm");
-    REQUIRE(base.code == 0);
-    const size_t vm = strtoull(base.out.c_str(), nullptr, 10);
-    REQUIRE(vm > 0);
-    const int status = run_bounded("started_low", {}, vm + 320 * MiB);
-    CHECK(exited_ok(status));
-    if (status != -1 && WIFEXITED(status))
-        CHECK(WEXITSTATUS(status) == 0);
-}
+    TEST_CASE("a process started under a low RLIMIT_AS works up to it, then gets ENOMEM") {
+        // The limit leaves 320 MiB beyond what this binary maps without an allocator reserve.
+        const testing::ChildResult base = testing::run_child("report_vm");
+        REQUIRE(base.code == 0);
+        const size_t vm = strtoull(base.out.c_str(), nullptr, 10);
+        REQUIRE(vm > 0);
+        const int status = run_bounded("started_low", {}, vm + 320 * MiB);
+        CHECK(exited_ok(status));
+        if (status != -1 && WIFEXITED(status))
+            CHECK(WEXITSTATUS(status) == 0);
+    }
 
-TEST_CASE("setrlimit and prlimit forward exactly") {
-    CHECK(exited_ok(run_bounded("forwarding", {})));
-}
+    TEST_CASE("setrlimit and prlimit forward exactly") {
+        CHECK(exited_ok(run_bounded("forwarding", {})));
+    }
 
 } // TEST_SUITE

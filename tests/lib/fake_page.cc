@@ -2,10 +2,10 @@
 #include "fake_page.h"
 
 #include <cerrno>
-#include <elf.h>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <elf.h>
 #include <fcntl.h>
 #include <filesystem>
 #include <sys/stat.h>

@@ -47,8 +47,8 @@ private:
 
 /// A complete v2 page for `pid`: READY, start_time 12345, comm "fake", cmdline
 /// "fake --workload", nclasses 4 (16, 32, 48, 64 bytes), shards_used all, uid geteuid(),
-/// exec identity and PID namespace unknown (0: readers skip those checks), counters zero. Nothing is
-/// written until write().
+/// exec identity and PID namespace unknown (0: readers skip those checks), counters zero. Nothing
+/// is written until write().
 class FakePage {
 public:
     explicit FakePage(int pid);

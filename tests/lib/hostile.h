@@ -47,8 +47,7 @@ public:
     std::size_t send(const std::string& bytes) {
         std::size_t done = 0;
         while (done < bytes.size()) {
-            const ssize_t n =
-                ::send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
+            const ssize_t n = ::send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
             if (n <= 0) {
                 break;
             }

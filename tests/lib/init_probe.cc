@@ -34,7 +34,8 @@ __attribute__((constructor)) void probe_init() {
     g_kept[2] = realloc(malloc(10), 100000);
     pthread_t t;
     void* from_thread = nullptr;
-    if (pthread_create(&t, nullptr, thread_main, nullptr) != 0 || pthread_join(t, &from_thread) != 0)
+    if (pthread_create(&t, nullptr, thread_main, nullptr) != 0 ||
+        pthread_join(t, &from_thread) != 0)
         ++failures;
     g_kept[3] = from_thread;
     for (int i = 0; i < 4; ++i)

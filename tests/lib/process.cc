@@ -43,8 +43,7 @@ void close_if_open(int fd) {
 /// In the forked child (async-signal-safe calls only): `fd` becomes `target`, opened from `path`
 /// ("" means /dev/null) when `fd` is -1.
 bool redirect(int fd, const char* path, int flags, int target) {
-    const int f =
-        fd >= 0 ? fd : open(*path != '\0' ? path : "/dev/null", flags | O_CLOEXEC, 0644);
+    const int f = fd >= 0 ? fd : open(*path != '\0' ? path : "/dev/null", flags | O_CLOEXEC, 0644);
     return f >= 0 && dup2(f, target) >= 0;
 }
 

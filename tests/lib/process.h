@@ -25,10 +25,10 @@ struct Spawn {
     std::vector<std::string> env;  // changes to this environment, as merged_environment takes them
     std::string cwd;               // "": this process's directory
     std::string in;                // stdin from this file; "": /dev/null (unless in_pipe)
-    std::string out;               // stdout to this file (truncated); "": /dev/null (unless out_pipe)
-    std::string err;               // stderr to this file (truncated); "": /dev/null
-    bool in_pipe = false;          // stdin from a pipe: Spawned::in is its write end
-    bool out_pipe = false;         // stdout into a pipe: Spawned::out is its read end
+    std::string out;       // stdout to this file (truncated); "": /dev/null (unless out_pipe)
+    std::string err;       // stderr to this file (truncated); "": /dev/null
+    bool in_pipe = false;  // stdin from a pipe: Spawned::in is its write end
+    bool out_pipe = false; // stdout into a pipe: Spawned::out is its read end
     std::optional<std::pair<uid_t, gid_t>> run_as; // setgid + setuid before the exec (root only)
 };
 
@@ -59,10 +59,10 @@ private:
 };
 
 struct RunOptions {
-    std::string input;                          // written to its stdin (through a file)
-    std::vector<std::string> env;               // as Spawn::env
-    std::string cwd;                            // as Spawn::cwd
-    std::chrono::milliseconds limit{30'000};    // then it is killed
+    std::string input;                       // written to its stdin (through a file)
+    std::vector<std::string> env;            // as Spawn::env
+    std::string cwd;                         // as Spawn::cwd
+    std::chrono::milliseconds limit{30'000}; // then it is killed
 };
 
 struct RunResult {

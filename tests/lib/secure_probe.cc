@@ -12,8 +12,8 @@
 #include <cstring>
 #include <dirent.h>
 #include <dlfcn.h>
-#include <unistd.h>
 #include <sys/auxv.h>
+#include <unistd.h>
 
 int main(int argc, char** argv) {
     void* volatile p = malloc(1000);

@@ -17,11 +17,11 @@
 namespace testing {
 
 struct ChildResult {
-    bool exited = false;   // normal exit
-    int code = -1;         // exit code when exited
-    int signal = 0;        // terminating signal otherwise
-    std::string out;       // stdout
-    std::string err;       // stderr
+    bool exited = false; // normal exit
+    int code = -1;       // exit code when exited
+    int signal = 0;      // terminating signal otherwise
+    std::string out;     // stdout
+    std::string err;     // stderr
 };
 
 /// An entry point a test can run in a fresh process: `test-binary --child=NAME`.
@@ -31,7 +31,7 @@ struct ChildRegistrar {
 };
 #define ARENA_TEST_CHILD(name)                                                                     \
     static int arena_child_##name();                                                               \
-    static const testing::ChildRegistrar arena_child_reg_##name(#name, arena_child_##name);       \
+    static const testing::ChildRegistrar arena_child_reg_##name(#name, arena_child_##name);        \
     static int arena_child_##name()
 
 /// Runs the registered child NAME in a new process of this binary with `env` ("K=V") added to

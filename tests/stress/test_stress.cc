@@ -37,7 +37,7 @@ size_t pick_size(uint64_t& rng) {
     if (r < 980)
         return 129 + testing::next_random(rng) % 8000; // medium
     if (r < 998)
-        return 8192 + testing::next_random(rng) % 100000; // up to large
+        return 8192 + testing::next_random(rng) % 100000;                     // up to large
     return (size_t{1} << 20) + testing::next_random(rng) % (size_t{4} << 20); // big
 }
 

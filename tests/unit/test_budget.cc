@@ -15,7 +15,7 @@ TEST_CASE("the room a limit leaves, counting what the allocator holds ahead of n
     constexpr size_t MiB = size_t{1} << 20;
     CHECK(budget::room_under(arena::os::kNoLimit, 100 * MiB, 0) == SIZE_MAX);
     CHECK(budget::room_under(1024 * MiB, 100 * MiB, 0) == 924 * MiB);
-    CHECK(budget::room_under(1024 * MiB, 2048 * MiB, 0) == 0);             // over it already
+    CHECK(budget::room_under(1024 * MiB, 2048 * MiB, 0) == 0);                  // over it already
     CHECK(budget::room_under(1024 * MiB, 2048 * MiB, 1500 * MiB) == 476 * MiB); // after a cut
     CHECK(budget::room_under(1024 * MiB, 100 * MiB, 200 * MiB) == 1024 * MiB);
     CHECK(budget::share(1000) == 250);

@@ -10,11 +10,11 @@
 // pair on one size class (every free remote: the remote queues and their collection), trims, and
 // requests through the stats page's control area (trims and purge delays, served on whichever
 // thread's slow path sees them, as cmond's POST /arena/<pid>/trim is) with snapshots of the page
-// read in the process meanwhile, and a stand-in for the background purger: a thread that runs the purger's loop body,
-// pages::background_step, as the purger does (its own lock id, no TLS). The real purger is a
-// clone(CLONE_VM) process on a thread pointer of its own, which no sanitizer can follow: it is
-// kept from starting (purger::before_exec here; os::helpers_supported says no in sanitizer
-// builds), so that the stand-in is the only one, as the real one is.
+// read in the process meanwhile, and a stand-in for the background purger: a thread that runs the
+// purger's loop body, pages::background_step, as the purger does (its own lock id, no TLS). The
+// real purger is a clone(CLONE_VM) process on a thread pointer of its own, which no sanitizer can
+// follow: it is kept from starting (purger::before_exec here; os::helpers_supported says no in
+// sanitizer builds), so that the stand-in is the only one, as the real one is.
 //
 // Size: HEAP_THREADS_ITER (default 20000) per thread per round.
 #include "alloc.h"
@@ -29,8 +29,8 @@
 
 #include <atomic>
 #include <chrono>
-#include <cstdlib>
 #include <cstddef>
+#include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
 #include <memory>
@@ -65,7 +65,7 @@ size_t pick_size(uint64_t& rng) {
     if (r < 980)
         return 129 + testing::next_random(rng) % 8000; // medium
     if (r < 998)
-        return 8192 + testing::next_random(rng) % 100000; // up to large
+        return 8192 + testing::next_random(rng) % 100000;                     // up to large
     return (size_t{1} << 20) + testing::next_random(rng) % (size_t{1} << 20); // big
 }
 
@@ -269,7 +269,7 @@ TEST_CASE("threads, cross-thread frees, churn, trims and the purger's step keep 
     trimmer.join();
     CHECK(purger.stop() > 0);
     CHECK(*arena::stats::page_path() != '\0'); // ARENA_STATS_DIR: tests/meson.build
-    CHECK(controller.stop() > 0);               // trim requests were served
+    CHECK(controller.stop() > 0);              // trim requests were served
     CHECK(g_corrupt.load() == 0);
 }
 

@@ -11,9 +11,10 @@
  *    tracked in 64-bit bitmaps. An allocation is a run of whole chunks that may cross any
  *    number of bitmap words; no header is stored next to it (run starts live in a second
  *    bitmap), and the arena starts on a multiple of the chunk size, so every pointer is
- *    aligned to the chunk size (16 bytes at least). Free chunks go back to the kernel after ARENA_PURGE_DELAY_MS, or at once with
- *    arena_trim(). Instances are thread-safe (one lock each) and independent of malloc: link
- *    libarena-native.a to use them without replacing the process allocator.
+ *    aligned to the chunk size (16 bytes at least). Free chunks go back to the kernel after
+ * ARENA_PURGE_DELAY_MS, or at once with arena_trim(). Instances are thread-safe (one lock each) and
+ * independent of malloc: link libarena-native.a to use them without replacing the process
+ * allocator.
  *
  *  - A few calls about the process allocator itself (arena_version, arena_owns).
  *

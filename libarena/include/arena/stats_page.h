@@ -84,44 +84,44 @@ extern "C" {
    X(id, type, name, label (the label that tells a family's fields apart, or ""), help).
    Names end in their unit (_bytes, _total). Derived families (live bytes, the size histogram)
    are computed by the readers and declared in libarena/client/schema.cc. */
-#define ARENA_STATS_FAMILIES(X)                                                                  \
-    X(none, ARENA_METRIC_NONE, "", "", "")                                                        \
-    X(calls, ARENA_METRIC_COUNTER, "arena_calls_total", "api",                                   \
-      "Calls of the allocator's entry points, by API (aligned: memalign, posix_memalign, "       \
-      "aligned_alloc, valloc and pvalloc; new and delete: every C++ operator form).")            \
-    X(requested, ARENA_METRIC_COUNTER, "arena_requested_bytes_total", "",                        \
-      "Bytes asked for by allocation calls.")                                                     \
-    X(large_allocs, ARENA_METRIC_COUNTER, "arena_large_allocations_total", "",                   \
-      "Large blocks (page runs) allocated.")                                                      \
-    X(large_frees, ARENA_METRIC_COUNTER, "arena_large_frees_total", "", "Large blocks freed.")   \
-    X(large_alloc_bytes, ARENA_METRIC_COUNTER, "arena_large_allocated_bytes_total", "",          \
-      "Bytes of large blocks allocated, in whole pages.")                                        \
-    X(large_free_bytes, ARENA_METRIC_COUNTER, "arena_large_freed_bytes_total", "",               \
-      "Bytes of large blocks freed, in whole pages.")                                            \
-    X(failed, ARENA_METRIC_COUNTER, "arena_failed_allocations_total", "",                        \
-      "Allocation calls that failed with ENOMEM.")                                                \
-    X(foreign, ARENA_METRIC_COUNTER, "arena_foreign_frees_total", "",                            \
-      "Frees of pointers the allocator does not own (ignored).")                                 \
-    X(reserved, ARENA_METRIC_GAUGE, "arena_reserved_bytes", "",                                  \
-      "Address space reserved by the allocator.")                                                 \
-    X(committed, ARENA_METRIC_GAUGE, "arena_committed_bytes", "",                                \
-      "Pages in use plus free pages not yet returned to the kernel.")                            \
-    X(resident, ARENA_METRIC_GAUGE, "arena_resident_bytes", "",                                  \
-      "Resident bytes of the allocator's memory, as last sampled by the allocator.")             \
-    X(purged, ARENA_METRIC_COUNTER, "arena_purged_bytes_total", "",                              \
-      "Bytes returned to the kernel.")                                                            \
-    X(purges, ARENA_METRIC_COUNTER, "arena_purges_total", "",                                    \
-      "Passes that returned memory to the kernel.")                                              \
-    X(trims, ARENA_METRIC_COUNTER, "arena_trims_total", "",                                      \
-      "Trims served (malloc_trim calls and trim requests).")                                     \
-    X(regions, ARENA_METRIC_GAUGE, "arena_regions", "", "Address-space reservations made.")      \
-    X(heaps, ARENA_METRIC_GAUGE, "arena_heaps", "state",                                         \
-      "Thread heaps, by state (abandoned: of an exited thread, waiting for adoption).")          \
-    X(peak, ARENA_METRIC_GAUGE, "arena_peak_live_bytes", "",                                     \
-      "Highest live bytes seen by the allocator (summed over the processes when grouped by "     \
-      "comm).")                                                                                   \
-    X(heap_errors, ARENA_METRIC_COUNTER, "arena_heap_errors_total", "kind",                      \
-      "Heap errors caught, by kind (invalid_free: a pointer inside the arena that is not a "     \
+#define ARENA_STATS_FAMILIES(X)                                                                    \
+    X(none, ARENA_METRIC_NONE, "", "", "")                                                         \
+    X(calls, ARENA_METRIC_COUNTER, "arena_calls_total", "api",                                     \
+      "Calls of the allocator's entry points, by API (aligned: memalign, posix_memalign, "         \
+      "aligned_alloc, valloc and pvalloc; new and delete: every C++ operator form).")              \
+    X(requested, ARENA_METRIC_COUNTER, "arena_requested_bytes_total", "",                          \
+      "Bytes asked for by allocation calls.")                                                      \
+    X(large_allocs, ARENA_METRIC_COUNTER, "arena_large_allocations_total", "",                     \
+      "Large blocks (page runs) allocated.")                                                       \
+    X(large_frees, ARENA_METRIC_COUNTER, "arena_large_frees_total", "", "Large blocks freed.")     \
+    X(large_alloc_bytes, ARENA_METRIC_COUNTER, "arena_large_allocated_bytes_total", "",            \
+      "Bytes of large blocks allocated, in whole pages.")                                          \
+    X(large_free_bytes, ARENA_METRIC_COUNTER, "arena_large_freed_bytes_total", "",                 \
+      "Bytes of large blocks freed, in whole pages.")                                              \
+    X(failed, ARENA_METRIC_COUNTER, "arena_failed_allocations_total", "",                          \
+      "Allocation calls that failed with ENOMEM.")                                                 \
+    X(foreign, ARENA_METRIC_COUNTER, "arena_foreign_frees_total", "",                              \
+      "Frees of pointers the allocator does not own (ignored).")                                   \
+    X(reserved, ARENA_METRIC_GAUGE, "arena_reserved_bytes", "",                                    \
+      "Address space reserved by the allocator.")                                                  \
+    X(committed, ARENA_METRIC_GAUGE, "arena_committed_bytes", "",                                  \
+      "Pages in use plus free pages not yet returned to the kernel.")                              \
+    X(resident, ARENA_METRIC_GAUGE, "arena_resident_bytes", "",                                    \
+      "Resident bytes of the allocator's memory, as last sampled by the allocator.")               \
+    X(purged, ARENA_METRIC_COUNTER, "arena_purged_bytes_total", "",                                \
+      "Bytes returned to the kernel.")                                                             \
+    X(purges, ARENA_METRIC_COUNTER, "arena_purges_total", "",                                      \
+      "Passes that returned memory to the kernel.")                                                \
+    X(trims, ARENA_METRIC_COUNTER, "arena_trims_total", "",                                        \
+      "Trims served (malloc_trim calls and trim requests).")                                       \
+    X(regions, ARENA_METRIC_GAUGE, "arena_regions", "", "Address-space reservations made.")        \
+    X(heaps, ARENA_METRIC_GAUGE, "arena_heaps", "state",                                           \
+      "Thread heaps, by state (abandoned: of an exited thread, waiting for adoption).")            \
+    X(peak, ARENA_METRIC_GAUGE, "arena_peak_live_bytes", "",                                       \
+      "Highest live bytes seen by the allocator (summed over the processes when grouped by "       \
+      "comm).")                                                                                    \
+    X(heap_errors, ARENA_METRIC_COUNTER, "arena_heap_errors_total", "kind",                        \
+      "Heap errors caught, by kind (invalid_free: a pointer inside the arena that is not a "       \
       "live block).")
 
 enum arena_stats_family {
@@ -134,20 +134,20 @@ enum arena_stats_family {
 /* Event counters, one per shard and summed by readers: X(name, family, label value, pass).
    The index of each is ARENA_EV_<name>. pass 1: read in the free pass of the reading protocol
    (live bytes subtract it); pass 0: in the allocation pass. */
-#define ARENA_STATS_EVENTS(X)                                                                    \
-    X(malloc_calls, calls, "malloc", 0)                                                           \
-    X(calloc_calls, calls, "calloc", 0)                                                           \
-    X(realloc_calls, calls, "realloc", 0) /* realloc and reallocarray */                         \
-    X(free_calls, calls, "free", 0)       /* free and cfree */                                   \
-    X(aligned_calls, calls, "aligned", 0)                                                         \
-    X(new_calls, calls, "new", 0)                                                                 \
-    X(delete_calls, calls, "delete", 0)                                                           \
-    X(bytes_requested, requested, "", 0)                                                          \
-    X(large_allocs, large_allocs, "", 0)                                                          \
-    X(large_frees, large_frees, "", 1)                                                            \
-    X(large_alloc_bytes, large_alloc_bytes, "", 0)                                                \
-    X(large_free_bytes, large_free_bytes, "", 1)                                                  \
-    X(failed_allocs, failed, "", 0)                                                               \
+#define ARENA_STATS_EVENTS(X)                                                                      \
+    X(malloc_calls, calls, "malloc", 0)                                                            \
+    X(calloc_calls, calls, "calloc", 0)                                                            \
+    X(realloc_calls, calls, "realloc", 0) /* realloc and reallocarray */                           \
+    X(free_calls, calls, "free", 0)       /* free and cfree */                                     \
+    X(aligned_calls, calls, "aligned", 0)                                                          \
+    X(new_calls, calls, "new", 0)                                                                  \
+    X(delete_calls, calls, "delete", 0)                                                            \
+    X(bytes_requested, requested, "", 0)                                                           \
+    X(large_allocs, large_allocs, "", 0)                                                           \
+    X(large_frees, large_frees, "", 1)                                                             \
+    X(large_alloc_bytes, large_alloc_bytes, "", 0)                                                 \
+    X(large_free_bytes, large_free_bytes, "", 1)                                                   \
+    X(failed_allocs, failed, "", 0)                                                                \
     X(foreign_frees, foreign, "", 0)
 
 enum arena_stats_event {
@@ -159,21 +159,21 @@ enum arena_stats_event {
 
 /* Process-wide gauges, written under the seqlock: X(name, family, label value, signed). The
    index of each is ARENA_G_<name>; a signed gauge holds an int64_t in two's complement. */
-#define ARENA_STATS_GAUGES(X)                                                                    \
-    X(updated_unix_ns, none, "", 0)  /* when these were last written */                          \
-    X(reserved_bytes, reserved, "", 0)                                                            \
-    X(committed_bytes, committed, "", 0)                                                          \
-    X(resident_bytes, resident, "", 0)                                                            \
-    X(resident_unix_ns, none, "", 0) /* when resident_bytes was sampled */                       \
-    X(purged_bytes, purged, "", 0)                                                                \
-    X(purges, purges, "", 0)                                                                      \
-    X(trims, trims, "", 0)                                                                        \
-    X(regions, regions, "", 0)                                                                    \
-    X(heaps_active, heaps, "active", 0)                                                           \
-    X(heaps_abandoned, heaps, "abandoned", 0)                                                     \
-    X(peak_live_bytes, peak, "", 0) /* also raised outside the seqlock as it grows */            \
-    X(double_frees, heap_errors, "double_free", 0)                                                \
-    X(invalid_frees, heap_errors, "invalid_free", 0)                                              \
+#define ARENA_STATS_GAUGES(X)                                                                      \
+    X(updated_unix_ns, none, "", 0) /* when these were last written */                             \
+    X(reserved_bytes, reserved, "", 0)                                                             \
+    X(committed_bytes, committed, "", 0)                                                           \
+    X(resident_bytes, resident, "", 0)                                                             \
+    X(resident_unix_ns, none, "", 0) /* when resident_bytes was sampled */                         \
+    X(purged_bytes, purged, "", 0)                                                                 \
+    X(purges, purges, "", 0)                                                                       \
+    X(trims, trims, "", 0)                                                                         \
+    X(regions, regions, "", 0)                                                                     \
+    X(heaps_active, heaps, "active", 0)                                                            \
+    X(heaps_abandoned, heaps, "abandoned", 0)                                                      \
+    X(peak_live_bytes, peak, "", 0) /* also raised outside the seqlock as it grows */              \
+    X(double_frees, heap_errors, "double_free", 0)                                                 \
+    X(invalid_frees, heap_errors, "invalid_free", 0)                                               \
     X(purge_delay_ms, none, "", 1) /* the purge delay in force; -1: only on trim */
 
 enum arena_stats_gauge {
@@ -194,8 +194,8 @@ struct arena_stats_shard {
 
 /* Process-wide gauges, written by the allocator's slow path under its lock. 256 bytes. */
 struct arena_stats_global {
-    uint64_t seq;                              /* seqlock: odd while being written */
-    uint64_t gauges[ARENA_STATS_GAUGE_SLOTS];  /* indexed by enum arena_stats_gauge */
+    uint64_t seq;                             /* seqlock: odd while being written */
+    uint64_t gauges[ARENA_STATS_GAUGE_SLOTS]; /* indexed by enum arena_stats_gauge */
 };
 
 /* Requests to the allocator (see the protocol). A reader asks by writing a new value and then
@@ -213,34 +213,34 @@ struct arena_stats_control {
 /* The first KiB: identity, layout, control and gauges. */
 struct arena_stats_head {
     /* The first four fields keep their offsets in every version. */
-    uint64_t magic;                         /* ARENA_STATS_MAGIC */
-    uint32_t version;                       /* ARENA_STATS_VERSION */
-    uint32_t header_size;                   /* sizeof(struct arena_stats_head): shards follow */
-    uint64_t size;                          /* bytes of the whole file */
-    int32_t pid;                            /* writer's PID; also the file's name */
-    uint32_t flags;                         /* ARENA_STATS_READY once complete */
-    uint64_t start_time;                    /* when the page was made, in clock ticks after boot
-                                               (CLOCK_BOOTTIME, the unit of /proc/<pid>/stat
-                                               field 22): not before the process started */
-    uint64_t created_unix_ns;               /* when the page was made */
-    char comm[ARENA_STATS_COMM_LEN];        /* the comm then, NUL-terminated */
-    char cmdline[ARENA_STATS_CMDLINE_LEN];  /* arguments joined by spaces, truncated */
-    uint32_t nclasses;                      /* size classes in use (<= MAX_CLASSES) */
-    uint32_t nshards;                       /* ARENA_STATS_SHARDS */
-    uint32_t nevents;                       /* ARENA_EV_COUNT of the writer */
-    uint32_t page_size;                     /* the allocator's page (large blocks are runs) */
+    uint64_t magic;                        /* ARENA_STATS_MAGIC */
+    uint32_t version;                      /* ARENA_STATS_VERSION */
+    uint32_t header_size;                  /* sizeof(struct arena_stats_head): shards follow */
+    uint64_t size;                         /* bytes of the whole file */
+    int32_t pid;                           /* writer's PID; also the file's name */
+    uint32_t flags;                        /* ARENA_STATS_READY once complete */
+    uint64_t start_time;                   /* when the page was made, in clock ticks after boot
+                                              (CLOCK_BOOTTIME, the unit of /proc/<pid>/stat
+                                              field 22): not before the process started */
+    uint64_t created_unix_ns;              /* when the page was made */
+    char comm[ARENA_STATS_COMM_LEN];       /* the comm then, NUL-terminated */
+    char cmdline[ARENA_STATS_CMDLINE_LEN]; /* arguments joined by spaces, truncated */
+    uint32_t nclasses;                     /* size classes in use (<= MAX_CLASSES) */
+    uint32_t nshards;                      /* ARENA_STATS_SHARDS */
+    uint32_t nevents;                      /* ARENA_EV_COUNT of the writer */
+    uint32_t page_size;                    /* the allocator's page (large blocks are runs) */
     uint32_t class_size[ARENA_STATS_MAX_CLASSES]; /* slot size of each class, bytes */
-    uint32_t shards_used;                   /* shards [0, shards_used) may be nonzero; grows */
-    uint32_t ngauges;                       /* ARENA_G_COUNT of the writer */
-    uint32_t uid;                           /* the writer's effective uid when it made the page */
+    uint32_t shards_used; /* shards [0, shards_used) may be nonzero; grows */
+    uint32_t ngauges;     /* ARENA_G_COUNT of the writer */
+    uint32_t uid;         /* the writer's effective uid when it made the page */
     uint32_t pad0;
-    uint64_t exec_entry;                    /* AT_ENTRY and AT_RANDOM of the auxiliary vector */
-    uint64_t exec_random;                   /* (0: unknown): new at every exec, with ASLR */
-    uint64_t pid_ns;                        /* inode of /proc/self/ns/pid (0: unknown; written
-                                               on a slow path after start-up) */
+    uint64_t exec_entry;  /* AT_ENTRY and AT_RANDOM of the auxiliary vector */
+    uint64_t exec_random; /* (0: unknown): new at every exec, with ASLR */
+    uint64_t pid_ns;      /* inode of /proc/self/ns/pid (0: unknown; written
+                             on a slow path after start-up) */
     uint8_t pad1[8];
-    struct arena_stats_control control;     /* 64-byte aligned */
-    struct arena_stats_global global;       /* 64-byte aligned */
+    struct arena_stats_control control; /* 64-byte aligned */
+    struct arena_stats_global global;   /* 64-byte aligned */
     uint8_t pad2[128];
 };
 

@@ -20,11 +20,11 @@ namespace arena::snapshot {
 
 /// One process's page at one moment.
 struct Snapshot {
-    arena_stats_head head;                          // identity, layout, control; head.global is a
-                                                    // consistent (seqlocked) copy
-    uint64_t events[ARENA_EV_COUNT];                // summed over every shard in use
-    uint64_t class_alloc[ARENA_STATS_MAX_CLASSES];  // slots handed out, by class
-    uint64_t class_free[ARENA_STATS_MAX_CLASSES];   // slots freed, by class
+    arena_stats_head head;                         // identity, layout, control; head.global is a
+                                                   // consistent (seqlocked) copy
+    uint64_t events[ARENA_EV_COUNT];               // summed over every shard in use
+    uint64_t class_alloc[ARENA_STATS_MAX_CLASSES]; // slots handed out, by class
+    uint64_t class_free[ARENA_STATS_MAX_CLASSES];  // slots freed, by class
 
     uint64_t event(arena_stats_event e) const { return events[e]; }
     uint64_t gauge(arena_stats_gauge g) const { return head.global.gauges[g]; }
@@ -137,7 +137,8 @@ Error take(const Source& src, Snapshot* out) {
     }
     const unsigned nshards = h.shards_used;
     const unsigned nclasses = h.nclasses;
-    const unsigned nevents = h.nevents < unsigned{ARENA_EV_COUNT} ? h.nevents : unsigned{ARENA_EV_COUNT};
+    const unsigned nevents =
+        h.nevents < unsigned{ARENA_EV_COUNT} ? h.nevents : unsigned{ARENA_EV_COUNT};
     for (unsigned e = 0; e < ARENA_EV_COUNT; ++e)
         out->events[e] = 0;
     for (unsigned c = 0; c < ARENA_STATS_MAX_CLASSES; ++c)
