@@ -152,6 +152,11 @@ int Child::wait() {
     return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
 }
 
+size_t env_or(const char* name, size_t def) {
+    const char* v = getenv(name);
+    return v != nullptr && *v != '\0' ? strtoull(v, nullptr, 10) : def;
+}
+
 int rounds(int full) {
     const char* quick = getenv("ARENA_TEST_QUICK");
     if (quick == nullptr || std::string(quick) != "1")

@@ -78,6 +78,9 @@ bool on_libarena();
 /// setup (meson test --setup=quick sets ARENA_TEST_QUICK=1; children inherit it).
 int rounds(int full);
 
+/// The number in environment variable `name` (a test's size knob), or `def` when it is unset.
+size_t env_or(const char* name, size_t def);
+
 /// splitmix64: deterministic and good enough for test workloads.
 inline uint64_t next_random(uint64_t& state) {
     uint64_t z = (state += 0x9e3779b97f4a7c15ull);

@@ -18,6 +18,7 @@
 //
 // Size: HEAP_THREADS_ITER (default 20000) per thread per round.
 #include "alloc.h"
+#include "cookie_stress.h"
 #include "lock.h"
 #include "os.h"
 #include "pages.h"
@@ -38,113 +39,24 @@
 #include <unistd.h>
 #include <vector>
 
-namespace arena {
-// malloc_stats's printer is in override.cc, with the exported malloc family, which this test
-// must not link (that would make libarena the process's malloc). init.cc calls it only for
-// ARENA_SHOW_STATS, which this test does not set.
-void print_stats() {}
-} // namespace arena
-
 namespace {
 
 namespace libc = arena::libc;
 
-constexpr size_t kTransfer = 256;
-std::atomic<void*> g_transfer[kTransfer];
-std::atomic<uint64_t> g_corrupt{0};
+/// arena_core's malloc family, called directly.
+struct CoreMalloc {
+    static void* malloc(size_t n) { return libc::malloc(n); }
+    static void free(void* p) { libc::free(p); }
+    static size_t usable_size(void* p) { return libc::malloc_usable_size(p); }
+};
 
-size_t env_or(const char* name, size_t def) {
-    const char* v = getenv(name);
-    return v != nullptr && *v != '\0' ? strtoull(v, nullptr, 10) : def;
-}
-
-size_t pick_size(uint64_t& rng) {
-    const uint64_t r = testing::next_random(rng) % 1000;
-    if (r < 800)
-        return 16 + testing::next_random(rng) % 128; // small
-    if (r < 980)
-        return 129 + testing::next_random(rng) % 8000; // medium
-    if (r < 998)
-        return 8192 + testing::next_random(rng) % 100000;                     // up to large
-    return (size_t{1} << 20) + testing::next_random(rng) % (size_t{1} << 20); // big
-}
-
-uintptr_t cookie_of(const void* p, size_t n) {
-    return (reinterpret_cast<uintptr_t>(p) * 0x9e3779b97f4a7c15ull) ^ n ^ 0x5bd1e995u;
-}
-
-/// [size][cookie] ... [cookie]: written by the allocating thread, checked by the freeing one.
-void* make_block(uint64_t& rng) {
-    const size_t n = pick_size(rng);
-    auto* p = static_cast<unsigned char*>(libc::malloc(n));
-    if (p == nullptr)
-        return nullptr;
-    const uintptr_t c = cookie_of(p, n);
-    memcpy(p, &n, sizeof n);
-    memcpy(p + 8, &c, sizeof c);
-    if (n >= 32)
-        memcpy(p + n - 8, &c, sizeof c);
-    return p;
-}
-
-void check_and_free(void* v) {
-    if (v == nullptr)
-        return;
-    auto* p = static_cast<unsigned char*>(v);
-    size_t n = 0;
-    uintptr_t c = 0;
-    memcpy(&n, p, sizeof n);
-    memcpy(&c, p + 8, sizeof c);
-    bool ok = n >= 16 && c == cookie_of(p, n) && libc::malloc_usable_size(p) >= n;
-    if (ok && n >= 32) {
-        uintptr_t tail = 0;
-        memcpy(&tail, p + n - 8, sizeof tail);
-        ok = tail == c;
-    }
-    if (!ok)
-        g_corrupt.fetch_add(1, std::memory_order_relaxed);
-    libc::free(p);
-}
-
-/// tests/stress/test_stress.cc's worker, on arena::libc.
-void worker(uint64_t seed, size_t iters) {
-    uint64_t rng = seed;
-    std::vector<void*> mine;
-    mine.reserve(1024);
-    for (size_t i = 0; i < iters; ++i) {
-        const uint64_t r = testing::next_random(rng) % 100;
-        if (r < 50 || mine.empty()) {
-            if (void* p = make_block(rng))
-                mine.push_back(p);
-        } else if (r < 85) {
-            const size_t k = testing::next_random(rng) % mine.size();
-            check_and_free(mine[k]);
-            mine[k] = mine.back();
-            mine.pop_back();
-        } else {
-            const size_t k = testing::next_random(rng) % mine.size();
-            const size_t t = testing::next_random(rng) % kTransfer;
-            void* theirs = g_transfer[t].exchange(mine[k], std::memory_order_acq_rel);
-            mine[k] = mine.back();
-            mine.pop_back();
-            if (theirs != nullptr)
-                mine.push_back(theirs);
-        }
-        if (mine.size() > 1000) {
-            for (size_t k = 0; k < 250; ++k) {
-                check_and_free(mine.back());
-                mine.pop_back();
-            }
-        }
-    }
-    // Some blocks stay live for later threads: this heap is abandoned with them.
-    for (size_t k = 0; k < mine.size(); ++k) {
-        if (k % 4 == 0)
-            check_and_free(g_transfer[testing::next_random(rng) % kTransfer].exchange(mine[k]));
-        else
-            check_and_free(mine[k]);
-    }
-}
+/// tests/stress's shape, smaller: ThreadSanitizer runs it too.
+constexpr testing::StressShape kShape{.transfer_slots = 256,
+                                      .min_size = 16,
+                                      .big_span = size_t{1} << 20,
+                                      .max_live = 1000,
+                                      .cut = 250,
+                                      .pattern_bytes = 0};
 
 /// The purger's loop body on a thread, until stopped (see the top).
 class PurgerStandIn {
@@ -241,7 +153,7 @@ void setup() {
 
 TEST_CASE("threads, cross-thread frees, churn, trims and the purger's step keep blocks intact") {
     setup();
-    const size_t iters = env_or("HEAP_THREADS_ITER", 20000);
+    const size_t iters = testing::env_or("HEAP_THREADS_ITER", 20000);
     PurgerStandIn purger;
     Controller controller;
     std::atomic<bool> stop_trim{false};
@@ -251,42 +163,33 @@ TEST_CASE("threads, cross-thread frees, churn, trims and the purger's step keep 
             std::this_thread::sleep_for(std::chrono::milliseconds(2));
         }
     });
-    for (uint64_t round = 0; round < 3; ++round) {
-        std::vector<std::thread> ts;
-        for (uint64_t t = 0; t < 3; ++t)
-            ts.emplace_back(worker, round * 1000 + t + 1, iters);
-        for (auto& t : ts)
-            t.join();
-        for (uint64_t k = 0; k < 8; ++k) // pure churn: allocate, hand over, exit
-            std::thread([k, round] {
-                uint64_t rng = 777 + round * 100 + k;
-                check_and_free(g_transfer[k].exchange(make_block(rng)));
-            }).join();
-    }
-    for (auto& slot : g_transfer)
-        check_and_free(slot.exchange(nullptr));
+    testing::CookieStress<CoreMalloc> stress(kShape);
+    for (uint64_t round = 0; round < 3; ++round)
+        stress.round(round, 3, iters, 8);
+    stress.drain();
     stop_trim.store(true, std::memory_order_release);
     trimmer.join();
     CHECK(purger.stop() > 0);
     CHECK(*arena::stats::page_path() != '\0'); // ARENA_STATS_DIR: tests/meson.build
     CHECK(controller.stop() > 0);              // trim requests were served
-    CHECK(g_corrupt.load() == 0);
+    CHECK(stress.corrupt() == 0);
 }
 
 TEST_CASE("producer/consumer: every free is remote, the owner keeps allocating, then exits") {
     setup();
     constexpr size_t kSlots = 64;
-    const size_t iters = env_or("HEAP_THREADS_ITER", 20000) * 2;
+    const size_t iters = testing::env_or("HEAP_THREADS_ITER", 20000) * 2;
     std::atomic<void*> slots[kSlots] = {};
     std::atomic<bool> done{false};
     std::atomic<uint64_t> freed{0};
+    testing::CookieStress<CoreMalloc> checker(kShape);
     PurgerStandIn purger;
     std::thread consumer([&] {
         size_t i = 0;
         for (;;) {
             void* p = slots[i % kSlots].exchange(nullptr, std::memory_order_acq_rel);
             if (p != nullptr) {
-                check_and_free(p);
+                checker.check_and_free(p);
                 freed.fetch_add(1, std::memory_order_relaxed);
             } else if (done.load(std::memory_order_acquire)) {
                 bool empty = true;
@@ -306,10 +209,7 @@ TEST_CASE("producer/consumer: every free is remote, the owner keeps allocating, 
             auto* p = static_cast<unsigned char*>(libc::malloc(n));
             if (p == nullptr)
                 abort(); // not REQUIRE: this is not the test's thread
-            const uintptr_t c = cookie_of(p, n);
-            memcpy(p, &n, sizeof n);
-            memcpy(p + 8, &c, sizeof c);
-            memcpy(p + n - 8, &c, sizeof c);
+            testing::CookieStress<CoreMalloc>::seal(p, n);
             // A block of its own freed locally now and then: local and remote frees meet.
             if (testing::next_random(rng) % 8 == 0)
                 libc::free(libc::malloc(n));
@@ -324,5 +224,5 @@ TEST_CASE("producer/consumer: every free is remote, the owner keeps allocating, 
     consumer.join();
     CHECK(purger.stop() > 0);
     CHECK(freed.load() == iters);
-    CHECK(g_corrupt.load() == 0);
+    CHECK(checker.corrupt() == 0);
 }
