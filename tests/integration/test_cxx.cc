@@ -107,35 +107,16 @@ TEST_SUITE("cxx") {
 
     TEST_CASE("failure: nothrow returns null, plain new throws std::bad_alloc") {
         CHECK(op_new_nothrow(SIZE_MAX / 2, std::nothrow) == nullptr);
-        bool threw = false;
-        try {
-            void* p = op_new(SIZE_MAX / 2);
-            ::operator delete(p);
-        } catch (const std::bad_alloc&) {
-            threw = true;
-        }
-        CHECK(threw);
-        threw = false;
-        try {
-            void* p = op_new_aligned(SIZE_MAX / 2, std::align_val_t{64});
-            ::operator delete (p, std::align_val_t{64});
-        } catch (const std::bad_alloc&) {
-            threw = true;
-        }
-        CHECK(threw);
+        CHECK_THROWS_AS(::operator delete(op_new(SIZE_MAX / 2)), std::bad_alloc);
+        CHECK_THROWS_AS(::operator delete (op_new_aligned(SIZE_MAX / 2, std::align_val_t{64}),
+                                           std::align_val_t{64}),
+                        std::bad_alloc);
     }
 
     TEST_CASE("failure calls the new-handler before giving up") {
         g_handler_calls = 0;
         std::set_new_handler(handler_gives_up);
-        bool threw = false;
-        try {
-            void* p = op_new(SIZE_MAX / 2);
-            ::operator delete(p);
-        } catch (const std::bad_alloc&) {
-            threw = true;
-        }
-        CHECK(threw);
+        CHECK_THROWS_AS(::operator delete(op_new(SIZE_MAX / 2)), std::bad_alloc);
         CHECK(g_handler_calls == 1);
     }
 
