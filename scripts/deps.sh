@@ -7,19 +7,22 @@
 # Runs apt-get as root, or through sudo when available. Prints what it installs.
 set -euo pipefail
 
+# libdw-dev: elfutils, which the heap profile readers (arena-prof, cmond) symbolise with.
 build=(g++ meson ninja-build pkg-config doctest-dev libssl-dev libcpp-httplib-dev libboost1.81-dev
-       prometheus-cpp-dev nlohmann-json3-dev)
+       prometheus-cpp-dev nlohmann-json3-dev libdw-dev)
 # What the test suites run: real programs for the preload suite, promtool, the allocator peers
-# and load tools for the benchmark smoke tests.
+# and load tools for the benchmark smoke tests; golang-go's `go tool pprof` opens the heap
+# profiles arena-prof writes.
 test=("${build[@]}" python3 git perl sqlite3 cmake curl coreutils findutils tar xz-utils gzip
       gawk procps prometheus libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 wrk webhook
-      libpython3.11-testsuite)
+      libpython3.11-testsuite golang-go)
 # The demo: openssl makes the key, procps has the uptime that cmond's /health runs.
 demo=("${build[@]}" curl openssl procps)
 # The container suite: podman (runc as its runtime), debootstrap for the base image, ip, curl and
 # openssl for the checks, prometheus and promtool to run and check the configuration in docker/.
 container=(podman runc debootstrap iproute2 curl openssl prometheus)
-bench=("${test[@]}" gnuplot-nox hyperfine valgrind)
+# heaptrack: the heap profiler that bench/'s profiling overhead is compared with.
+bench=("${test[@]}" gnuplot-nox hyperfine valgrind heaptrack)
 # scripts/check_aarch64.sh: a cross compiler, and qemu-user to run what it builds.
 aarch64=("${build[@]}" g++-aarch64-linux-gnu qemu-user-static)
 # scripts/fuzz.sh: clang 14 and its runtimes (libFuzzer, ASan, UBSan are in libclang-rt-14-dev).

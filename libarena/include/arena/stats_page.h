@@ -29,7 +29,8 @@
  * not on libarena, or one with ARENA_STATS=0, left a page that nobody writes).
  *
  * Reading protocol (a consistent snapshot without stopping the writer; readers use pread, never
- * mmap, so a page truncated under them cannot hurt them):
+ * mmap, so a page truncated under them cannot hurt them; the file may be longer than the page:
+ * a heap profile follows it, profile_page.h):
  *  - Check magic, version, header_size and size, that `flags` has ARENA_STATS_READY, and that
  *    `pid` is the file's name.
  *  - global: seqlock. Copy the section, read `seq` again; retry while it is odd or changed.
@@ -122,7 +123,15 @@ extern "C" {
       "comm).")                                                                                    \
     X(heap_errors, ARENA_METRIC_COUNTER, "arena_heap_errors_total", "kind",                        \
       "Heap errors caught, by kind (invalid_free: a pointer inside the arena that is not a "       \
-      "live block).")
+      "live block).")                                                                            \
+    X(profiling, ARENA_METRIC_GAUGE, "arena_profiling", "",                                        \
+      "1 while heap profiling samples this process's allocations, else 0.")                       \
+    X(profile_rate, ARENA_METRIC_GAUGE, "arena_profile_rate_bytes", "",                           \
+      "Mean bytes allocated between heap profile samples, last in force (1: every allocation).")  \
+    X(profile_samples, ARENA_METRIC_COUNTER, "arena_profile_samples_total", "",                   \
+      "Allocations sampled by the heap profiler.")                                                 \
+    X(profile_sampled_bytes, ARENA_METRIC_COUNTER, "arena_profile_sampled_bytes_total", "",        \
+      "Bytes asked for by the allocations the heap profiler sampled.")
 
 enum arena_stats_family {
 #define ARENA_STATS_FAMILY_ENUM(id, type, name, label, help) ARENA_FAMILY_##id,
@@ -174,7 +183,11 @@ enum arena_stats_event {
     X(peak_live_bytes, peak, "", 0) /* also raised outside the seqlock as it grows */              \
     X(double_frees, heap_errors, "double_free", 0)                                                 \
     X(invalid_frees, heap_errors, "invalid_free", 0)                                               \
-    X(purge_delay_ms, none, "", 1) /* the purge delay in force; -1: only on trim */
+    X(purge_delay_ms, none, "", 1) /* the purge delay in force; -1: only on trim */           \
+    X(profiling, profiling, "", 0)                                                                 \
+    X(profile_rate, profile_rate, "", 0)                                                           \
+    X(profile_samples, profile_samples, "", 0)                                                     \
+    X(profile_sampled_bytes, profile_sampled_bytes, "", 0)
 
 enum arena_stats_gauge {
 #define ARENA_STATS_GAUGE_ENUM(name, family, label, is_signed) ARENA_G_##name,
@@ -207,7 +220,11 @@ struct arena_stats_control {
     int64_t purge_delay_ms;  /* the purge delay asked for (ARENA_STATS_PURGE_DELAY_*), first */
     uint64_t purge_requests; /* then this is incremented */
     uint64_t purges_served;  /* written by the allocator */
-    uint64_t reserved[3];
+    uint64_t profile_rate;     /* heap profiling asked for (profile_page.h): the mean sampling
+                                  interval in bytes (1 .. ARENA_PROFILE_MAX_RATE; 1: every
+                                  allocation), or 0 for off; first */
+    uint64_t profile_requests; /* then this is incremented */
+    uint64_t profile_served;   /* written by the allocator */
 };
 
 /* The first KiB: identity, layout, control and gauges. */
