@@ -60,9 +60,11 @@ struct Region;
 
 // ---- Page map entries --------------------------------------------------------------------------
 
-inline constexpr uintptr_t kLargeTag = 1;  // first page of a large block
-inline constexpr uintptr_t kTagMask = 63;  // slab descriptors are 64-byte aligned
-inline constexpr unsigned kLargeShift = 6; // entry >> kLargeShift = pages of the large block
+inline constexpr uintptr_t kLargeTag = 1;   // first page of a large block
+inline constexpr uintptr_t kSampledTag = 2; // a slab with a live sampled block (profile.h): its
+                                            // frees leave the fast path to be matched
+inline constexpr uintptr_t kTagMask = 63;   // slab descriptors are 64-byte aligned
+inline constexpr unsigned kLargeShift = 6;  // entry >> kLargeShift = pages of the large block
 
 // ---- Slab --------------------------------------------------------------------------------------
 
@@ -124,6 +126,8 @@ struct alignas(ARENA_CACHE_LINE) Slab {
     uint32_t remote_mark = 0;
     Slab* next_remote = nullptr; // heap->remote stack link
     Slab* next_free = nullptr;   // descriptor pool link (meta.cc)
+    uint32_t sampled = 0;        // live sampled blocks in it; its pages carry kSampledTag while
+                                 // there are any (profile.cc, under the profile lock)
 
     constexpr Slab() = default;
     Slab(const Slab&) = delete;
@@ -148,6 +152,14 @@ struct CachedBlock {
 
 /// A free that could not be confirmed or refuted as a double free when it was made, left to the
 /// owner of its slab (Heap::suspects; confirm.cc). Made by meta::suspect_alloc.
+/// The slab a pagemap entry names, whether or not it carries kSampledTag; null for anything else
+/// (0, a large block's first page).
+inline Slab* slab_of_entry(uintptr_t e) {
+    return (e & ~kSampledTag & kTagMask) == 0 && e > kTagMask
+               ? reinterpret_cast<Slab*>(e & ~kTagMask)
+               : nullptr;
+}
+
 struct Suspect {
     Suspect* next;
     uintptr_t addr; // the block
@@ -189,6 +201,9 @@ struct alignas(ARENA_CACHE_LINE) Heap {
     int64_t live = 0;           // bytes this thread allocated minus bytes it freed
                                 // (slot and page sizes; negative when it frees other
                                 // threads' blocks); summed for the peak
+    /// Bytes this thread may still allocate before its next heap profile sample (profile.h).
+    /// The owner counts it down; set_rate stores into it from another thread (hence atomic).
+    std::atomic<int64_t> prof_left{int64_t{1} << 62};
     /// Remote frees by this heap's thread, one batch per size class, and which are not empty
     /// (bit c: batch[c]). Written by the owner only; empty in an abandoned heap.
     uint64_t batch_pending = 0;
@@ -207,6 +222,8 @@ struct alignas(ARENA_CACHE_LINE) Heap {
     StatShard* flushed = nullptr;    // overflow heaps (no page shard left): what of the
                                      // private `stats` was already added to shard 0
     int64_t published_live = 0;      // `live` as last given to stats::note_live
+    uint64_t prof_epoch = 0;         // profile.cc: the set_rate this heap's countdown follows
+    uint64_t prof_rng = 0;           // its sampling intervals' generator state
 
     // Shared with other threads.
     alignas(ARENA_CACHE_LINE) std::atomic<Slab*> remote{nullptr}; // slabs with remote frees
