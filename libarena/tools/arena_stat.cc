@@ -8,6 +8,7 @@
 #include "json.h"
 #include "reader.h"
 #include "schema.h"
+#include "text.h"
 
 #include <nlohmann/json.hpp>
 
@@ -34,6 +35,8 @@
 
 namespace {
 
+using arena::client::human_bytes;
+using arena::client::printable;
 using arena::client::Process;
 using arena::client::Scan;
 using arena::client::Skip;
@@ -128,21 +131,6 @@ Previous remember(const std::vector<Row>& rows, std::chrono::steady_clock::time_
 
 // ---- Formatting ----
 
-std::string human_bytes(uint64_t bytes) {
-    static const char* const kUnits[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
-    if (bytes < 1024)
-        return std::to_string(bytes) + " B";
-    double v = double(bytes) / 1024;
-    unsigned u = 0;
-    while (v >= 1024 && u + 1 < std::size(kUnits)) {
-        v /= 1024;
-        ++u;
-    }
-    char buf[32];
-    snprintf(buf, sizeof buf, v < 10 ? "%.2f %s" : v < 100 ? "%.1f %s" : "%.0f %s", v, kUnits[u]);
-    return buf;
-}
-
 std::string rate_text(const std::optional<double>& rate) {
     if (!rate)
         return "-";
@@ -154,19 +142,6 @@ std::string rate_text(const std::optional<double>& rate) {
     else
         snprintf(buf, sizeof buf, "%.1fM", *rate / 1e6);
     return buf;
-}
-
-/// For the terminal: printable ASCII only (a comm is any bytes a process chose, escape
-/// sequences included).
-std::string printable(const std::string& s, size_t max) {
-    std::string out;
-    for (const char ch : s) {
-        if (out.size() == max)
-            break;
-        const auto c = static_cast<unsigned char>(ch);
-        out += c >= 0x20 && c < 0x7f ? ch : '?';
-    }
-    return out;
 }
 
 // ---- The columns ----
