@@ -8,6 +8,7 @@
 // with -g and -rdynamic), naming one of its functions and its source file.
 #include "common.h"
 #include "fake_page.h"
+#include "fake_profile.h"
 #include "process.h"
 #include "profile.h"
 #include "testing.h"
@@ -21,6 +22,7 @@
 #include <fcntl.h>
 #include <map>
 #include <memory>
+#include <sys/auxv.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <vector>
@@ -54,77 +56,11 @@ __attribute__((noinline)) uint64_t caller_of_return_address() {
 
 namespace {
 
-constexpr int kPid = 4243;
-constexpr uint64_t kStart = 12345; // FakePage's start time
-
-/// A base directory and a fake procfs in which kPid is alive.
-struct Env {
-    testing::TempDir tmp{"profile"};
-    std::string base = tmp.path() + "/base";
-    testing::FakeProc proc{tmp.path() + "/proc"};
-    cl::ScanOptions options;
-
-    Env() {
-        mkdir(base.c_str(), 01777);
-        chmod(base.c_str(), 01777);
-        options.procfs = proc.root();
-        options.remove_stale = false;
-        proc.add(kPid, kStart, "profiled");
-    }
-};
-
-/// A profile region, valid and empty until stacks are added.
-struct Region {
-    std::unique_ptr<arena_profile_region> r = std::make_unique<arena_profile_region>();
-
-    Region() {
-        memset(r.get(), 0, sizeof *r);
-        arena_profile_head& h = r->head;
-        h.magic = ARENA_PROFILE_MAGIC;
-        h.version = ARENA_PROFILE_VERSION;
-        h.header_size = sizeof(arena_profile_head);
-        h.size = sizeof(arena_profile_region);
-        h.nstacks = ARENA_PROFILE_STACKS;
-        h.depth = ARENA_PROFILE_DEPTH;
-        h.flags = ARENA_PROFILE_ON;
-        h.rate = 4096;
-        h.started_unix_ns = 1'700'000'000'000'000'000ull;
-    }
-
-    /// Fills slot `i` with `frames` (innermost first) and counters; objects are in units.
-    arena_profile_stack& add(size_t i, const std::vector<uint64_t>& frames, uint64_t samples,
-                             uint64_t bytes, uint64_t freed_samples = 0, uint64_t freed_bytes = 0) {
-        arena_profile_stack& s = r->stacks[i];
-        s.depth = static_cast<uint32_t>(frames.size());
-        for (size_t k = 0; k < frames.size(); ++k)
-            s.frames[k] = frames[k];
-        s.hash = arena_profile_hash(s.frames, s.depth);
-        s.alloc_samples = samples;
-        s.alloc_objects = samples * ARENA_PROFILE_OBJECT_SCALE;
-        s.alloc_bytes = bytes;
-        s.free_samples = freed_samples;
-        s.free_objects = freed_samples * ARENA_PROFILE_OBJECT_SCALE;
-        s.free_bytes = freed_bytes;
-        r->head.samples += samples;
-        r->head.sampled_bytes += bytes;
-        if (i != 0)
-            ++r->head.stacks_used;
-        return s;
-    }
-};
-
-/// Writes the page of kPid and `bytes` of `region` after it (all of it by default); returns the
-/// page file's path.
-std::string write_page(const Env& env, const Region& region,
-                       size_t bytes = sizeof(arena_profile_region)) {
-    const std::string path = testing::FakePage(kPid).write(env.base);
-    REQUIRE(!path.empty());
-    const int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
-    REQUIRE(fd >= 0);
-    CHECK(pwrite(fd, region.r.get(), bytes, ARENA_PROFILE_OFFSET) == static_cast<ssize_t>(bytes));
-    close(fd);
-    return path;
-}
+using testing::kPid;
+using testing::ProfileEnv;
+using testing::Region;
+using testing::sample_region;
+using testing::write_page;
 
 pr::ReadResult read_path(const std::string& path, pr::Profile* out) {
     const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -132,16 +68,6 @@ pr::ReadResult read_path(const std::string& path, pr::Profile* out) {
     const pr::ReadResult r = pr::read_fd(fd, out);
     close(fd);
     return r;
-}
-
-/// The three stacks most tests use: main -> a -> malloc site, main -> b, and overflow.
-Region sample_region() {
-    Region g;
-    g.add(0, {}, 2, 200); // overflow: no frames
-    g.add(17, {0x1003, 0x2003, 0x3003}, 10, 10000, 4, 4000);
-    g.add(400, {0x1503, 0x3003}, 5, 50000, 1, 10000);
-    g.r->head.overflow = 2;
-    return g;
 }
 
 /// Names for the synthetic addresses: a Symbolizer that needs no process.
@@ -175,7 +101,7 @@ const pr::Stack* find_stack(const pr::Profile& p, uint64_t innermost) {
 // ---- reading ----
 
 TEST_CASE("read_fd takes the head's counters and every filled slot, live = alloc - free") {
-    Env env;
+    ProfileEnv env;
     const Region g = sample_region();
     pr::Profile p;
     const pr::ReadResult r = read_path(write_page(env, g), &p);
@@ -209,7 +135,7 @@ TEST_CASE("read_fd takes the head's counters and every filled slot, live = alloc
 }
 
 TEST_CASE("objects are fixed point: ARENA_PROFILE_OBJECT_SCALE units make one") {
-    Env env;
+    ProfileEnv env;
     Region g;
     g.add(1, {0x1003}, 1, 100).alloc_objects = ARENA_PROFILE_OBJECT_SCALE * 5 / 2;
     pr::Profile p;
@@ -219,7 +145,7 @@ TEST_CASE("objects are fixed point: ARENA_PROFILE_OBJECT_SCALE units make one") 
 }
 
 TEST_CASE("slots being written or bad are skipped, the others read") {
-    Env env;
+    ProfileEnv env;
     Region g = sample_region();
     SUBCASE("hash mismatch") {
         g.add(5, {0x9003}, 3, 300).hash ^= 1;
@@ -253,7 +179,7 @@ TEST_CASE("slots being written or bad are skipped, the others read") {
 }
 
 TEST_CASE("a full-depth stack is read whole") {
-    Env env;
+    ProfileEnv env;
     Region g;
     std::vector<uint64_t> frames;
     for (uint64_t i = 0; i < ARENA_PROFILE_DEPTH; ++i)
@@ -266,7 +192,7 @@ TEST_CASE("a full-depth stack is read whole") {
 }
 
 TEST_CASE("a page without a region, or with a head of another layout, is an error") {
-    Env env;
+    ProfileEnv env;
     Region g = sample_region();
     pr::Profile p;
     p.comm = "untouched";
@@ -316,7 +242,7 @@ TEST_CASE("a page without a region, or with a head of another layout, is an erro
 }
 
 TEST_CASE("regions of random bytes never crash read_fd, and what it takes obeys the protocol") {
-    Env env;
+    ProfileEnv env;
     uint64_t seed = 0x5eed;
     const auto next = [&seed] { return testing::next_random(seed); };
     for (int round = 0; round < 24; ++round) {
@@ -359,7 +285,7 @@ TEST_CASE("regions of random bytes never crash read_fd, and what it takes obeys 
 }
 
 TEST_CASE("read_pid reads the region of the page it validated") {
-    Env env;
+    ProfileEnv env;
     write_page(env, sample_region());
     pr::Profile p;
     const pr::ReadResult r = pr::read_pid(env.base, kPid, env.options, &p);
@@ -370,7 +296,7 @@ TEST_CASE("read_pid reads the region of the page it validated") {
 }
 
 TEST_CASE("read_pid says why it has no profile") {
-    Env env;
+    ProfileEnv env;
     pr::Profile p;
     SUBCASE("no such process") {
         const pr::ReadResult r = pr::read_pid(env.base, kPid + 1, env.options, &p);
@@ -402,19 +328,12 @@ TEST_CASE("read_pid says why it has no profile") {
 // ---- requests ----
 
 TEST_CASE("request_profile writes the rate, then bumps the request counter") {
-    Env env;
+    ProfileEnv env;
     testing::FakePage page(kPid);
     page.head().control.profile_requests = 3;
     page.head().control.profile_served = 3;
     const std::string path = page.write(env.base);
-    const auto control = [&] {
-        arena_stats_page now{};
-        const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-        REQUIRE(fd >= 0);
-        CHECK(pread(fd, &now, sizeof now, 0) == static_cast<ssize_t>(sizeof now));
-        close(fd);
-        return now.head.control;
-    };
+    const auto control = [&] { return testing::control_of(path); };
     cl::ControlResult r = pr::request_profile(env.base, kPid, 65536, env.options);
     CHECK(r.ok());
     CHECK(r.requests == 4);
@@ -444,7 +363,7 @@ TEST_CASE("request_profile writes the rate, then bumps the request counter") {
 // ---- formats ----
 
 TEST_CASE("the table shows the top stacks by the order asked, with functions and callers") {
-    Env env;
+    ProfileEnv env;
     pr::Profile p;
     REQUIRE(read_path(write_page(env, sample_region()), &p).ok());
     p.pid = kPid;
@@ -466,7 +385,7 @@ TEST_CASE("the table shows the top stacks by the order asked, with functions and
 }
 
 TEST_CASE("the JSON has the schema, stacks by live bytes, frames resolved") {
-    Env env;
+    ProfileEnv env;
     pr::Profile p;
     REQUIRE(read_path(write_page(env, sample_region()), &p).ok());
     p.pid = kPid;
@@ -499,7 +418,7 @@ TEST_CASE("the JSON has the schema, stacks by live bytes, frames resolved") {
 }
 
 TEST_CASE("folded stacks are outer;...;inner VALUE, by the order asked") {
-    Env env;
+    ProfileEnv env;
     pr::Profile p;
     REQUIRE(read_path(write_page(env, sample_region()), &p).ok());
     FakeSymbolizer sym;
@@ -514,7 +433,7 @@ TEST_CASE("go tool pprof reads the pprof output and names the top function") {
         MESSAGE("skipped: go is not installed (golang-go)");
         return;
     }
-    Env env;
+    ProfileEnv env;
     pr::Profile p;
     REQUIRE(read_path(write_page(env, sample_region()), &p).ok());
     FakeSymbolizer sym;
@@ -571,6 +490,39 @@ TEST_CASE("the Symbolizer names a function of this process, its source file and 
     CHECK(libc.module.find("libc") != std::string::npos);
     // Nothing is mapped at 16.
     CHECK(sym->resolve(16).module.empty());
+}
+
+TEST_CASE("the profile of this very process, read through the real /proc, names its functions") {
+    ProfileEnv env;
+    env.options.procfs = "/proc";
+    testing::FakePage page(getpid());
+    page.head().start_time = testing::self_start_time();
+    page.head().exec_entry = getauxval(AT_ENTRY);
+    page.head().exec_random = getauxval(AT_RANDOM);
+    const std::string path = page.write(env.base);
+    Region g;
+    const uint64_t ret = probe::caller_of_return_address();
+    g.add(3, {ret, reinterpret_cast<uint64_t>(&probe::known_function) + 1}, 4, 4096);
+    const int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    CHECK(pwrite(fd, g.r.get(), sizeof *g.r, ARENA_PROFILE_OFFSET) ==
+          static_cast<ssize_t>(sizeof *g.r));
+    close(fd);
+
+    pr::Profile p;
+    const pr::ReadResult r = pr::read_pid(env.base, getpid(), env.options, &p);
+    REQUIRE_MESSAGE(r.ok(), r.detail);
+    CHECK(p.pid == getpid());
+    std::string error;
+    const std::unique_ptr<pr::Symbolizer> sym = pr::Symbolizer::for_pid(getpid(), &error);
+    REQUIRE_MESSAGE(sym != nullptr, error);
+    const std::string table = pr::to_table(p, sym.get(), pr::Order::LiveBytes, 10);
+    INFO(table);
+    CHECK(table.find("probe::caller_of_return_address() (test_profile.cc:" +
+                     std::to_string(probe::kCallLine) + ")") != std::string::npos);
+    CHECK(table.find("<- probe::known_function(int)") != std::string::npos);
+    CHECK(pr::to_folded(p, sym.get(), pr::Order::LiveBytes) ==
+          "probe::known_function(int);probe::caller_of_return_address() 4096\n");
 }
 
 TEST_CASE("a Symbolizer for a process that does not exist is an error") {
