@@ -76,7 +76,8 @@ bool is_slot_of(const Heap* o, unsigned cls, uintptr_t c) {
     if (r == nullptr)
         return false;
     const Slab* s = slab_of_entry(r->pagemap[r->page_of(c)].load(std::memory_order_acquire));
-    return s != nullptr && s->heap.load(std::memory_order_relaxed) == o && s->cls == cls && slot_index(s, c) >= 0;
+    return s != nullptr && s->heap.load(std::memory_order_relaxed) == o && s->cls == cls &&
+           slot_index(s, c) >= 0;
 }
 
 // ---- (a) Remote batches

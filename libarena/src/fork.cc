@@ -67,8 +67,8 @@
 #include "lock.h"
 #include "meta.h"
 #include "pages.h"
-#include "purger.h"
 #include "profile.h"
+#include "purger.h"
 #include "stats.h"
 
 #include <pthread.h>

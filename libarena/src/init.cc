@@ -29,9 +29,9 @@
 #include "options.h"
 #include "os.h"
 #include "pages.h"
+#include "profile.h"
 #include "purger.h"
 #include "report.h"
-#include "profile.h"
 #include "stats.h"
 
 #include <atomic>

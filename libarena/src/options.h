@@ -46,7 +46,7 @@ enum class OptionKind : uint8_t { Bool, Int, Size, String };
     X(STATS_GROUP, String, 0, 0, 0, nullptr,                                                       \
       "A group (name in /etc/group, or number) that may read this process's stats page: the "      \
       "page becomes mode 0640 and its user's directory 0750, in that group (the process must "     \
-      "belong to it).")                                                                           \
+      "belong to it).")                                                                            \
     X(PROFILE, Bool, 0, 0, 1, nullptr,                                                             \
       "Sample allocations with their call stacks for a heap profile from the start (arena-prof, "  \
       "cmond's /arena/<pid>/profile); it can also be turned on and off at run time.")              \
@@ -54,7 +54,8 @@ enum class OptionKind : uint8_t { Bool, Int, Size, String };
       "Mean bytes allocated between heap profile samples (exponentially distributed; suffixes "    \
       "K, M, G); 1 records every allocation.")                                                     \
     X(PROFILE_LEAKS, Bool, 0, 0, 1, nullptr,                                                       \
-      "At exit, list on stderr the call sites of sampled blocks still live (needs ARENA_PROFILE=1 " \
+      "At exit, list on stderr the call sites of sampled blocks still live (needs "                \
+      "ARENA_PROFILE=1 "                                                                           \
       "or profiling turned on meanwhile).")
 
 enum class Opt : unsigned {

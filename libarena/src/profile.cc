@@ -46,8 +46,8 @@ constexpr uintptr_t kRemoved = 1;
 
 struct Records {
     Record* table = nullptr;
-    size_t cap = 0;  // a power of two
-    size_t used = 0; // live records
+    size_t cap = 0;   // a power of two
+    size_t used = 0;  // live records
     size_t taken = 0; // live and removed
 
     size_t home(uintptr_t a) const { return ((a >> 4) * 0x9e3779b97f4a7c15ull) >> 20 & (cap - 1); }
@@ -100,12 +100,12 @@ struct Records {
 
 // ---- State ------------------------------------------------------------------------------------
 
-constinit Mutex g_lock;                    // guards everything below but the atomics
+constinit Mutex g_lock; // guards everything below but the atomics
 constinit arena_profile_region* g_region = nullptr;
-constinit void* g_mapping = nullptr;       // what to unmap: the page file from byte 0, or the
-constinit size_t g_mapping_bytes = 0;      // region alone when it is private
-constinit bool g_shared = false;           // g_region is the page file's
-constinit bool g_attach_pending = false;   // a fork child's region waits for its own page file
+constinit void* g_mapping = nullptr;     // what to unmap: the page file from byte 0, or the
+constinit size_t g_mapping_bytes = 0;    // region alone when it is private
+constinit bool g_shared = false;         // g_region is the page file's
+constinit bool g_attach_pending = false; // a fork child's region waits for its own page file
 constinit Records g_records;
 constinit std::atomic<uint64_t> g_rate{0}; // 0: off
 constinit std::atomic<uint64_t> g_epoch{1};
@@ -115,7 +115,7 @@ constinit uint64_t g_last_rate = 0; // the last rate in force (the gauge, once o
 constinit sampler::Rng g_rng{0};    // first intervals after set_rate
 constinit bool g_rng_seeded = false;
 constinit uintptr_t g_self_lo = 0, g_self_hi = 0; // libarena's mapping: frames to drop
-constinit ARENA_TLS bool t_inside = false;         // this thread is sampling
+constinit ARENA_TLS bool t_inside = false;        // this thread is sampling
 
 /// The region: the page file's when it has one, else private memory (still read by the leak
 /// report). Under g_lock.
@@ -396,8 +396,7 @@ void fork_child() {
 }
 
 bool attach_pending() {
-    return __atomic_load_n(&g_attach_pending, __ATOMIC_RELAXED) &&
-           stats::page_path()[0] != '\0';
+    return __atomic_load_n(&g_attach_pending, __ATOMIC_RELAXED) && stats::page_path()[0] != '\0';
 }
 
 void attach_file() {
@@ -410,8 +409,7 @@ void attach_file() {
         return; // stays private: the leak report still has it
     auto* mine =
         reinterpret_cast<arena_profile_region*>(static_cast<char*>(file) + ARENA_PROFILE_OFFSET);
-    memcpy(&mine->head.version, &g_region->head.version,
-           kRegionBytes - sizeof mine->head.magic);
+    memcpy(&mine->head.version, &g_region->head.version, kRegionBytes - sizeof mine->head.magic);
     __atomic_store_n(&mine->head.magic, ARENA_PROFILE_MAGIC, __ATOMIC_RELEASE);
     os::unmap(g_mapping, g_mapping_bytes);
     g_mapping = file;
@@ -437,8 +435,8 @@ void report_leaks() {
         live_total += live;
         ++sites;
         unsigned at = ntop < kTop ? ntop++ : kTop;
-        while (at > 0 && r->stacks[top[at - 1]].alloc_bytes - r->stacks[top[at - 1]].free_bytes <
-                             live) {
+        while (at > 0 &&
+               r->stacks[top[at - 1]].alloc_bytes - r->stacks[top[at - 1]].free_bytes < live) {
             if (at < kTop)
                 top[at] = top[at - 1];
             --at;
@@ -478,11 +476,16 @@ void report_leaks() {
             Dl_info info{};
             if (dladdr(reinterpret_cast<void*>(s.frames[f] - 1), &info) != 0) {
                 if (info.dli_sname != nullptr)
-                    line.str(" ").str(info.dli_sname).str("+").hex(
-                        s.frames[f] - reinterpret_cast<uintptr_t>(info.dli_saddr));
+                    line.str(" ")
+                        .str(info.dli_sname)
+                        .str("+")
+                        .hex(s.frames[f] - reinterpret_cast<uintptr_t>(info.dli_saddr));
                 if (info.dli_fname != nullptr)
-                    line.str(" (").str(info.dli_fname).str("+").hex(
-                        s.frames[f] - reinterpret_cast<uintptr_t>(info.dli_fbase)).str(")");
+                    line.str(" (")
+                        .str(info.dli_fname)
+                        .str("+")
+                        .hex(s.frames[f] - reinterpret_cast<uintptr_t>(info.dli_fbase))
+                        .str(")");
             }
             line.nl().emit();
         }

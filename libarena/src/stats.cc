@@ -23,8 +23,8 @@
 #include "options.h"
 #include "os.h"
 #include "pages.h"
-#include "report.h"
 #include "profile.h"
+#include "report.h"
 #include "stats_file.h"
 
 #include <cstring>
