@@ -198,6 +198,17 @@ TEST_CASE("threads, a dlopen'ed library and a fork child, resolved by name") {
     CHECK(find(child_by, "plugin_leak").live == 2 * kMiB);
 }
 
+TEST_CASE("no deadlock with dlopen, fork and signal handlers in flight, in exact mode") {
+    Target t(kExact);
+    REQUIRE(t.ask("hazards") == "ok"); // a deadlock would leave it without an answer
+    pf::Profile p;
+    REQUIRE(pf::read_pid(cl::default_dir(), t.pid(), {}, &p).ok());
+    CHECK(p.samples > 1000);
+    MESSAGE("samples ", p.samples, ", dropped (re-entered) ", p.dropped, ", unmatched frees ",
+            p.unmatched);
+    CHECK(t.finish() == 0);
+}
+
 TEST_CASE("the default rate: leakers in order, live bytes within 25% on average") {
     // Each run draws its own sampling intervals (random per process). 1 MiB at a mean of
     // 512 KiB is two samples a run: single runs scatter widely, their mean must not.

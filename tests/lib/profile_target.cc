@@ -10,12 +10,17 @@
 //   leaks 3 MiB in child_leak and then waits for SIGTERM -> "child PID" pid      -> "PID" exit
 //   frees nothing, exits 0
 
+#include <atomic>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <dlfcn.h>
 #include <pthread.h>
+#include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 namespace {
@@ -58,6 +63,70 @@ __attribute__((noinline)) void* thread_leak(void* arg) {
 
 __attribute__((noinline)) void child_leak() {
     leak_blocks(size_t{3} << 20, 48);
+}
+
+std::atomic<bool> g_stop{false};
+
+void on_timer(int) {
+    void* p = malloc(40); // not async-signal-safe in general; libarena's is, as a test of it
+    sink = p;
+    free(p);
+}
+
+void* dlopen_loop(void*) {
+    const char* path = getenv("ARENA_PROFILE_PLUGIN");
+    while (!g_stop.load() && path != nullptr)
+        if (void* h = dlopen(path, RTLD_NOW))
+            dlclose(h);
+    return nullptr;
+}
+
+void* churn_loop(void*) {
+    while (!g_stop.load())
+        for (int i = 0; i < 1000; i++) {
+            void* p = malloc(static_cast<size_t>(i) * 8 + 1);
+            sink = p;
+            free(p);
+        }
+    return nullptr;
+}
+
+void* fork_loop(void*) {
+    while (!g_stop.load()) {
+        const pid_t pid = fork();
+        if (pid == 0) {
+            for (int i = 0; i < 100; i++)
+                free(malloc(64));
+            _exit(0);
+        }
+        while (pid > 0 && waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+        }
+    }
+    return nullptr;
+}
+
+bool hazards() {
+    struct sigaction sa {};
+    sa.sa_handler = on_timer;
+    sigaction(SIGALRM, &sa, nullptr);
+    const itimerval every{{0, 200}, {0, 200}};
+    setitimer(ITIMER_REAL, &every, nullptr);
+    pthread_t t[3];
+    void* (*loops[3])(void*) = {dlopen_loop, churn_loop, fork_loop};
+    for (int i = 0; i < 3; i++)
+        if (pthread_create(&t[i], nullptr, loops[i], nullptr) != 0)
+            return false;
+    for (int i = 0; i < 1000; i++) // the main thread allocates too
+        free(malloc(100));
+    timespec left{1, 0}; // the timer interrupts the sleep: go on until the second is over
+    while (nanosleep(&left, &left) != 0 && errno == EINTR) {
+    }
+    g_stop.store(true);
+    for (auto& thread : t)
+        pthread_join(thread, nullptr);
+    const itimerval off{};
+    setitimer(ITIMER_REAL, &off, nullptr);
+    return true;
 }
 
 void answer(const char* line) {
@@ -109,6 +178,8 @@ int main() {
             }
             if (pid < 0)
                 return 3;
+        } else if (strcmp(line, "hazards") == 0) {
+            answer(hazards() ? "ok" : "pthread_create failed");
         } else if (strcmp(line, "pid") == 0) {
             char msg[32];
             snprintf(msg, sizeof msg, "%d", static_cast<int>(getpid()));
