@@ -240,9 +240,8 @@ void record(uintptr_t a, size_t n, uint64_t rate, const uintptr_t* frames, uint3
     const uint64_t bytes = sampler::weight(n, rate);
     const uint64_t objects =
         n == 0 ? ARENA_PROFILE_OBJECT_SCALE
-               : static_cast<uint64_t>(static_cast<double>(bytes) * ARENA_PROFILE_OBJECT_SCALE /
-                                           static_cast<double>(n) +
-                                       0.5);
+               : sampler::round_nonnegative(static_cast<double>(bytes) *
+                                            ARENA_PROFILE_OBJECT_SCALE / static_cast<double>(n));
     Record* rec = g_records.slot_for(a);
     if (rec->addr == 0)
         ++g_records.taken;
