@@ -254,6 +254,9 @@ Slab* slab_new(Heap* h, unsigned cls) {
     s->npages = static_cast<uint32_t>(run.npages);
     s->used = 0;
     s->sampled = 0;
+    for (auto& slot : s->sampled_slot)
+        slot.store(kNoSlot, std::memory_order_relaxed);
+    s->sampled_overflow.store(0, std::memory_order_relaxed);
     s->handed.store(0, std::memory_order_relaxed);
     s->nonempty = 0;
     s->fresh = (uint32_t{1} << s->nwords) - 1;

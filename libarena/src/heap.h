@@ -179,9 +179,19 @@ ARENA_FAST_PATH void count_alloc(Heap* h, unsigned cls, size_t n) {
 /// The heap profile's countdown (profile.h): h's thread allocated n more bytes, at p. The
 /// allocation that runs the count out is sampled; while profiling is off it never runs out.
 ARENA_FAST_PATH void* sample_check(Heap* h, void* p, size_t n, Api api) {
+    bool ran_out = false;
+#if defined(__x86_64__)
+    // One subtraction from memory, whose sign is the branch: two instructions (callgrind: a
+    // load, subtract and store cost three, 1.6% of bench small's instructions).
+    __asm__("subq %2, %0"
+            : "+m"(*reinterpret_cast<int64_t*>(&h->prof_left)), "=@ccs"(ran_out)
+            : "er"(static_cast<int64_t>(n)));
+#else
     const int64_t left = h->prof_left.load(std::memory_order_relaxed) - static_cast<int64_t>(n);
     h->prof_left.store(left, std::memory_order_relaxed);
-    if (ARENA_UNLIKELY(left < 0))
+    ran_out = left < 0;
+#endif
+    if (ARENA_UNLIKELY(ran_out))
         return prof::sample(h, p, n, api);
     return p;
 }

@@ -214,9 +214,42 @@ Slab* tagged_slab(uintptr_t a) {
     return (e & kSampledTag) != 0 ? slab_of_entry(e) : nullptr;
 }
 
-void untag_one(Slab* s) {
-    if (s != nullptr && s->sampled > 0 && --s->sampled == 0)
+/// Slab s has one more live sampled block, at slot idx: its pages tagged, the slot listed.
+void tag_one(Slab* s, uintptr_t e, uint16_t idx) {
+    if (s->sampled++ == 0 || (e & kSampledTag) == 0)
+        tag_pages(s, true);
+    for (auto& slot : s->sampled_slot)
+        if (slot.load(std::memory_order_relaxed) == kNoSlot) {
+            slot.store(idx, std::memory_order_relaxed);
+            return;
+        }
+    s->sampled_overflow.store(1, std::memory_order_relaxed);
+}
+
+/// The sampled block at slot idx of s was freed (or its record retired).
+void untag_one(Slab* s, int64_t idx) {
+    if (s == nullptr || s->sampled == 0)
+        return;
+    for (auto& slot : s->sampled_slot)
+        if (slot.load(std::memory_order_relaxed) == idx)
+            slot.store(kNoSlot, std::memory_order_relaxed);
+    if (--s->sampled == 0) {
+        s->sampled_overflow.store(0, std::memory_order_relaxed);
         tag_pages(s, false);
+    }
+}
+
+/// Whether the block at a in tagged slab s may be a sampled one: listed, or the list overflowed.
+/// Without the lock: a block's slot is listed before the malloc that returns it returns, and
+/// only its own free unlists it.
+bool maybe_sampled(const Slab* s, uintptr_t a) {
+    if (s->sampled_overflow.load(std::memory_order_relaxed) != 0)
+        return true;
+    const int64_t idx = heap::slot_index(s, a);
+    for (const auto& slot : s->sampled_slot)
+        if (idx >= 0 && slot.load(std::memory_order_relaxed) == idx)
+            return true;
+    return false;
 }
 
 /// Records the sample (a, n bytes, its stack) under g_lock.
@@ -229,8 +262,8 @@ void record(uintptr_t a, size_t n, uint64_t rate, const uintptr_t* frames, uint3
         return;
     }
     if (Record* stale = g_records.find(a)) { // its free was not matched (profile.h)
-        if (stale->large == 0)
-            untag_one(tagged_slab(a));
+        if (Slab* s = stale->large == 0 ? tagged_slab(a) : nullptr)
+            untag_one(s, heap::slot_index(s, a));
         retire(r, stale);
     }
     Region* reg = pages::region_of(a);
@@ -260,8 +293,7 @@ void record(uintptr_t a, size_t n, uint64_t rate, const uintptr_t* frames, uint3
         return;
     }
     Slab* sl = slab_of_entry(e);
-    if (sl->sampled++ == 0 || (e & kSampledTag) == 0)
-        tag_pages(sl, true);
+    tag_one(sl, e, static_cast<uint16_t>(heap::slot_index(sl, a)));
 }
 
 /// The frees' side: retires the record of a, if there is one.
@@ -276,7 +308,8 @@ void match_free(uintptr_t a, Slab* s) {
         LockGuard guard(g_lock);
         if (Record* rec = g_records.find(a)) {
             retire(g_region, rec);
-            untag_one(s);
+            if (s != nullptr)
+                untag_one(s, heap::slot_index(s, a));
         }
     }
     t_inside = false;
@@ -320,7 +353,8 @@ void* sample(Heap* h, void* p, size_t n, Api) {
 }
 
 void free_small(Slab* s, uintptr_t a) {
-    match_free(a, s);
+    if (maybe_sampled(s, a))
+        match_free(a, s);
 }
 
 void free_large(uintptr_t a) {

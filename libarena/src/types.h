@@ -68,6 +68,10 @@ inline constexpr unsigned kLargeShift = 6;  // entry >> kLargeShift = pages of t
 
 // ---- Slab --------------------------------------------------------------------------------------
 
+inline constexpr unsigned kSampledSlots = 4;    // Slab::sampled_slot
+inline constexpr uint16_t kNoSlot = UINT16_MAX; // an empty entry of it
+static_assert(kSlabMaxWords * 64 <= kNoSlot);
+
 /// Where a slab is in its owner's lists.
 enum class SlabWhere : uint8_t {
     Current,  // heap->current[cls]: malloc allocates from it
@@ -126,8 +130,13 @@ struct alignas(ARENA_CACHE_LINE) Slab {
     uint32_t remote_mark = 0;
     Slab* next_remote = nullptr; // heap->remote stack link
     Slab* next_free = nullptr;   // descriptor pool link (meta.cc)
-    uint32_t sampled = 0;        // live sampled blocks in it; its pages carry kSampledTag while
-                                 // there are any (profile.cc, under the profile lock)
+    // Heap profiling (profile.cc; written under the profile lock): live sampled blocks in the
+    // slab (its pages carry kSampledTag while there are any), and the slots of up to
+    // kSampledSlots of them, so that a free in a tagged slab knows without the lock whether its
+    // block is one; `sampled_overflow` once more were live at a time (until none are).
+    uint32_t sampled = 0;
+    std::atomic<uint16_t> sampled_slot[kSampledSlots] = {kNoSlot, kNoSlot, kNoSlot, kNoSlot};
+    std::atomic<uint8_t> sampled_overflow{0};
 
     constexpr Slab() = default;
     Slab(const Slab&) = delete;
