@@ -19,6 +19,7 @@
 #include <cstring>
 #include <dlfcn.h>
 #include <string>
+#include <thread>
 #include <vector>
 #include <zlib.h>
 
@@ -308,6 +309,7 @@ TEST_CASE("the fast walk gives libgcc's frames: in a signal handler, past the tr
     sa.sa_handler = unwind_test_on_signal;
     sigemptyset(&sa.sa_mask);
     REQUIRE(sigaction(SIGUSR1, &sa, &old) == 0);
+    const uint64_t fallbacks = arena::unwind::fallbacks();
     for (int round = 0; round < 2; ++round) {
         if (round == 0)
             arena::unwind::forget_rules();
@@ -316,6 +318,8 @@ TEST_CASE("the fast walk gives libgcc's frames: in a signal handler, past the tr
         check_pair(4);
         CHECK(name_of(g_pair.fast[1]) == "unwind_test_on_signal");
     }
+    // The trampoline's FDE is a signal frame's ('S'): libgcc walked on from there.
+    CHECK(arena::unwind::fallbacks() == fallbacks + 2);
     // On an alternate signal stack too.
     static char alt[1 << 16];
     stack_t ss{};
@@ -330,6 +334,17 @@ TEST_CASE("the fast walk gives libgcc's frames: in a signal handler, past the tr
     ss.ss_flags = SS_DISABLE;
     sigaltstack(&ss, nullptr);
     sigaction(SIGUSR1, &old, nullptr);
+}
+
+TEST_CASE("the fast walk gives libgcc's frames: on a thread, to the end of its stack (clone)") {
+    const uint64_t fallbacks = arena::unwind::fallbacks();
+    for (int round = 0; round < 2; ++round) {
+        if (round == 0)
+            arena::unwind::forget_rules();
+        std::thread([] { unwind_test_recurse(5); }).join();
+        check_pair(8);
+    }
+    CHECK(arena::unwind::fallbacks() == fallbacks);
 }
 
 namespace {
