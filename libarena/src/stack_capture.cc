@@ -5,8 +5,10 @@
 
 #include "cfi.h"
 #include "macros.h"
+#include "os.h"
 
 #include <atomic>
+#include <elf.h>
 #include <unwind.h>
 
 namespace arena::unwind {
@@ -62,6 +64,29 @@ std::atomic<uint64_t> g_cache[uint64_t{1} << kCacheBits];
 // pointer: a bound on what a wrong rule could make it read.
 constexpr uintptr_t kStackSpan = uintptr_t{8} << 20;
 
+std::atomic<uintptr_t> g_main_top{0}; // AT_EXECFN, or 1 when the kernel gave none
+
+/// Where the walk must stop reading, from the starting sp: the top of the stack when it is known
+/// (a glibc thread's descriptor, the thread pointer, sits just above its stack; the main thread's
+/// stack holds the executable's name, AT_EXECFN, near its top), so that even a wrong rule never
+/// reads past the mapped stack; else the span above sp.
+uintptr_t stack_limit(uintptr_t sp) {
+    uintptr_t limit = sp + kStackSpan;
+    uintptr_t tp = 0;
+    __asm__("mov %%fs:0, %0" : "=r"(tp));
+    uintptr_t top = g_main_top.load(std::memory_order_relaxed);
+    if (ARENA_UNLIKELY(top == 0)) {
+        top = os::auxv(AT_EXECFN);
+        top = top == 0 ? 1 : top;
+        g_main_top.store(top, std::memory_order_relaxed);
+    }
+    if (tp > sp && tp < limit)
+        limit = tp;
+    else if (top > sp && top < limit)
+        limit = top;
+    return limit;
+}
+
 bool pack(uintptr_t pc, const cfi::Rule& r, uint64_t& word) {
     const int64_t cfa = r.cfa_off;
     const int64_t rbp = -static_cast<int64_t>(r.rbp_off);
@@ -99,10 +124,10 @@ ARENA_FAST_PATH cfi::Rule rule_at(uintptr_t pc) {
 
 /// Walks from capture's frame (pc, sp, bp as of one instruction in it). Returns true when the
 /// walk is complete (the end of the stack, or max frames), false when libgcc must walk on from
-/// the frame after the w.already frames it visited. Reads the stack only in [sp, sp + kStackSpan).
+/// the frame after the w.already frames it visited. Reads the stack only in [sp, stack_limit(sp)).
 __attribute__((no_sanitize("address", "thread", "undefined"))) bool
 fast_walk(uintptr_t pc, uintptr_t sp, uintptr_t bp, Walk& w) {
-    const uintptr_t limit = sp + kStackSpan;
+    const uintptr_t limit = stack_limit(sp);
     for (;;) {
         if (pc == 0)
             return true;

@@ -8,7 +8,8 @@
 // cache of rules by pc in static memory: a hit costs a few loads, so it walks Debian's binaries,
 // built without frame pointers, at a few nanoseconds a frame. A frame it does not understand (a
 // signal trampoline, a CFA expression, JIT code without unwind information, a CFA that does not
-// climb the stack or leaves the 8 MiB above the start) hands the rest of the walk to libgcc's
+// climb the stack or leaves it: past its top where that is known, a glibc thread's descriptor or
+// the main thread's AT_EXECFN, else 8 MiB above the start) hands the rest of the walk to libgcc's
 // _Unwind_Backtrace, which also serves the other architectures: the frames are those libgcc would
 // give (tests/unit/test_stack_capture.cc compares them frame for frame). libgcc is linked
 // statically into libarena.so (-static-libgcc: no new run-time dependency) and built against
@@ -19,8 +20,9 @@
 // __register_frame (JIT compilers) are sorted on first use, with malloc; so a caller inside the
 // allocator must not sample on a thread that is already capturing (the recursion that would be).
 // The cache is keyed by pc alone: a library unloaded and another loaded at the same address
-// could meet the first one's rules (the walk's bounds keep its reads on the stack, and the
-// profile would get a wrong frame, not a crash, unless the stack ends within the bound).
+// could meet the first one's rules (the walk's bounds keep its reads on the stack: the profile
+// would get a wrong frame, not a crash, except on a stack whose top is not known, such as a
+// coroutine's, where a wrong rule could read past its end, as libgcc could).
 #pragma once
 
 #include <cstdint>
