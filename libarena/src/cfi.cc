@@ -402,7 +402,7 @@ bool parse_cie(const uint8_t* p, Cie& cie) {
                 break;
             case 'P': {
                 const uint8_t enc = a.u8();
-                if ((enc & kPeFormat) == 0x50 || enc == kPeOmit)
+                if ((enc & kPeApply) == 0x50 || enc == kPeOmit) // aligned: not in .eh_frame
                     return false;
                 a.pointer(enc & ~kPeIndirect & kPeFormat, 0, true); // skipped, not applied
                 break;
