@@ -53,6 +53,17 @@ void free_local_as(Heap* h, Slab* s, uintptr_t a, Api api) {
                                                    [&]<Api A>() { heap::free_local<A>(h, s, a); });
 }
 
+/// A free of a in slab s (pagemap entry e) on behalf of api, as the fast path does it, after
+/// matching it against its heap profile sample when s has any (profile.h).
+void free_in_slab(Slab* s, uintptr_t e, uintptr_t a, Api api) {
+    if ((e & kSampledTag) != 0)
+        prof::free_small(s, a);
+    Heap* h = t_heap;
+    if (s->heap.load(std::memory_order_relaxed) == h)
+        return free_local_as(h, s, a, api);
+    return heap::free_remote(h, s, a, api);
+}
+
 /// A bad pointer inside a region: interior of a live block, or a block already freed.
 ARENA_COLD void report_bad_pointer(Region* r, size_t page, uintptr_t a, Api api) {
     const bool live = r->runs.is_used_unlocked(page);
@@ -121,18 +132,16 @@ void dealloc_slow(uintptr_t a, Api api) {
         return note_foreign(a, api);
     const size_t page = r->page_of(a);
     const uintptr_t e = r->pagemap[page].load(std::memory_order_acquire);
-    // A slab in a region other than region 0, or one with a live sampled block (profile.h).
-    if (Slab* s = slab_of_entry(e)) {
-        if ((e & kSampledTag) != 0)
-            prof::free_small(s, a);
-        Heap* h = t_heap;
-        if (s->heap.load(std::memory_order_relaxed) == h)
-            return free_local_as(h, s, a, api);
-        return heap::free_remote(h, s, a, api);
-    }
+    // A slab in a region other than region 0 (with a live sampled block or not).
+    if (Slab* s = slab_of_entry(e))
+        return free_in_slab(s, e, a, api);
     if ((e & kLargeTag) != 0 && (a & (kPageSize - 1)) == 0)
         return large_free(r, page, e, a, api);
     report_bad_pointer(r, page, a, api);
+}
+
+void dealloc_sampled(uintptr_t a, uintptr_t e, Api api) {
+    free_in_slab(slab_of_entry(e), e, a, api);
 }
 
 BlockInfo block_info(const void* p) {

@@ -185,13 +185,21 @@ uint32_t slot_of(arena_profile_region* r, const uintptr_t* frames, uint32_t dept
     return 0;
 }
 
-/// Slab of a small block's pagemap entry, and the entries of all its pages with or without
-/// kSampledTag. Under g_lock, the only writer of the tag; the slab cannot be released meanwhile
-/// (a sampled block in it is live).
-void tag_pages(Slab* s, bool tagged) {
+/// Pagemap entry `page` of slab s, with or without kSampledTag. Under g_lock, the only writer
+/// of the tag; the slab cannot be released meanwhile (a sampled block in it is live).
+void set_tag(const Slab* s, size_t page, bool tagged) {
     const uintptr_t e = reinterpret_cast<uintptr_t>(s) | (tagged ? kSampledTag : 0);
+    s->region->pagemap[page].store(e, std::memory_order_release);
+}
+
+void tag_pages(const Slab* s, bool tagged) {
     for (uint32_t i = 0; i < s->npages; ++i)
-        s->region->pagemap[s->first_page + i].store(e, std::memory_order_release);
+        set_tag(s, s->first_page + i, tagged);
+}
+
+/// The page where slot idx of s starts: the one free looks the block up by.
+size_t page_of_slot(const Slab* s, uint64_t idx) {
+    return s->region->page_of(s->base + idx * s->size);
 }
 
 /// Retires record `rec`: its stack's free counters. Under g_lock.
@@ -214,21 +222,26 @@ Slab* tagged_slab(uintptr_t a) {
     return (e & kSampledTag) != 0 ? slab_of_entry(e) : nullptr;
 }
 
-/// Slab s has one more live sampled block, at slot idx: its pages tagged, the slot listed.
-void tag_one(Slab* s, uintptr_t e, uint16_t idx) {
-    if (s->sampled++ == 0 || (e & kSampledTag) == 0)
-        tag_pages(s, true);
-    for (auto& slot : s->sampled_slot)
-        if (slot.load(std::memory_order_relaxed) == kNoSlot) {
-            slot.store(idx, std::memory_order_relaxed);
-            return;
-        }
-    s->sampled_overflow.store(1, std::memory_order_relaxed);
+/// Slab s has one more live sampled block, at slot idx. While at most kSampledSlots are live
+/// they are listed, and only the pages where they start are tagged (the frees of other blocks
+/// keep the fast path); past that, every page of the slab, until none is live.
+void tag_one(Slab* s, uint16_t idx) {
+    ++s->sampled;
+    if (s->sampled_overflow.load(std::memory_order_relaxed) == 0) {
+        for (auto& slot : s->sampled_slot)
+            if (slot.load(std::memory_order_relaxed) == kNoSlot) {
+                slot.store(idx, std::memory_order_relaxed);
+                set_tag(s, page_of_slot(s, idx), true);
+                return;
+            }
+        s->sampled_overflow.store(1, std::memory_order_relaxed);
+    }
+    tag_pages(s, true);
 }
 
 /// The sampled block at slot idx of s was freed (or its record retired).
 void untag_one(Slab* s, int64_t idx) {
-    if (s == nullptr || s->sampled == 0)
+    if (s == nullptr || s->sampled == 0 || idx < 0)
         return;
     for (auto& slot : s->sampled_slot)
         if (slot.load(std::memory_order_relaxed) == idx)
@@ -236,7 +249,18 @@ void untag_one(Slab* s, int64_t idx) {
     if (--s->sampled == 0) {
         s->sampled_overflow.store(0, std::memory_order_relaxed);
         tag_pages(s, false);
+        return;
     }
+    if (s->sampled_overflow.load(std::memory_order_relaxed) != 0)
+        return;
+    // Its page keeps the tag while another listed block starts in it.
+    const size_t page = page_of_slot(s, static_cast<uint64_t>(idx));
+    for (const auto& slot : s->sampled_slot) {
+        const uint16_t other = slot.load(std::memory_order_relaxed);
+        if (other != kNoSlot && page_of_slot(s, other) == page)
+            return;
+    }
+    set_tag(s, page, false);
 }
 
 /// Whether the block at a in tagged slab s may be a sampled one: listed, or the list overflowed.
@@ -293,7 +317,7 @@ void record(uintptr_t a, size_t n, uint64_t rate, const uintptr_t* frames, uint3
         return;
     }
     Slab* sl = slab_of_entry(e);
-    tag_one(sl, e, static_cast<uint16_t>(heap::slot_index(sl, a)));
+    tag_one(sl, static_cast<uint16_t>(heap::slot_index(sl, a)));
 }
 
 /// The frees' side: retires the record of a, if there is one.
