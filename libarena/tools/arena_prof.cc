@@ -149,15 +149,8 @@ Options parse(int argc, char** argv) {
     };
     for (int i = 1; i < argc; ++i) {
         arena::cli::Option arg(argc, argv, i, usage_error);
-        if (arg == "--help" || arg == "-h") {
-            arg.no_value();
-            fputs(kUsage, stdout);
-            exit(0);
-        } else if (arg == "--version") {
-            arg.no_value();
-            printf("arena-prof %s\n", ARENA_VERSION);
-            exit(0);
-        } else if (arg == "--by") {
+        arg.answer_help_and_version(kUsage, "arena-prof", ARENA_VERSION);
+        if (arg == "--by") {
             const std::string v = arg.value();
             if (v == "live")
                 o.order = pr::Order::LiveBytes;

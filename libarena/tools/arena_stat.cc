@@ -341,15 +341,8 @@ Options parse(int argc, char** argv) {
     o.dir = arena::client::default_dir();
     for (int i = 1; i < argc; ++i) {
         arena::cli::Option arg(argc, argv, i, usage_error);
-        if (arg == "--help" || arg == "-h") {
-            arg.no_value();
-            fputs(kUsage, stdout);
-            exit(0);
-        } else if (arg == "--version") {
-            arg.no_value();
-            printf("arena-stat %s\n", ARENA_VERSION);
-            exit(0);
-        } else if (arg == "--stats-dir") {
+        arg.answer_help_and_version(kUsage, "arena-stat", ARENA_VERSION);
+        if (arg == "--stats-dir") {
             o.dir = arg.value();
             if (o.dir.empty())
                 usage_error("--stats-dir needs a directory");

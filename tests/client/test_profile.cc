@@ -22,7 +22,6 @@
 #include <fcntl.h>
 #include <map>
 #include <memory>
-#include <sys/auxv.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <vector>
@@ -88,6 +87,16 @@ public:
         return f;
     }
 };
+
+/// sample_region() as read_pid reads it.
+pr::Profile sample_profile() {
+    ProfileEnv env;
+    write_page(env, sample_region());
+    pr::Profile p;
+    const pr::ReadResult r = pr::read_pid(env.base, kPid, env.options, &p);
+    REQUIRE_MESSAGE(r.ok(), r.detail);
+    return p;
+}
 
 const pr::Stack* find_stack(const pr::Profile& p, uint64_t innermost) {
     for (const pr::Stack& s : p.stacks)
@@ -363,11 +372,7 @@ TEST_CASE("request_profile writes the rate, then bumps the request counter") {
 // ---- formats ----
 
 TEST_CASE("the table shows the top stacks by the order asked, with functions and callers") {
-    ProfileEnv env;
-    pr::Profile p;
-    REQUIRE(read_path(write_page(env, sample_region()), &p).ok());
-    p.pid = kPid;
-    p.comm = "profiled";
+    const pr::Profile p = sample_profile();
     FakeSymbolizer sym;
     const std::string live = pr::to_table(p, &sym, pr::Order::LiveBytes, 2);
     INFO(live);
@@ -385,11 +390,7 @@ TEST_CASE("the table shows the top stacks by the order asked, with functions and
 }
 
 TEST_CASE("the JSON has the schema, stacks by live bytes, frames resolved") {
-    ProfileEnv env;
-    pr::Profile p;
-    REQUIRE(read_path(write_page(env, sample_region()), &p).ok());
-    p.pid = kPid;
-    p.comm = "profiled";
+    const pr::Profile p = sample_profile();
     FakeSymbolizer sym;
     const nlohmann::json j = nlohmann::json::parse(pr::to_json(p, &sym));
     CHECK(j["pid"] == kPid);
@@ -495,11 +496,7 @@ TEST_CASE("the Symbolizer names a function of this process, its source file and 
 TEST_CASE("the profile of this very process, read through the real /proc, names its functions") {
     ProfileEnv env;
     env.options.procfs = "/proc";
-    testing::FakePage page(getpid());
-    page.head().start_time = testing::self_start_time();
-    page.head().exec_entry = getauxval(AT_ENTRY);
-    page.head().exec_random = getauxval(AT_RANDOM);
-    const std::string path = page.write(env.base);
+    const std::string path = testing::self_page().write(env.base);
     Region g;
     const uint64_t ret = probe::caller_of_return_address();
     g.add(3, {ret, reinterpret_cast<uint64_t>(&probe::known_function) + 1}, 4, 4096);
