@@ -168,13 +168,8 @@ Options parse(int argc, char** argv) {
             o.top = *n;
         } else if (arg == "--watch") {
             o.watch = true;
-            if (const auto v = arg.optional_value(optional_number(i))) {
-                const auto s = arena::cli::parse_seconds(*v);
-                if (!s || *s < arena::cli::kMinInterval || *s > arena::cli::kMaxInterval)
-                    usage_error("invalid --watch interval '" + *v +
-                                "' (expected seconds, 0.1 to 86400)");
-                o.interval = *s;
-            }
+            if (const auto v = arg.optional_value(optional_number(i)))
+                o.interval = arena::cli::watch_interval(*v, usage_error);
         } else if (arg == "--count") {
             const std::string v = arg.value();
             const auto n = parse_count(v, 1000000000);

@@ -355,13 +355,8 @@ Options parse(int argc, char** argv) {
             // The interval is optional: a following number is taken as it.
             const std::optional<std::string> v = arg.optional_value(
                 [](const std::string& next) { return parse_seconds(next).has_value(); });
-            if (v) {
-                const auto s = parse_seconds(*v);
-                if (!s || *s < arena::cli::kMinInterval || *s > arena::cli::kMaxInterval)
-                    usage_error("invalid --watch interval '" + *v +
-                                "' (expected seconds, 0.1 to 86400)");
-                o.interval = *s;
-            }
+            if (v)
+                o.interval = arena::cli::watch_interval(*v, usage_error);
         } else if (arg == "--count") {
             const std::string v = arg.value();
             char* end = nullptr;

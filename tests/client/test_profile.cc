@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstring>
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <map>
 #include <memory>
@@ -520,6 +521,27 @@ TEST_CASE("the profile of this very process, read through the real /proc, names 
     CHECK(table.find("<- probe::known_function(int)") != std::string::npos);
     CHECK(pr::to_folded(p, sym.get(), pr::Order::LiveBytes) ==
           "probe::known_function(int);probe::caller_of_return_address() 4096\n");
+}
+
+TEST_CASE("the Symbolizer names a function of a library dlopen'ed before it was made") {
+    const std::string plugin = testing::required_env("ARENA_TEST_PLUGIN");
+    std::string error;
+    const std::unique_ptr<pr::Symbolizer> before = pr::Symbolizer::for_pid(getpid(), &error);
+    REQUIRE_MESSAGE(before != nullptr, error);
+    void* handle = dlopen(plugin.c_str(), RTLD_NOW | RTLD_LOCAL);
+    REQUIRE_MESSAGE(handle != nullptr, dlerror());
+    const auto address = reinterpret_cast<uint64_t>(dlsym(handle, "plugin_make_string"));
+    REQUIRE(address != 0);
+
+    const std::unique_ptr<pr::Symbolizer> after = pr::Symbolizer::for_pid(getpid(), &error);
+    REQUIRE_MESSAGE(after != nullptr, error);
+    const pr::Frame f = after->resolve(address + 1);
+    CHECK(f.function == "plugin_make_string");
+    CHECK(f.module.find("arena_test_plugin") != std::string::npos);
+    CHECK(f.module_offset < address);
+    // One made before the dlopen does not know the library (arena-prof makes a new one).
+    CHECK(before->resolve(address + 1).module.empty());
+    dlclose(handle);
 }
 
 TEST_CASE("a Symbolizer for a process that does not exist is an error") {
