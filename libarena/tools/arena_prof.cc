@@ -284,15 +284,6 @@ std::unique_ptr<pr::Symbolizer> symbolizer(const Options& o, bool* warned) {
     return sym;
 }
 
-/// Whether some frame of `p` is in no module `sym` knows: a library mapped since it was made.
-bool has_unknown_frames(const pr::Profile& p, pr::Symbolizer& sym) {
-    for (const pr::Stack& s : p.stacks)
-        for (const uint64_t a : s.frames)
-            if (sym.resolve(a).module.empty())
-                return true;
-    return false;
-}
-
 bool write_file(const std::string& path, const std::string& data) {
     if (path == "-")
         return arena::cli::write_all(data);
@@ -372,7 +363,7 @@ int watch(const Options& o) {
         pr::Profile p;
         if (!read(o, &p)) // gone, or never profiled: nothing more to show
             return 1;
-        if (sym && has_unknown_frames(p, *sym))
+        if (sym && sym->stale()) // a library loaded or unloaded since
             sym = symbolizer(o, &warned);
         const std::string out = o.output == Output::Json ? pr::to_json(p, sym.get())
                                                          : (tty ? std::string(arena::cli::kClear)

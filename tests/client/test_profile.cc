@@ -23,9 +23,12 @@
 #include <fcntl.h>
 #include <map>
 #include <memory>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <vector>
+#include <zlib.h>
 
 namespace cl = arena::client;
 namespace pr = arena::client::profile;
@@ -535,13 +538,44 @@ TEST_CASE("the Symbolizer names a function of a library dlopen'ed before it was 
 
     const std::unique_ptr<pr::Symbolizer> after = pr::Symbolizer::for_pid(getpid(), &error);
     REQUIRE_MESSAGE(after != nullptr, error);
+    // One made before the dlopen says it is stale (arena-prof then makes a new one). (Checked
+    // before resolving: libdw may dlopen libraries of its own while it looks for debug files.)
+    CHECK(before->stale());
+    CHECK_FALSE(after->stale());
     const pr::Frame f = after->resolve(address + 1);
     CHECK(f.function == "plugin_make_string");
     CHECK(f.module.find("arena_test_plugin") != std::string::npos);
     CHECK(f.module_offset < address);
-    // One made before the dlopen does not know the library (arena-prof makes a new one).
-    CHECK(before->resolve(address + 1).module.empty());
     dlclose(handle);
+}
+
+TEST_CASE("the Symbolizer asks no debuginfod server, even when DEBUGINFOD_URLS names one") {
+    const int server = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    REQUIRE(server >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    REQUIRE(bind(server, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    REQUIRE(listen(server, 8) == 0);
+    REQUIRE(getsockname(server, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    const std::string url = "http://127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) + "/";
+    setenv("DEBUGINFOD_URLS", url.c_str(), 1);
+
+    std::string error;
+    const std::unique_ptr<pr::Symbolizer> sym = pr::Symbolizer::for_pid(getpid(), &error);
+    REQUIRE_MESSAGE(sym != nullptr, error);
+    // libc and zlib come without their debug information: what a debuginfod server would serve.
+    const pr::Frame libc = sym->resolve(reinterpret_cast<uint64_t>(&memcpy) + 1);
+    const pr::Frame zlib = sym->resolve(reinterpret_cast<uint64_t>(&zlibVersion) + 1);
+    unsetenv("DEBUGINFOD_URLS");
+    CHECK(!libc.module.empty());
+    CHECK(zlib.function == "zlibVersion");
+    const int client = accept(server, nullptr, nullptr);
+    CHECK(client < 0); // nobody connected
+    if (client >= 0)
+        close(client);
+    close(server);
 }
 
 TEST_CASE("a Symbolizer for a process that does not exist is an error") {
