@@ -959,6 +959,10 @@ ControlResult open_page(const std::string& base, int pid, const ScanOptions& opt
 
 ControlResult request_control(const std::string& base, int pid, const ScanOptions& options,
                               const ControlRequest& request) {
+    const auto fits = [](size_t field) { return field + 8 <= sizeof(arena_stats_control); };
+    if (!fits(request.requests_field) || !fits(request.served_field) ||
+        (request.value_field && !fits(*request.value_field)))
+        return control_error(ControlError::Invalid, "A control field is outside the control area.");
     PageFile page;
     if (ControlResult r = open_page(base, pid, options, true, &page); !r.ok())
         return r;
