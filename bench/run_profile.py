@@ -153,8 +153,9 @@ def json_result(proc: subprocess.CompletedProcess[str], what: str) -> dict[str, 
     return parse_json_line(proc, what, RESULT_KEYS)
 
 
-def timed_run(cmd: list[str], env: dict[str, str], timeout: float, what: str) -> tuple[
-        dict[str, Any], float, float]:
+def timed_run(
+    cmd: list[str], env: dict[str, str], timeout: float, what: str
+) -> tuple[dict[str, Any], float, float]:
     """(the JSON result, wall seconds of the whole child, its CPU seconds: user + system of
     the child and everything it waited for)."""
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
