@@ -36,6 +36,17 @@ public:
         return argv_[++i_];
     }
 
+    /// An optional value: the inline one, or the next argument when `accept(next)` says it is
+    /// this option's (advancing i); nullopt when there is none.
+    template <class Accept>
+    std::optional<std::string> optional_value(Accept accept) {
+        if (inline_)
+            return inline_;
+        if (i_ + 1 < argc_ && accept(std::string(argv_[i_ + 1])))
+            return std::string(argv_[++i_]);
+        return std::nullopt;
+    }
+
     void no_value() const {
         if (inline_)
             fail_("option '" + name_ + "' takes no value");

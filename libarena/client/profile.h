@@ -37,8 +37,8 @@ struct Stack {
 struct Profile {
     int pid = 0;
     std::string comm;
-    bool on = false;       // sampling now
-    uint64_t rate = 0;     // mean bytes between samples, last in force (1: every allocation)
+    bool on = false;   // sampling now
+    uint64_t rate = 0; // mean bytes between samples, last in force (1: every allocation)
     uint64_t started_unix_ns = 0, stopped_unix_ns = 0;
     uint64_t samples = 0, sampled_bytes = 0, stacks_used = 0, overflow = 0, dropped = 0,
              unmatched = 0;
@@ -64,7 +64,8 @@ struct ReadResult {
 /// checks are skipped).
 ReadResult read_pid(const std::string& base, int pid, const ScanOptions& options, Profile* out);
 
-/// Reads a profile region from an open page file (for tests and read_pid).
+/// Reads a profile region from an open page file (for tests and read_pid). On success replaces
+/// *out (pid 0 and comm empty: the file does not say them); on failure leaves it alone.
 ReadResult read_fd(int fd, Profile* out);
 
 /// Asks process `pid` to profile at `rate` bytes (1 .. ARENA_PROFILE_MAX_RATE), or to stop
@@ -75,11 +76,11 @@ ControlResult request_profile(const std::string& base, int pid, uint64_t rate,
 
 /// A resolved frame.
 struct Frame {
-    uint64_t address = 0;  // the return address as recorded
-    std::string function;  // demangled; "" when unknown
-    std::string file;      // source file, "" when there is no debug information
-    int line = 0;          // 0 when unknown
-    std::string module;    // path of the object the address is in; "" when none
+    uint64_t address = 0;       // the return address as recorded
+    std::string function;       // demangled; "" when unknown
+    std::string file;           // source file, "" when there is no debug information
+    int line = 0;               // 0 when unknown
+    std::string module;         // path of the object the address is in; "" when none
     uint64_t module_offset = 0; // address - the object's load bias
 };
 
@@ -96,7 +97,7 @@ public:
 /// Ways to look (arena-prof, cmond). `sym` may be null: frames stay addresses.
 enum class Order { LiveBytes, AllocBytes, AllocObjects };
 std::string to_table(const Profile& p, Symbolizer* sym, Order order, size_t top);
-std::string to_json(const Profile& p, Symbolizer* sym); // one schema for arena-prof and cmond
+std::string to_json(const Profile& p, Symbolizer* sym);  // one schema for arena-prof and cmond
 std::string to_pprof(const Profile& p, Symbolizer* sym); // profile.proto, gzip'd
 std::string to_folded(const Profile& p, Symbolizer* sym, Order order); // "f1;f2;f3 N" lines
 

@@ -845,37 +845,29 @@ ControlResult not_found(const Found& f, const std::string& base, int pid) {
                          "The stats page of " + who + " was refused (" + skip_name(f.why) + ").");
 }
 
-/// Finds and validates the page of `pid`, opens it for writing and calls `write(fd, control)`
-/// with its control area as read; `write` returns the result.
-template <class Write>
-ControlResult with_control(const std::string& base, int pid, const ScanOptions& options,
-                           Write write) {
-    if (pid <= 0)
-        return control_error(ControlError::Invalid, std::to_string(pid) + " is not a process id.");
-    Found f = find_page(base, pid, options);
-    if (!f.process)
-        return not_found(f, base, pid);
+/// Opens the page `f` found again (O_RDONLY or O_RDWR) and checks that it is the file judged.
+ControlResult open_found(Found& f, int pid, bool writable, PageFile* out) {
     const std::string name = std::to_string(pid);
-    Fd fd(openat(f.dir.fd.get(), name.c_str(), O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    Fd fd(openat(f.dir.fd.get(), name.c_str(),
+                 (writable ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY));
     if (!fd.ok()) {
-        if (errno == EACCES || errno == EPERM)
+        if (writable && (errno == EACCES || errno == EPERM))
             return control_error(ControlError::Permission,
                                  "The stats page of pid " + name + " belongs to uid " +
                                      std::to_string(f.st.st_uid) + "; this program runs as uid " +
                                      std::to_string(geteuid()) +
                                      ", and only the page's owner or root may send requests.");
         return control_error(ControlError::Io, "Cannot open " + f.process->path +
-                                                   " for writing: " + errno_text(errno) + ".");
+                                                   (writable ? " for writing: " : ": ") +
+                                                   errno_text(errno) + ".");
     }
     struct stat now {};
     if (fstat(fd.get(), &now) != 0 || !same_file(now, f.st))
         return control_error(ControlError::Stale,
                              "The stats page of pid " + name + " was replaced while being opened.");
-    arena_stats_control control{};
-    if (!PreadSource{fd.get()}.read(ARENA_STATS_OFFSET(control), &control, sizeof control))
-        return control_error(ControlError::Io,
-                             "Cannot read " + f.process->path + ": " + errno_text(errno) + ".");
-    return write(fd.get(), control, f.process->path);
+    out->reset(fd.release());
+    out->process = std::move(*f.process);
+    return {};
 }
 
 /// Writes one 8-byte field of the control area.
@@ -956,19 +948,62 @@ std::optional<Process> read_pid(const std::string& base, int pid, const ScanOpti
     return std::move(f.process);
 }
 
+PageFile::~PageFile() {
+    reset();
+}
+
+PageFile& PageFile::operator=(PageFile&& o) noexcept {
+    if (this != &o) {
+        reset(o.fd_);
+        o.fd_ = -1;
+        process = std::move(o.process);
+    }
+    return *this;
+}
+
+void PageFile::reset(int fd) {
+    if (fd_ >= 0)
+        close(fd_);
+    fd_ = fd;
+}
+
+ControlResult open_page(const std::string& base, int pid, const ScanOptions& options, bool writable,
+                        PageFile* out) {
+    if (pid <= 0)
+        return control_error(ControlError::Invalid, std::to_string(pid) + " is not a process id.");
+    Found f = find_page(base, pid, options);
+    if (!f.process)
+        return not_found(f, base, pid);
+    return open_found(f, pid, writable, out);
+}
+
+ControlResult request_control(const std::string& base, int pid, const ScanOptions& options,
+                              const ControlRequest& request) {
+    PageFile page;
+    if (ControlResult r = open_page(base, pid, options, true, &page); !r.ok())
+        return r;
+    arena_stats_control c{};
+    if (!PreadSource{page.fd()}.read(ARENA_STATS_OFFSET(control), &c, sizeof c))
+        return control_error(ControlError::Io,
+                             "Cannot read " + page.process.path + ": " + errno_text(errno) + ".");
+    ControlResult r;
+    memcpy(&r.requests, reinterpret_cast<const char*>(&c) + request.requests_field, 8);
+    memcpy(&r.served, reinterpret_cast<const char*>(&c) + request.served_field, 8);
+    ++r.requests;
+    // The argument first, then the request that makes the allocator read it.
+    if ((request.value_field &&
+         !write_field(page.fd(), control_offset(*request.value_field), &request.value)) ||
+        !write_field(page.fd(), control_offset(request.requests_field), &r.requests))
+        return control_error(ControlError::Io,
+                             "Cannot write " + page.process.path + ": " + errno_text(errno) + ".");
+    return r;
+}
+
 ControlResult request_trim(const std::string& base, int pid, const ScanOptions& options) {
-    return with_control(
-        base, pid, options, [](int fd, const arena_stats_control& c, const std::string& path) {
-            ControlResult r;
-            const uint64_t requests = c.trim_requests + 1;
-            if (!write_field(fd, control_offset(offsetof(arena_stats_control, trim_requests)),
-                             &requests))
-                return control_error(ControlError::Io,
-                                     "Cannot write " + path + ": " + errno_text(errno) + ".");
-            r.requests = requests;
-            r.served = c.trims_served;
-            return r;
-        });
+    ControlRequest req;
+    req.requests_field = offsetof(arena_stats_control, trim_requests);
+    req.served_field = offsetof(arena_stats_control, trims_served);
+    return request_control(base, pid, options, req);
 }
 
 ControlResult request_purge_delay(const std::string& base, int pid, int64_t ms,
@@ -979,21 +1014,12 @@ ControlResult request_purge_delay(const std::string& base, int pid, int64_t ms,
                                  std::to_string(ARENA_STATS_PURGE_DELAY_MIN_MS) + " and " +
                                  std::to_string(ARENA_STATS_PURGE_DELAY_MAX_MS) + " ms, not " +
                                  std::to_string(ms) + ".");
-    return with_control(
-        base, pid, options, [ms](int fd, const arena_stats_control& c, const std::string& path) {
-            ControlResult r;
-            // The delay first, then the request that makes the allocator read it.
-            const uint64_t requests = c.purge_requests + 1;
-            if (!write_field(fd, control_offset(offsetof(arena_stats_control, purge_delay_ms)),
-                             &ms) ||
-                !write_field(fd, control_offset(offsetof(arena_stats_control, purge_requests)),
-                             &requests))
-                return control_error(ControlError::Io,
-                                     "Cannot write " + path + ": " + errno_text(errno) + ".");
-            r.requests = requests;
-            r.served = c.purges_served;
-            return r;
-        });
+    ControlRequest req;
+    req.value_field = offsetof(arena_stats_control, purge_delay_ms);
+    req.value = static_cast<uint64_t>(ms);
+    req.requests_field = offsetof(arena_stats_control, purge_requests);
+    req.served_field = offsetof(arena_stats_control, purges_served);
+    return request_control(base, pid, options, req);
 }
 
 std::string default_dir() {

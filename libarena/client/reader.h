@@ -25,6 +25,7 @@
 #include <optional>
 #include <string>
 #include <sys/types.h>
+#include <utility>
 #include <vector>
 
 namespace arena::client {
@@ -125,6 +126,47 @@ struct ControlResult {
     uint64_t served = 0;   // the allocator's served counter when we wrote
     bool ok() const { return error == ControlError::None; }
 };
+
+/// A validated page, open: read_pid's judgement, then the same file opened again and checked to
+/// be the inode judged (a page swapped in meanwhile is Stale). For what is read after the page
+/// (profile.h's region) and for control requests. Closes its descriptor.
+class PageFile {
+public:
+    PageFile() = default;
+    PageFile(const PageFile&) = delete;
+    PageFile& operator=(const PageFile&) = delete;
+    PageFile(PageFile&& o) noexcept { *this = std::move(o); }
+    PageFile& operator=(PageFile&& o) noexcept;
+    ~PageFile();
+
+    int fd() const { return fd_; }
+    void reset(int fd = -1);
+
+    Process process; // the page as judged
+
+private:
+    int fd_ = -1;
+};
+
+/// Opens the page of `pid` for reading, or for writing (`writable`: its owner or root only).
+/// On failure leaves *out alone and says why, as a control request would (NoPage, Permission,
+/// Stale, Io; Invalid for a pid <= 0).
+ControlResult open_page(const std::string& base, int pid, const ScanOptions& options, bool writable,
+                        PageFile* out);
+
+/// One control request (stats_page.h, control): the offsets of its fields in
+/// arena_stats_control. The value (if any) is written first, then the request counter is
+/// incremented; the result has the counter after ours and the served counter as read.
+struct ControlRequest {
+    std::optional<size_t> value_field; // the request's argument, 8 bytes
+    uint64_t value = 0;
+    size_t requests_field = 0;
+    size_t served_field = 0;
+};
+
+/// Validates the page of `pid` as read_pid does and makes `request` with pwrite.
+ControlResult request_control(const std::string& base, int pid, const ScanOptions& options,
+                              const ControlRequest& request);
 
 /// Asks process `pid` to trim (malloc_trim(0)) on its next allocator slow path: validates the
 /// page as read_pid does, then increments control.trim_requests with pwrite.

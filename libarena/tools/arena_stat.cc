@@ -8,6 +8,8 @@
 #include "json.h"
 #include "reader.h"
 #include "schema.h"
+#include "terminal.h"
+#include "text.h"
 
 #include <nlohmann/json.hpp>
 
@@ -15,7 +17,6 @@
 #include <cerrno>
 #include <chrono>
 #include <cmath>
-#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -23,7 +24,6 @@
 #include <map>
 #include <optional>
 #include <string>
-#include <sys/ioctl.h>
 #include <tuple>
 #include <unistd.h>
 #include <vector>
@@ -34,6 +34,14 @@
 
 namespace {
 
+using arena::cli::fit_width;
+using arena::cli::kClear;
+using arena::cli::parse_seconds;
+using arena::cli::terminal_size;
+using arena::cli::Watch;
+using arena::cli::write_all;
+using arena::client::human_bytes;
+using arena::client::printable;
 using arena::client::Process;
 using arena::client::Scan;
 using arena::client::Skip;
@@ -128,21 +136,6 @@ Previous remember(const std::vector<Row>& rows, std::chrono::steady_clock::time_
 
 // ---- Formatting ----
 
-std::string human_bytes(uint64_t bytes) {
-    static const char* const kUnits[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
-    if (bytes < 1024)
-        return std::to_string(bytes) + " B";
-    double v = double(bytes) / 1024;
-    unsigned u = 0;
-    while (v >= 1024 && u + 1 < std::size(kUnits)) {
-        v /= 1024;
-        ++u;
-    }
-    char buf[32];
-    snprintf(buf, sizeof buf, v < 10 ? "%.2f %s" : v < 100 ? "%.1f %s" : "%.0f %s", v, kUnits[u]);
-    return buf;
-}
-
 std::string rate_text(const std::optional<double>& rate) {
     if (!rate)
         return "-";
@@ -154,19 +147,6 @@ std::string rate_text(const std::optional<double>& rate) {
     else
         snprintf(buf, sizeof buf, "%.1fM", *rate / 1e6);
     return buf;
-}
-
-/// For the terminal: printable ASCII only (a comm is any bytes a process chose, escape
-/// sequences included).
-std::string printable(const std::string& s, size_t max) {
-    std::string out;
-    for (const char ch : s) {
-        if (out.size() == max)
-            break;
-        const auto c = static_cast<unsigned char>(ch);
-        out += c >= 0x20 && c < 0x7f ? ch : '?';
-    }
-    return out;
 }
 
 // ---- The columns ----
@@ -311,11 +291,13 @@ std::string render_table(const Scan& scan, const std::vector<Row>& rows, const C
     std::vector<std::string> headers;
     for (const Column& c : kColumns)
         headers.push_back(c.header);
-    out += "\n" + table_line(headers);
+    out += '\n';
+    out += table_line(headers);
     size_t shown = 0;
     for (const Row& r : rows) {
         if (max_rows != 0 && shown == max_rows) {
-            out += "(" + std::to_string(rows.size() - shown) + " more)\n";
+            out += '(';
+            out += std::to_string(rows.size() - shown) + " more)\n";
             break;
         }
         std::vector<std::string> cells;
@@ -354,17 +336,6 @@ struct Options {
     exit(2);
 }
 
-std::optional<double> parse_seconds(const std::string& s) {
-    if (s.empty() || s.find_first_not_of("0123456789.") != std::string::npos)
-        return std::nullopt;
-    errno = 0;
-    char* end = nullptr;
-    const double v = strtod(s.c_str(), &end);
-    if (errno != 0 || end == nullptr || *end != '\0' || !std::isfinite(v))
-        return std::nullopt;
-    return v;
-}
-
 Options parse(int argc, char** argv) {
     Options o;
     o.dir = arena::client::default_dir();
@@ -389,12 +360,11 @@ Options parse(int argc, char** argv) {
         } else if (arg == "--watch") {
             o.watch = true;
             // The interval is optional: a following number is taken as it.
-            std::optional<std::string> v = arg.inline_value();
-            if (!v && i + 1 < argc && parse_seconds(argv[i + 1]))
-                v = argv[++i];
+            const std::optional<std::string> v = arg.optional_value(
+                [](const std::string& next) { return parse_seconds(next).has_value(); });
             if (v) {
                 const auto s = parse_seconds(*v);
-                if (!s || *s < 0.1 || *s > 86400)
+                if (!s || *s < arena::cli::kMinInterval || *s > arena::cli::kMaxInterval)
                     usage_error("invalid --watch interval '" + *v +
                                 "' (expected seconds, 0.1 to 86400)");
                 o.interval = *s;
@@ -433,41 +403,11 @@ Options parse(int argc, char** argv) {
 
 // ---- Output ----
 
-bool write_all(const std::string& s) {
-    return fwrite(s.data(), 1, s.size(), stdout) == s.size() && fflush(stdout) == 0;
-}
-
 std::string json_text(const std::vector<Row>& rows, int indent) {
     // A comm or cmdline may hold any bytes: replace invalid UTF-8 instead of throwing.
     return to_json(rows).dump(indent, ' ', false,
                               nlohmann::ordered_json::error_handler_t::replace) +
            "\n";
-}
-
-/// The terminal's size (rows, columns), or zeros when unknown.
-std::pair<size_t, size_t> terminal_size() {
-    winsize ws{};
-    if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0)
-        return {ws.ws_row, ws.ws_col};
-    return {0, 0};
-}
-
-/// Cuts every line to `columns` characters (the frame is ASCII), so that none wraps.
-std::string fit_width(const std::string& text, size_t columns) {
-    if (columns == 0)
-        return text;
-    std::string out;
-    size_t start = 0;
-    while (start < text.size()) {
-        size_t end = text.find('\n', start);
-        if (end == std::string::npos)
-            end = text.size();
-        out.append(text, start, std::min(end - start, columns));
-        if (end < text.size())
-            out += '\n';
-        start = end + 1;
-    }
-    return out;
 }
 
 int run_once(const Options& o) {
@@ -487,23 +427,9 @@ int run_once(const Options& o) {
     return 0;
 }
 
-constexpr const char* kClear = "\x1b[H\x1b[2J";
-constexpr const char* kHideCursor = "\x1b[?25l";
-constexpr const char* kShowCursor = "\x1b[?25h";
-
 int run_watch(const Options& o) {
-    // The stop signals are blocked and awaited with a timeout, which is also the refresh
-    // sleep: no handler, no race, and the terminal is restored on the normal path.
-    sigset_t stop;
-    sigemptyset(&stop);
-    sigaddset(&stop, SIGINT);
-    sigaddset(&stop, SIGTERM);
-    sigaddset(&stop, SIGHUP);
-    sigprocmask(SIG_BLOCK, &stop, nullptr);
-
     const bool tty = !o.json && isatty(STDOUT_FILENO);
-    if (tty)
-        write_all(kHideCursor);
+    Watch watch(tty);
     Previous prev;
     int status = 0;
     for (long frame = 0; o.count == 0 || frame < o.count; ++frame) {
@@ -525,7 +451,8 @@ int run_watch(const Options& o) {
             const size_t max_rows = lines > header + 2 ? lines - header - 1 : 1;
             out = kClear + fit_width(render_table(scan, rows, *o.sort, o.dir, max_rows), columns);
         } else {
-            out = (frame > 0 ? "\n" : "") + render_table(scan, rows, *o.sort, o.dir, 0);
+            out = frame > 0 ? "\n" : "";
+            out += render_table(scan, rows, *o.sort, o.dir, 0);
         }
         if (!write_all(out)) {
             status = 1;
@@ -533,13 +460,9 @@ int run_watch(const Options& o) {
         }
         if (o.count != 0 && frame + 1 == o.count)
             break;
-        const double whole = std::floor(o.interval);
-        timespec wait{static_cast<time_t>(whole), static_cast<long>((o.interval - whole) * 1e9)};
-        if (sigtimedwait(&stop, nullptr, &wait) > 0)
+        if (!watch.wait(o.interval))
             break;
     }
-    if (tty)
-        write_all(std::string(kShowCursor) + "\n");
     return status;
 }
 
