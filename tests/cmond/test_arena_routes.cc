@@ -428,6 +428,22 @@ TEST_SUITE("arena") {
         CHECK(r.message == "Heap profile");
         const prof::Profile p = cmond_test::read_profile(dir.path, kPidA, dir.options);
         CHECK(r.data == Json::parse(prof::to_json(p, nullptr)));
+        // FakeProfile::example(), as its process's.
+        CHECK(r.data["pid"] == kPidA);
+        CHECK(r.data["comm"] == "server");
+        CHECK(r.data["on"] == true);
+        CHECK(r.data["rate"] == 4096);
+        CHECK(r.data["samples"] == 7);
+        CHECK(r.data["sampled_bytes"] == 5000);
+        CHECK(r.data["stacks_used"] == 2);
+        CHECK(r.data["overflow"] == 1);
+        REQUIRE(r.data["stacks"].size() == 3);
+        const Json& top = r.data["stacks"][0]; // the most live bytes first
+        CHECK(top["live_bytes"] == 16384);
+        CHECK(top["alloc_samples"] == 4);
+        REQUIRE(top["frames"].size() == 3);
+        CHECK(top["frames"][0]["address"] == "0x401000");
+        CHECK(top["frames"][0]["function"] == "");
         // The reader looks at a procfs that is not cmond's own: nothing is resolved, and the
         // reply says why.
         CHECK(r.extra["symbolized"] == false);
@@ -459,8 +475,11 @@ TEST_SUITE("arena") {
         REQUIRE(std::holds_alternative<RawReply>(folded));
         const RawReply& text = std::get<RawReply>(folded);
         CHECK(text.content_type == "text/plain; charset=utf-8");
-        CHECK(!text.body.empty());
         CHECK(text.body == prof::to_folded(p, nullptr, prof::Order::LiveBytes));
+        // Live bytes per stack, outermost frame first, the most first.
+        CHECK(text.body.rfind("0x403000;0x402000;0x401000 16384\n", 0) == 0);
+        CHECK(text.body.find("\n0x405000 4096\n") != std::string::npos);
+        CHECK(text.body.find("[other stacks] 4096\n") != std::string::npos);
     }
 
     TEST_CASE("GET /arena/<pid>/profile: 400 for a bad pid or format; 404 for no process, no "
