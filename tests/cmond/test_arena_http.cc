@@ -48,7 +48,7 @@ struct ArenaEnv : Env {
         return page.write(stats);
     }
     /// The same, with `profile` after the page.
-    std::string add_live(const testing::FakePage& page, const testing::FakeProfile& profile) {
+    std::string add_live(const testing::FakePage& page, const testing::Region& profile) {
         add_live(page);
         return profile.write(page, stats);
     }
@@ -436,7 +436,7 @@ TEST_SUITE("arena-http") {
         ArenaEnv env;
         testing::FakePage fake(kFakePid);
         fill(fake, "server");
-        REQUIRE(!env.add_live(fake, testing::FakeProfile::example()).empty());
+        REQUIRE(!env.add_live(fake, testing::sample_region()).empty());
         testing::FakePage never(kFakePid + 1); // a page, and no profile region after it
         env.add_live(never);
         Daemon d(env.dir, env.fake_args(), env.fake_launch());

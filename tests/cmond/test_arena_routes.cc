@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // The /arena replies over real stats-page files: pages written by hand (testing::FakePage) into
-// <tmp>/stats/<uid>/<pid>, some with a heap profile region after them (testing::FakeProfile),
+// <tmp>/stats/<uid>/<pid>, some with a heap profile region after them (testing::Region),
 // their processes made live in a fake procfs (testing::FakeProc, given to the reader as
 // ScanOptions::procfs), read back through the stats client exactly as the daemon does. Also:
 // GET /arena/<pid> and `arena-stat --json` emit the same JSON for a page; GET
@@ -54,7 +54,7 @@ struct StatsDir {
         return page.write(path);
     }
     /// The same, with `profile` after the page.
-    std::string add_live(const testing::FakePage& page, const testing::FakeProfile& profile) {
+    std::string add_live(const testing::FakePage& page, const testing::Region& profile) {
         make_live(page);
         return profile.write(page, path);
     }
@@ -419,7 +419,7 @@ TEST_SUITE("arena") {
         StatsDir dir;
         testing::FakePage a(kPidA);
         fill(a, "server");
-        REQUIRE(!dir.add_live(a, testing::FakeProfile::example()).empty());
+        REQUIRE(!dir.add_live(a, testing::sample_region()).empty());
         const std::string pid = std::to_string(kPidA);
         const auto got = arena_profile_reply(dir.path, dir.options, pid, std::nullopt);
         REQUIRE(std::holds_alternative<ApiReply>(got));
@@ -428,21 +428,20 @@ TEST_SUITE("arena") {
         CHECK(r.message == "Heap profile");
         const prof::Profile p = cmond_test::read_profile(dir.path, kPidA, dir.options);
         CHECK(r.data == Json::parse(prof::to_json(p, nullptr)));
-        // FakeProfile::example(), as its process's.
+        // sample_region(), as its process's.
         CHECK(r.data["pid"] == kPidA);
         CHECK(r.data["comm"] == "server");
         CHECK(r.data["on"] == true);
         CHECK(r.data["rate"] == 4096);
-        CHECK(r.data["samples"] == 7);
-        CHECK(r.data["sampled_bytes"] == 5000);
+        CHECK(r.data["samples"] == 17);
         CHECK(r.data["stacks_used"] == 2);
-        CHECK(r.data["overflow"] == 1);
+        CHECK(r.data["overflow"] == 2);
         REQUIRE(r.data["stacks"].size() == 3);
         const Json& top = r.data["stacks"][0]; // the most live bytes first
-        CHECK(top["live_bytes"] == 16384);
-        CHECK(top["alloc_samples"] == 4);
-        REQUIRE(top["frames"].size() == 3);
-        CHECK(top["frames"][0]["address"] == "0x401000");
+        CHECK(top["live_bytes"] == 40000);
+        CHECK(top["alloc_samples"] == 5);
+        REQUIRE(top["frames"].size() == 2);
+        CHECK(top["frames"][0]["address"] == "0x1503");
         CHECK(top["frames"][0]["function"] == "");
         // The reader looks at a procfs that is not cmond's own: nothing is resolved, and the
         // reply says why.
@@ -459,7 +458,7 @@ TEST_SUITE("arena") {
     TEST_CASE("GET /arena/<pid>/profile?format=pprof|folded: the library's bytes, not JSON") {
         StatsDir dir;
         testing::FakePage a(kPidA);
-        REQUIRE(!dir.add_live(a, testing::FakeProfile::example()).empty());
+        REQUIRE(!dir.add_live(a, testing::sample_region()).empty());
         const std::string pid = std::to_string(kPidA);
         const prof::Profile p = cmond_test::read_profile(dir.path, kPidA, dir.options);
 
@@ -477,9 +476,7 @@ TEST_SUITE("arena") {
         CHECK(text.content_type == "text/plain; charset=utf-8");
         CHECK(text.body == prof::to_folded(p, nullptr, prof::Order::LiveBytes));
         // Live bytes per stack, outermost frame first, the most first.
-        CHECK(text.body.rfind("0x403000;0x402000;0x401000 16384\n", 0) == 0);
-        CHECK(text.body.find("\n0x405000 4096\n") != std::string::npos);
-        CHECK(text.body.find("[other stacks] 4096\n") != std::string::npos);
+        CHECK(text.body == "0x3003;0x1503 40000\n0x3003;0x2003;0x1003 6000\n[other stacks] 200\n");
     }
 
     TEST_CASE("GET /arena/<pid>/profile: 400 for a bad pid or format; 404 for no process, no "
@@ -497,7 +494,7 @@ TEST_SUITE("arena") {
             CHECK(r.message == "Invalid pid: expected a positive decimal integer");
         }
         testing::FakePage a(kPidA);
-        REQUIRE(!dir.add_live(a, testing::FakeProfile::example()).empty());
+        REQUIRE(!dir.add_live(a, testing::sample_region()).empty());
         const std::string pid = std::to_string(kPidA);
         for (const char* bad : {"", "JSON", "xml", "pprof ", "proto"}) {
             CAPTURE(bad);
@@ -527,8 +524,8 @@ TEST_SUITE("arena") {
         }
 
         // A region of another layout.
-        testing::FakeProfile other = testing::FakeProfile::example();
-        other.head().version = ARENA_PROFILE_VERSION + 1;
+        testing::Region other = testing::sample_region();
+        other.r->head.version = ARENA_PROFILE_VERSION + 1;
         REQUIRE(!dir.add_live(a, other).empty());
         const ApiReply bad = code(pid, std::nullopt);
         CHECK(bad.code == 404);
@@ -543,9 +540,9 @@ TEST_SUITE("arena") {
         const std::string base = tmp.file("stats");
         testing::FakePage self(::getpid());
         self.head().start_time = testing::self_start_time();
-        testing::FakeProfile profile;
+        testing::Region profile;
         const auto caller = reinterpret_cast<uintptr_t>(&cmond_test_profiled_caller);
-        profile.add_stack({caller + 1}, {1, 1, 4096});
+        profile.add(1, {caller + 1}, 1, 4096);
         REQUIRE(!profile.write(self, base).empty());
 
         const auto got = arena_profile_reply(base, {}, std::to_string(::getpid()), std::nullopt);
