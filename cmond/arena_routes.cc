@@ -11,11 +11,13 @@
 
 #include "arena/profile_page.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <limits>
 #include <memory>
 #include <sys/stat.h>
+#include <unistd.h>
 
 namespace cmond {
 
@@ -102,13 +104,33 @@ std::optional<ProfileFormat> profile_format(std::optional<std::string_view> text
 }
 
 /// What resolves `pid`'s frames, or null with *why set. The symbolizer reads /proc/<pid>/maps
-/// and the files it names: with another procfs configured (a host's, mounted elsewhere), pids
-/// and paths are not this mount namespace's, and frames stay addresses.
+/// and opens and parses the files it names. So, frames stay addresses:
+///  - with another procfs configured (a host's, mounted elsewhere): its pids and paths are not
+///    this mount namespace's;
+///  - for another user's process (cmond as root, or with CAP_SYS_PTRACE, could read its maps):
+///    that user controls the files it maps, and could swap one for a FIFO between libdwfl's
+///    check and its open (a worker hung) or feed libdw crafted DWARF. SECURITY.md: no local user
+///    may make a reader hang or crash.
 std::unique_ptr<prof::Symbolizer> symbolizer_for(pid_t pid, const ac::ScanOptions& options,
                                                  std::string* why) {
     if (options.procfs != "/proc") {
         *why = "cmond reads processes in " + options.procfs +
                ", and resolves frames only for processes in its own /proc";
+        return nullptr;
+    }
+    // Its uids, not the owner of /proc/<pid>: a process made non-dumpable (by itself, or by a
+    // change of uid) has a /proc/<pid> of root's.
+    const auto uids = ac::process_uids(options.procfs, pid);
+    if (!uids) {
+        *why = "cannot read the uids of " + pid_word(pid);
+        return nullptr;
+    }
+    const uid_t self = ::geteuid();
+    if (std::any_of(uids->begin(), uids->end(), [&](uid_t u) { return u != self; })) {
+        *why = pid_word(pid) + " runs as uid " + std::to_string((*uids)[1]) + " and cmond as uid " +
+               std::to_string(self) +
+               ": cmond resolves frames only in processes of its own user (resolving opens the "
+               "files a process maps, which its user controls)";
         return nullptr;
     }
     std::unique_ptr<prof::Symbolizer> sym = prof::Symbolizer::for_pid(pid, why);

@@ -555,6 +555,64 @@ TEST_SUITE("arena") {
                       r.data.dump());
     }
 
+    TEST_CASE("GET /arena/<pid>/profile: another user's process keeps its frames as addresses") {
+        if (::geteuid() != 0) {
+            MESSAGE("not root: no process of another user to profile here; not checked");
+            return;
+        }
+        // A child of this program turned "nobody" (so non-dumpable: its /proc/<pid> is root's),
+        // with a page of root's, which the reader accepts for any process.
+        int ready[2];
+        int hold[2];
+        REQUIRE(::pipe(ready) == 0);
+        REQUIRE(::pipe(hold) == 0);
+        const auto [uid, gid] = cmond_test::nobody();
+        const pid_t child = ::fork();
+        REQUIRE(child >= 0);
+        if (child == 0) {
+            ::close(ready[0]);
+            ::close(hold[1]);
+            const uint64_t start = testing::self_start_time();
+            if (::setgid(gid) != 0 || ::setuid(uid) != 0) {
+                ::_exit(2);
+            }
+            [[maybe_unused]] auto w = ::write(ready[1], &start, sizeof start);
+            char c = 0;
+            [[maybe_unused]] auto r = ::read(hold[0], &c, 1); // until the parent closes hold
+            ::_exit(0);
+        }
+        ::close(ready[1]);
+        ::close(hold[0]);
+        uint64_t start = 0;
+        const bool started = ::read(ready[0], &start, sizeof start) == sizeof start;
+        ::close(ready[0]);
+
+        TempDir tmp;
+        ::chmod(tmp.path().c_str(), 0755);
+        const std::string base = tmp.file("stats");
+        testing::FakePage page(child);
+        page.head().start_time = start;
+        testing::Region profile;
+        profile.add(1, {reinterpret_cast<uintptr_t>(&cmond_test_profiled_caller) + 1}, 1, 4096);
+        const bool written = !profile.write(page, base).empty();
+        const auto got =
+            started && written
+                ? arena_profile_reply(base, {}, std::to_string(child), std::nullopt)
+                : std::variant<ApiReply, RawReply>(error_reply(500, "the child did not start"));
+        ::close(hold[1]);
+        int status = 0;
+        ::waitpid(child, &status, 0);
+        REQUIRE(std::holds_alternative<ApiReply>(got));
+        const ApiReply& r = std::get<ApiReply>(got);
+        REQUIRE_MESSAGE(r.code == 200, r.message);
+        CHECK(r.extra["symbolized"] == false);
+        CHECK(r.extra["symbolize_error"] ==
+              "pid " + std::to_string(child) + " runs as uid " + std::to_string(uid) +
+                  " and cmond as uid 0: cmond resolves frames only in processes of its own "
+                  "user (resolving opens the files a process maps, which its user controls)");
+        CHECK(r.data["stacks"][0]["frames"][0]["function"] == "");
+    }
+
     TEST_CASE("POST /arena/<pid>/profile: 202 writes the control area; state and rate checked") {
         StatsDir dir;
         testing::FakePage a(kPidA);
