@@ -93,15 +93,8 @@ Options parse(int argc, char** argv) {
     bool have_dir = false;
     for (int i = 1; i < argc; ++i) {
         arena::cli::Option arg(argc, argv, i, usage_error);
-        if (arg == "--help" || arg == "-h") {
-            arg.no_value();
-            fputs(kUsage, stdout);
-            exit(0);
-        } else if (arg == "--version") {
-            arg.no_value();
-            printf("arena-exporter %s\n", ARENA_EXPORTER_VERSION);
-            exit(0);
-        } else if (arg == "--listen") {
+        arg.answer_help_and_version(kUsage, "arena-exporter", ARENA_EXPORTER_VERSION);
+        if (arg == "--listen") {
             const std::string v = arg.value();
             if (!parse_listen(v, o.host, o.port))
                 usage_error("invalid --listen '" + v +

@@ -3,6 +3,8 @@
 // them in their hand-written parsers: --name, --name=value or --name value.
 #pragma once
 
+#include <cstdio>
+#include <cstdlib>
 #include <optional>
 #include <string>
 
@@ -45,6 +47,20 @@ public:
         if (i_ + 1 < argc_ && accept(std::string(argv_[i_ + 1])))
             return std::string(argv_[++i_]);
         return std::nullopt;
+    }
+
+    /// Answers --help (-h) with `usage` and --version with "`program` `version`" on stdout, and
+    /// exits 0; returns for any other option.
+    void answer_help_and_version(const char* usage, const char* program,
+                                 const char* version) const {
+        if (name_ != "--help" && name_ != "-h" && name_ != "--version")
+            return;
+        no_value();
+        if (name_ == "--version")
+            printf("%s %s\n", program, version);
+        else
+            fputs(usage, stdout);
+        exit(0);
     }
 
     void no_value() const {

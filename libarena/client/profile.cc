@@ -6,14 +6,14 @@
 // request is one of reader.h's control requests.
 #include "profile.h"
 
+#include "pread.h"
+
 #include "arena/profile_page.h"
 
 #include <algorithm>
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
-#include <sys/types.h>
-#include <unistd.h>
 
 namespace arena::client::profile {
 namespace {
@@ -22,23 +22,6 @@ constexpr size_t kTableBytes = sizeof(arena_profile_stack) * ARENA_PROFILE_STACK
 
 ReadResult failure(Error e, std::string detail) {
     return {e, std::move(detail)};
-}
-
-/// pread of `n` bytes at `offset`: the count read (short at the end of the file), or -1.
-ssize_t pread_full(int fd, void* to, size_t n, off_t offset) {
-    auto* dst = static_cast<unsigned char*>(to);
-    size_t done = 0;
-    while (done < n) {
-        const ssize_t r = pread(fd, dst + done, n - done, offset + static_cast<off_t>(done));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return -1;
-        if (r == 0)
-            break;
-        done += static_cast<size_t>(r);
-    }
-    return static_cast<ssize_t>(done);
 }
 
 /// What is wrong with a head that does not describe this version's region ("" when it does).

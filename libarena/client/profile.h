@@ -92,6 +92,9 @@ public:
     static std::unique_ptr<Symbolizer> for_pid(int pid, std::string* error);
     virtual ~Symbolizer() = default;
     virtual Frame resolve(uint64_t return_address) = 0;
+    /// Whether the process has mapped or unmapped files since this Symbolizer was made (a
+    /// library dlopen'ed or closed): a new one resolves their addresses.
+    virtual bool stale() const { return false; }
 };
 
 /// Ways to look (arena-prof, cmond). `sym` may be null: frames stay addresses.

@@ -11,6 +11,8 @@
 // a few system calls each and nothing is kept for it but a counter.
 #include "reader.h"
 
+#include "pread.h"
+
 #include <algorithm>
 #include <cerrno>
 #include <climits>
@@ -115,35 +117,13 @@ private:
 struct PreadSource {
     int fd;
     bool read(size_t offset, void* to, size_t n) const {
-        auto* dst = static_cast<unsigned char*>(to);
-        size_t done = 0;
-        while (done < n) {
-            const ssize_t r = pread(fd, dst + done, n - done, static_cast<off_t>(offset + done));
-            if (r < 0 && errno == EINTR)
-                continue;
-            if (r <= 0)
-                return false;
-            done += static_cast<size_t>(r);
-        }
-        return true;
+        return pread_full(fd, to, n, static_cast<off_t>(offset)) == static_cast<ssize_t>(n);
     }
 };
 
 /// Reads up to `n` bytes at offset 0 of `fd`. Returns the count, or -1.
 ssize_t read_prefix(int fd, void* to, size_t n) {
-    size_t done = 0;
-    auto* dst = static_cast<unsigned char*>(to);
-    while (done < n) {
-        const ssize_t r = pread(fd, dst + done, n - done, static_cast<off_t>(done));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return -1;
-        if (r == 0)
-            break;
-        done += static_cast<size_t>(r);
-    }
-    return static_cast<ssize_t>(done);
+    return pread_full(fd, to, n, 0);
 }
 
 /// A canonical decimal number: digits only, no sign, no leading zero (except "0" itself when
@@ -979,6 +959,10 @@ ControlResult open_page(const std::string& base, int pid, const ScanOptions& opt
 
 ControlResult request_control(const std::string& base, int pid, const ScanOptions& options,
                               const ControlRequest& request) {
+    const auto fits = [](size_t field) { return field + 8 <= sizeof(arena_stats_control); };
+    if (!fits(request.requests_field) || !fits(request.served_field) ||
+        (request.value_field && !fits(*request.value_field)))
+        return control_error(ControlError::Invalid, "A control field is outside the control area.");
     PageFile page;
     if (ControlResult r = open_page(base, pid, options, true, &page); !r.ok())
         return r;

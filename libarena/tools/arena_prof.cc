@@ -149,15 +149,8 @@ Options parse(int argc, char** argv) {
     };
     for (int i = 1; i < argc; ++i) {
         arena::cli::Option arg(argc, argv, i, usage_error);
-        if (arg == "--help" || arg == "-h") {
-            arg.no_value();
-            fputs(kUsage, stdout);
-            exit(0);
-        } else if (arg == "--version") {
-            arg.no_value();
-            printf("arena-prof %s\n", ARENA_VERSION);
-            exit(0);
-        } else if (arg == "--by") {
+        arg.answer_help_and_version(kUsage, "arena-prof", ARENA_VERSION);
+        if (arg == "--by") {
             const std::string v = arg.value();
             if (v == "live")
                 o.order = pr::Order::LiveBytes;
@@ -175,13 +168,8 @@ Options parse(int argc, char** argv) {
             o.top = *n;
         } else if (arg == "--watch") {
             o.watch = true;
-            if (const auto v = arg.optional_value(optional_number(i))) {
-                const auto s = arena::cli::parse_seconds(*v);
-                if (!s || *s < arena::cli::kMinInterval || *s > arena::cli::kMaxInterval)
-                    usage_error("invalid --watch interval '" + *v +
-                                "' (expected seconds, 0.1 to 86400)");
-                o.interval = *s;
-            }
+            if (const auto v = arg.optional_value(optional_number(i)))
+                o.interval = arena::cli::watch_interval(*v, usage_error);
         } else if (arg == "--count") {
             const std::string v = arg.value();
             const auto n = parse_count(v, 1000000000);
@@ -296,15 +284,6 @@ std::unique_ptr<pr::Symbolizer> symbolizer(const Options& o, bool* warned) {
     return sym;
 }
 
-/// Whether some frame of `p` is in no module `sym` knows: a library mapped since it was made.
-bool has_unknown_frames(const pr::Profile& p, pr::Symbolizer& sym) {
-    for (const pr::Stack& s : p.stacks)
-        for (const uint64_t a : s.frames)
-            if (sym.resolve(a).module.empty())
-                return true;
-    return false;
-}
-
 bool write_file(const std::string& path, const std::string& data) {
     if (path == "-")
         return arena::cli::write_all(data);
@@ -384,7 +363,7 @@ int watch(const Options& o) {
         pr::Profile p;
         if (!read(o, &p)) // gone, or never profiled: nothing more to show
             return 1;
-        if (sym && has_unknown_frames(p, *sym))
+        if (sym && sym->stale()) // a library loaded or unloaded since
             sym = symbolizer(o, &warned);
         const std::string out = o.output == Output::Json ? pr::to_json(p, sym.get())
                                                          : (tty ? std::string(arena::cli::kClear)

@@ -341,15 +341,8 @@ Options parse(int argc, char** argv) {
     o.dir = arena::client::default_dir();
     for (int i = 1; i < argc; ++i) {
         arena::cli::Option arg(argc, argv, i, usage_error);
-        if (arg == "--help" || arg == "-h") {
-            arg.no_value();
-            fputs(kUsage, stdout);
-            exit(0);
-        } else if (arg == "--version") {
-            arg.no_value();
-            printf("arena-stat %s\n", ARENA_VERSION);
-            exit(0);
-        } else if (arg == "--stats-dir") {
+        arg.answer_help_and_version(kUsage, "arena-stat", ARENA_VERSION);
+        if (arg == "--stats-dir") {
             o.dir = arg.value();
             if (o.dir.empty())
                 usage_error("--stats-dir needs a directory");
@@ -362,13 +355,8 @@ Options parse(int argc, char** argv) {
             // The interval is optional: a following number is taken as it.
             const std::optional<std::string> v = arg.optional_value(
                 [](const std::string& next) { return parse_seconds(next).has_value(); });
-            if (v) {
-                const auto s = parse_seconds(*v);
-                if (!s || *s < arena::cli::kMinInterval || *s > arena::cli::kMaxInterval)
-                    usage_error("invalid --watch interval '" + *v +
-                                "' (expected seconds, 0.1 to 86400)");
-                o.interval = *s;
-            }
+            if (v)
+                o.interval = arena::cli::watch_interval(*v, usage_error);
         } else if (arg == "--count") {
             const std::string v = arg.value();
             char* end = nullptr;

@@ -68,6 +68,13 @@ std::optional<double> parse_seconds(const std::string& s) {
     return v;
 }
 
+double watch_interval(const std::string& v, void (*fail)(const std::string& message)) {
+    const std::optional<double> s = parse_seconds(v);
+    if (!s || *s < 0.1 || *s > 86400)
+        fail("invalid --watch interval '" + v + "' (expected seconds, 0.1 to 86400)");
+    return *s;
+}
+
 Watch::Watch(bool screen) : screen_(screen) {
     const sigset_t stop = stop_signals();
     sigprocmask(SIG_BLOCK, &stop, nullptr);

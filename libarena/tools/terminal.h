@@ -23,8 +23,9 @@ std::string fit_width(const std::string& text, size_t columns);
 /// Seconds as digits and a dot ("2", "0.5"); nullopt for anything else.
 std::optional<double> parse_seconds(const std::string& s);
 
-/// The --watch interval's bounds.
-constexpr double kMinInterval = 0.1, kMaxInterval = 86400;
+/// The --watch interval `v`: seconds from 0.1 to 86400, else `fail` is called with a usage
+/// message (it does not return).
+double watch_interval(const std::string& v, void (*fail)(const std::string& message));
 
 /// Escape sequences for a full-screen redraw.
 constexpr const char* kClear = "\x1b[H\x1b[2J";

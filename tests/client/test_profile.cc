@@ -19,13 +19,16 @@
 #include <nlohmann/json.hpp>
 
 #include <cstring>
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <map>
 #include <memory>
-#include <sys/auxv.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <vector>
+#include <zlib.h>
 
 namespace cl = arena::client;
 namespace pr = arena::client::profile;
@@ -88,6 +91,16 @@ public:
         return f;
     }
 };
+
+/// sample_region() as read_pid reads it.
+pr::Profile sample_profile() {
+    ProfileEnv env;
+    write_page(env, sample_region());
+    pr::Profile p;
+    const pr::ReadResult r = pr::read_pid(env.base, kPid, env.options, &p);
+    REQUIRE_MESSAGE(r.ok(), r.detail);
+    return p;
+}
 
 const pr::Stack* find_stack(const pr::Profile& p, uint64_t innermost) {
     for (const pr::Stack& s : p.stacks)
@@ -363,11 +376,7 @@ TEST_CASE("request_profile writes the rate, then bumps the request counter") {
 // ---- formats ----
 
 TEST_CASE("the table shows the top stacks by the order asked, with functions and callers") {
-    ProfileEnv env;
-    pr::Profile p;
-    REQUIRE(read_path(write_page(env, sample_region()), &p).ok());
-    p.pid = kPid;
-    p.comm = "profiled";
+    const pr::Profile p = sample_profile();
     FakeSymbolizer sym;
     const std::string live = pr::to_table(p, &sym, pr::Order::LiveBytes, 2);
     INFO(live);
@@ -385,11 +394,7 @@ TEST_CASE("the table shows the top stacks by the order asked, with functions and
 }
 
 TEST_CASE("the JSON has the schema, stacks by live bytes, frames resolved") {
-    ProfileEnv env;
-    pr::Profile p;
-    REQUIRE(read_path(write_page(env, sample_region()), &p).ok());
-    p.pid = kPid;
-    p.comm = "profiled";
+    const pr::Profile p = sample_profile();
     FakeSymbolizer sym;
     const nlohmann::json j = nlohmann::json::parse(pr::to_json(p, &sym));
     CHECK(j["pid"] == kPid);
@@ -495,11 +500,7 @@ TEST_CASE("the Symbolizer names a function of this process, its source file and 
 TEST_CASE("the profile of this very process, read through the real /proc, names its functions") {
     ProfileEnv env;
     env.options.procfs = "/proc";
-    testing::FakePage page(getpid());
-    page.head().start_time = testing::self_start_time();
-    page.head().exec_entry = getauxval(AT_ENTRY);
-    page.head().exec_random = getauxval(AT_RANDOM);
-    const std::string path = page.write(env.base);
+    const std::string path = testing::self_page().write(env.base);
     Region g;
     const uint64_t ret = probe::caller_of_return_address();
     g.add(3, {ret, reinterpret_cast<uint64_t>(&probe::known_function) + 1}, 4, 4096);
@@ -523,6 +524,58 @@ TEST_CASE("the profile of this very process, read through the real /proc, names 
     CHECK(table.find("<- probe::known_function(int)") != std::string::npos);
     CHECK(pr::to_folded(p, sym.get(), pr::Order::LiveBytes) ==
           "probe::known_function(int);probe::caller_of_return_address() 4096\n");
+}
+
+TEST_CASE("the Symbolizer names a function of a library dlopen'ed before it was made") {
+    const std::string plugin = testing::required_env("ARENA_TEST_PLUGIN");
+    std::string error;
+    const std::unique_ptr<pr::Symbolizer> before = pr::Symbolizer::for_pid(getpid(), &error);
+    REQUIRE_MESSAGE(before != nullptr, error);
+    void* handle = dlopen(plugin.c_str(), RTLD_NOW | RTLD_LOCAL);
+    REQUIRE_MESSAGE(handle != nullptr, dlerror());
+    const auto address = reinterpret_cast<uint64_t>(dlsym(handle, "plugin_make_string"));
+    REQUIRE(address != 0);
+
+    const std::unique_ptr<pr::Symbolizer> after = pr::Symbolizer::for_pid(getpid(), &error);
+    REQUIRE_MESSAGE(after != nullptr, error);
+    // One made before the dlopen says it is stale (arena-prof then makes a new one). (Checked
+    // before resolving: libdw may dlopen libraries of its own while it looks for debug files.)
+    CHECK(before->stale());
+    CHECK_FALSE(after->stale());
+    const pr::Frame f = after->resolve(address + 1);
+    CHECK(f.function == "plugin_make_string");
+    CHECK(f.module.find("arena_test_plugin") != std::string::npos);
+    CHECK(f.module_offset < address);
+    dlclose(handle);
+}
+
+TEST_CASE("the Symbolizer asks no debuginfod server, even when DEBUGINFOD_URLS names one") {
+    const int server = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    REQUIRE(server >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    REQUIRE(bind(server, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    REQUIRE(listen(server, 8) == 0);
+    REQUIRE(getsockname(server, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    const std::string url = "http://127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) + "/";
+    setenv("DEBUGINFOD_URLS", url.c_str(), 1);
+
+    std::string error;
+    const std::unique_ptr<pr::Symbolizer> sym = pr::Symbolizer::for_pid(getpid(), &error);
+    REQUIRE_MESSAGE(sym != nullptr, error);
+    // libc and zlib come without their debug information: what a debuginfod server would serve.
+    const pr::Frame libc = sym->resolve(reinterpret_cast<uint64_t>(&memcpy) + 1);
+    const pr::Frame zlib = sym->resolve(reinterpret_cast<uint64_t>(&zlibVersion) + 1);
+    unsetenv("DEBUGINFOD_URLS");
+    CHECK(!libc.module.empty());
+    CHECK(zlib.function == "zlibVersion");
+    const int client = accept(server, nullptr, nullptr);
+    CHECK(client < 0); // nobody connected
+    if (client >= 0)
+        close(client);
+    close(server);
 }
 
 TEST_CASE("a Symbolizer for a process that does not exist is an error") {

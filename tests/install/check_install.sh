@@ -30,7 +30,8 @@ fi
 
 # ---- The files ----
 expected=(
-    "$bindir/cmond" "$bindir/arena-exporter" "$bindir/arena-stat" "$bindir/arena-run"
+    "$bindir/cmond" "$bindir/arena-exporter" "$bindir/arena-stat" "$bindir/arena-prof"
+    "$bindir/arena-run"
     "$libdir/libarena.so" "$libdir/libarena-native.a" "$libdir/libarena-client.a"
     "$libdir/pkgconfig/arena.pc" "$libdir/pkgconfig/arena-native.pc"
     "$libdir/pkgconfig/arena-client.pc"
@@ -38,6 +39,7 @@ expected=(
     "$includedir/arena/stats_snapshot.h"
     "$includedir/arena/client/reader.h" "$includedir/arena/client/schema.h"
     "$includedir/arena/client/collector.h" "$includedir/arena/client/json.h"
+    "$includedir/arena/client/profile.h" "$includedir/arena/client/text.h"
     "$UNITDIR/cmond.service" "$PREFIX/lib/tmpfiles.d/arena.conf"
     "$docdir/cmond.conf.example" "$docdir/README.md"
 )

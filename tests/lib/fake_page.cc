@@ -8,6 +8,7 @@
 #include <elf.h>
 #include <fcntl.h>
 #include <filesystem>
+#include <sys/auxv.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -170,6 +171,17 @@ uint64_t self_start_time() {
         if (*p == ' ')
             ++field;
     return strtoull(p, nullptr, 10);
+}
+
+FakePage self_page() {
+    FakePage page(getpid());
+    page.head().start_time = self_start_time();
+    page.head().exec_entry = getauxval(AT_ENTRY);
+    page.head().exec_random = getauxval(AT_RANDOM);
+    struct stat st {};
+    if (stat("/proc/self/ns/pid", &st) == 0)
+        page.head().pid_ns = st.st_ino;
+    return page;
 }
 
 } // namespace testing

@@ -81,4 +81,8 @@ private:
 /// /proc/self/stat field 22 of this process (its start time in clock ticks), or 0.
 uint64_t self_start_time();
 
+/// A page of this very process, as its libarena would make it: its pid, start time, exec
+/// identity (AT_ENTRY, AT_RANDOM) and PID namespace; valid to a reader of the real /proc.
+FakePage self_page();
+
 } // namespace testing
