@@ -538,8 +538,7 @@ TEST_SUITE("arena") {
         TempDir tmp;
         ::chmod(tmp.path().c_str(), 0755);
         const std::string base = tmp.file("stats");
-        testing::FakePage self(::getpid());
-        self.head().start_time = testing::self_start_time();
+        const testing::FakePage self = testing::self_page();
         testing::Region profile;
         const auto caller = reinterpret_cast<uintptr_t>(&cmond_test_profiled_caller);
         profile.add(1, {caller + 1}, 1, 4096);
@@ -561,7 +560,12 @@ TEST_SUITE("arena") {
             return;
         }
         // A child of this program turned "nobody" (so non-dumpable: its /proc/<pid> is root's),
-        // with a page of root's, which the reader accepts for any process.
+        // with a page it wrote as root before that, which the reader accepts for any process.
+        TempDir tmp;
+        ::chmod(tmp.path().c_str(), 0755);
+        const std::string base = tmp.file("stats");
+        testing::Region profile;
+        profile.add(1, {reinterpret_cast<uintptr_t>(&cmond_test_profiled_caller) + 1}, 1, 4096);
         int ready[2];
         int hold[2];
         REQUIRE(::pipe(ready) == 0);
@@ -572,33 +576,23 @@ TEST_SUITE("arena") {
         if (child == 0) {
             ::close(ready[0]);
             ::close(hold[1]);
-            const uint64_t start = testing::self_start_time();
-            if (::setgid(gid) != 0 || ::setuid(uid) != 0) {
+            if (profile.write(testing::self_page(), base).empty() || ::setgid(gid) != 0 ||
+                ::setuid(uid) != 0) {
                 ::_exit(2);
             }
-            [[maybe_unused]] auto w = ::write(ready[1], &start, sizeof start);
+            [[maybe_unused]] auto w = ::write(ready[1], "r", 1);
             char c = 0;
             [[maybe_unused]] auto r = ::read(hold[0], &c, 1); // until the parent closes hold
             ::_exit(0);
         }
         ::close(ready[1]);
         ::close(hold[0]);
-        uint64_t start = 0;
-        const bool started = ::read(ready[0], &start, sizeof start) == sizeof start;
+        char c = 0;
+        const bool started = ::read(ready[0], &c, 1) == 1;
         ::close(ready[0]);
-
-        TempDir tmp;
-        ::chmod(tmp.path().c_str(), 0755);
-        const std::string base = tmp.file("stats");
-        testing::FakePage page(child);
-        page.head().start_time = start;
-        testing::Region profile;
-        profile.add(1, {reinterpret_cast<uintptr_t>(&cmond_test_profiled_caller) + 1}, 1, 4096);
-        const bool written = !profile.write(page, base).empty();
         const auto got =
-            started && written
-                ? arena_profile_reply(base, {}, std::to_string(child), std::nullopt)
-                : std::variant<ApiReply, RawReply>(error_reply(500, "the child did not start"));
+            started ? arena_profile_reply(base, {}, std::to_string(child), std::nullopt)
+                    : std::variant<ApiReply, RawReply>(error_reply(500, "the child did not start"));
         ::close(hold[1]);
         int status = 0;
         ::waitpid(child, &status, 0);
