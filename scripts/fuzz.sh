@@ -6,10 +6,10 @@
 #
 #   scripts/fuzz.sh [SECONDS] [--update-corpus] [TARGET...]
 #
-#   SECONDS           per target (default 25: the four targets and a warm build fit in ~2 min)
+#   SECONDS           per target (default 25: the five targets and a warm build fit in ~2.5 min)
 #   --update-corpus   merge the new inputs that add coverage into tests/fuzz/corpus/ (otherwise
 #                     the tree is only read: new inputs go to a temporary directory)
-#   TARGET            stats-reader, http-request, config, alloc (default: all)
+#   TARGET            stats-reader, profile-reader, http-request, config, alloc (default: all)
 #
 # Environment: FUZZ_BUILD_DIR (default build-fuzz), FUZZ_JOBS (parallel compile jobs),
 # FUZZ_KEEP=1 keeps the temporary directory even when nothing failed.
@@ -28,7 +28,7 @@ for arg in "$@"; do
         *) seconds="$arg" ;;
     esac
 done
-[ ${#targets[@]} -gt 0 ] || targets=(stats-reader http-request config alloc)
+[ ${#targets[@]} -gt 0 ] || targets=(stats-reader profile-reader http-request config alloc)
 
 build="${FUZZ_BUILD_DIR:-build-fuzz}"
 corpus_root=tests/fuzz/corpus
@@ -61,6 +61,8 @@ for t in "${targets[@]}"; do
     [ -f "$dict_root/$t.dict" ] && args+=(-dict="$dict_root/$t.dict")
     # A stats page is 32 KiB (and the comm after it).
     [ "$t" = stats-reader ] && args+=(-max_len=33024)
+    # A profile head (256 bytes) and a few dozen stack slots (320 each) after the mode byte.
+    [ "$t" = profile-reader ] && args+=(-max_len=16641)
     # New inputs go to the first directory (a temporary one); the tree's corpus is only read.
     if "$exe" "${args[@]}" "$work/$t/new" "$corpus_root/$t" >"$work/$t/log" 2>&1; then
         runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/$t/log")

@@ -86,7 +86,11 @@ struct Frame {
 
 /// Resolves addresses of one live process from its mappings (/proc/<pid>/maps and the files
 /// they name, with elfutils' libdw), including dlopen'ed libraries and PIE executables; caches
-/// what it resolved. Needs to read /proc/<pid>/maps (the process's owner, or root).
+/// what it resolved. Needs to read /proc/<pid>/maps (the process's owner, or root). Debug
+/// information is looked for on this machine only (never from a debuginfod server). It parses
+/// the ELF and DWARF of whatever files the process mapped: a reader running as root for another
+/// user's process trusts libdw with files that user chose, and the time and memory it takes are
+/// those of the debug information (large for large programs). Not thread-safe: one per thread.
 class Symbolizer {
 public:
     static std::unique_ptr<Symbolizer> for_pid(int pid, std::string* error);

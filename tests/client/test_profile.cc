@@ -18,6 +18,8 @@
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -71,6 +73,21 @@ pr::ReadResult read_path(const std::string& path, pr::Profile* out) {
     const pr::ReadResult r = pr::read_fd(fd, out);
     close(fd);
     return r;
+}
+
+/// The path of `program` in $PATH, or "".
+std::string in_path(const std::string& program) {
+    const char* path = getenv("PATH");
+    std::string dirs = path != nullptr ? path : "/usr/bin:/bin";
+    size_t start = 0;
+    while (start <= dirs.size()) {
+        const size_t end = std::min(dirs.find(':', start), dirs.size());
+        const std::string candidate = dirs.substr(start, end - start) + "/" + program;
+        if (end > start && access(candidate.c_str(), X_OK) == 0)
+            return candidate;
+        start = end + 1;
+    }
+    return "";
 }
 
 /// Names for the synthetic addresses: a Symbolizer that needs no process.
@@ -434,7 +451,8 @@ TEST_CASE("folded stacks are outer;...;inner VALUE, by the order asked") {
 }
 
 TEST_CASE("go tool pprof reads the pprof output and names the top function") {
-    if (access("/usr/bin/go", X_OK) != 0) {
+    const std::string go = in_path("go");
+    if (go.empty()) {
         MESSAGE("skipped: go is not installed (golang-go)");
         return;
     }
@@ -445,7 +463,7 @@ TEST_CASE("go tool pprof reads the pprof output and names the top function") {
     const std::string file = env.tmp.write("heap.pb.gz", pr::to_pprof(p, &sym));
     const std::string home = env.tmp.path();
     const testing::RunResult r = testing::run(
-        {"/usr/bin/go", "tool", "pprof", "-top", "-sample_index=inuse_space", file},
+        {go, "tool", "pprof", "-top", "-sample_index=inuse_space", file},
         {.env = {"HOME=" + home, "GOCACHE=" + home + "/gocache", "GOPATH=" + home + "/go",
                  "GOTOOLCHAIN=local", "GOFLAGS=", "PPROF_TMPDIR=" + home},
          .limit = std::chrono::seconds(60)});
