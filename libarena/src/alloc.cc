@@ -7,6 +7,7 @@
 #include "init.h"
 #include "options.h"
 #include "os.h"
+#include "profile.h"
 #include "report.h"
 #include "stats.h"
 
@@ -35,6 +36,8 @@ void large_free(Region* r, size_t page, uintptr_t entry, uintptr_t a, Api api) {
         report_heap_error(HeapError::DoubleFree, reinterpret_cast<void*>(a), api_name(api));
         return;
     }
+    if (ARENA_UNLIKELY(prof::g_live_large.load(std::memory_order_relaxed) != 0))
+        prof::free_large(a); // before its pages can be handed out again
     const size_t npages = entry >> kLargeShift;
     pages::free(r, page, npages);
     heap::count_call(api);
@@ -48,6 +51,17 @@ void large_free(Region* r, size_t page, uintptr_t entry, uintptr_t a, Api api) {
 void free_local_as(Heap* h, Slab* s, uintptr_t a, Api api) {
     with_api<Api::Free, Api::Delete, Api::Realloc>(api,
                                                    [&]<Api A>() { heap::free_local<A>(h, s, a); });
+}
+
+/// A free of a in slab s (pagemap entry e) on behalf of api, as the fast path does it, after
+/// matching it against its heap profile sample when s has any (profile.h).
+void free_in_slab(Slab* s, uintptr_t e, uintptr_t a, Api api) {
+    if ((e & kSampledTag) != 0)
+        prof::free_small(s, a);
+    Heap* h = t_heap;
+    if (s->heap.load(std::memory_order_relaxed) == h)
+        return free_local_as(h, s, a, api);
+    return heap::free_remote(h, s, a, api);
 }
 
 /// A bad pointer inside a region: interior of a live block, or a block already freed.
@@ -103,6 +117,8 @@ void* large::alloc(size_t n, size_t align, bool zero, Api api) {
         stats::note_live(h->live, &h->published_live);
     }
     heap::maintenance();
+    if (h != nullptr)
+        return heap::sample_check(h, p, n, api);
     return p;
 }
 
@@ -116,16 +132,16 @@ void dealloc_slow(uintptr_t a, Api api) {
         return note_foreign(a, api);
     const size_t page = r->page_of(a);
     const uintptr_t e = r->pagemap[page].load(std::memory_order_acquire);
-    if ((e & kTagMask) == 0 && e != 0) { // a slab in a region other than region 0
-        Slab* s = reinterpret_cast<Slab*>(e);
-        Heap* h = t_heap;
-        if (s->heap.load(std::memory_order_relaxed) == h)
-            return free_local_as(h, s, a, api);
-        return heap::free_remote(h, s, a, api);
-    }
+    // A slab in a region other than region 0 (with a live sampled block or not).
+    if (Slab* s = slab_of_entry(e))
+        return free_in_slab(s, e, a, api);
     if ((e & kLargeTag) != 0 && (a & (kPageSize - 1)) == 0)
         return large_free(r, page, e, a, api);
     report_bad_pointer(r, page, a, api);
+}
+
+void dealloc_sampled(uintptr_t a, uintptr_t e, Api api) {
+    free_in_slab(slab_of_entry(e), e, a, api);
 }
 
 BlockInfo block_info(const void* p) {
@@ -143,8 +159,7 @@ BlockInfo block_info(const void* p) {
     bi.region = r;
     bi.page = r->page_of(a);
     bi.entry = r->pagemap[bi.page].load(std::memory_order_acquire);
-    if ((bi.entry & kTagMask) == 0 && bi.entry != 0) {
-        const Slab* s = reinterpret_cast<const Slab*>(bi.entry);
+    if (const Slab* s = slab_of_entry(bi.entry)) {
         const int64_t idx = heap::slot_index(s, a);
         if (idx < 0) {
             bi.kind = BlockInfo::Invalid;

@@ -38,6 +38,10 @@ BlockInfo block_info(const void* p);
 /// Everything free() gets that is not a slab pointer in region 0.
 ARENA_SLOW_PATH void dealloc_slow(uintptr_t a, Api api);
 
+/// A free in a slab of region 0 with a live sampled block (pagemap entry e carries kSampledTag:
+/// profile.h): matched against its sample if it is one, then freed as on the fast path.
+ARENA_SLOW_PATH void dealloc_sampled(uintptr_t a, uintptr_t e, Api api);
+
 /// Frees p on behalf of A (which names the caller in error reports and picks the call counter).
 template <Api A>
 ARENA_FAST_PATH void dealloc(void* p) {
@@ -52,6 +56,8 @@ ARENA_FAST_PATH void dealloc(void* p) {
                 return heap::free_local<A>(h, s, a);
             return heap::free_remote(h, s, a, A);
         }
+        if ((e & kSampledTag) != 0) // off the fast path (a test of its own: costs it nothing)
+            return dealloc_sampled(a, e, A);
     }
     dealloc_slow(a, A);
 }

@@ -75,11 +75,9 @@ bool is_slot_of(const Heap* o, unsigned cls, uintptr_t c) {
     const Region* r = pages::region_of(c);
     if (r == nullptr)
         return false;
-    const uintptr_t e = r->pagemap[r->page_of(c)].load(std::memory_order_acquire);
-    if ((e & kTagMask) != 0 || e == 0)
-        return false;
-    const Slab* s = reinterpret_cast<const Slab*>(e);
-    return s->heap.load(std::memory_order_relaxed) == o && s->cls == cls && slot_index(s, c) >= 0;
+    const Slab* s = slab_of_entry(r->pagemap[r->page_of(c)].load(std::memory_order_acquire));
+    return s != nullptr && s->heap.load(std::memory_order_relaxed) == o && s->cls == cls &&
+           slot_index(s, c) >= 0;
 }
 
 // ---- (a) Remote batches
@@ -204,7 +202,7 @@ bool settle(Heap* h, uintptr_t a, Api api) {
     const Region* r = pages::region_of(a);
     const uintptr_t e =
         r != nullptr ? r->pagemap[r->page_of(a)].load(std::memory_order_acquire) : 0;
-    Slab* s = (e & kTagMask) == 0 && e != 0 ? reinterpret_cast<Slab*>(e) : nullptr;
+    Slab* s = slab_of_entry(e);
     const int64_t idx = s != nullptr ? slot_index(s, a) : -1;
     // Handed out since (the key cleared) or its slab released: it was free when it was freed.
     if (idx < 0 || s->heap.load(std::memory_order_relaxed) != h ||

@@ -67,6 +67,7 @@
 #include "lock.h"
 #include "meta.h"
 #include "pages.h"
+#include "profile.h"
 #include "purger.h"
 #include "stats.h"
 
@@ -82,6 +83,7 @@ void fork_child() {
     interrupted = heap::fork_child() || interrupted;
     purger::fork_child(); // after pages: it may finish a purge batch that was in flight
     stats::fork_child(interrupted);
+    prof::fork_child(); // after stats: the child's region goes in its page file
 }
 
 } // namespace

@@ -201,7 +201,7 @@ void seq_close(std::atomic<uint64_t>& q) {
 /// The slab holding a small block (the pagemap entry of its page).
 Slab* slab_of(uintptr_t a) {
     const Region* r = a - g_region0.base < g_region0.size ? g_region0.region : pages::region_of(a);
-    return reinterpret_cast<Slab*>(r->pagemap[r->page_of(a)].load(std::memory_order_relaxed));
+    return slab_of_entry(r->pagemap[r->page_of(a)].load(std::memory_order_relaxed));
 }
 
 /// Returns every cached block to its slab's bitmap (trim, thread exit). A block is set free in
@@ -253,6 +253,10 @@ Slab* slab_new(Heap* h, unsigned cls) {
     s->first_page = static_cast<uint32_t>(run.first);
     s->npages = static_cast<uint32_t>(run.npages);
     s->used = 0;
+    s->sampled = 0;
+    for (auto& slot : s->sampled_slot)
+        slot.store(kNoSlot, std::memory_order_relaxed);
+    s->sampled_overflow.store(0, std::memory_order_relaxed);
     s->handed.store(0, std::memory_order_relaxed);
     s->nonempty = 0;
     s->fresh = (uint32_t{1} << s->nwords) - 1;
@@ -584,6 +588,7 @@ void* alloc_refill(Heap* h, unsigned cls, size_t n, Api api) {
     collect_remote(h);
     maybe_trim(h);
     note_slow_path(h);
+    prof::refresh(h);
     if (has_current(h, cls)) {
         Slab* cur = h->current[cls];
         if (cur->nonempty != 0) // remote frees just came in

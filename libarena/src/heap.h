@@ -12,6 +12,7 @@
 #pragma once
 
 #include "macros.h"
+#include "profile.h"
 #include "report.h"
 #include "types.h"
 
@@ -175,6 +176,26 @@ ARENA_FAST_PATH void count_alloc(Heap* h, unsigned cls, size_t n) {
     bump(st->events[k_bytes_requested], n);
 }
 
+/// The heap profile's countdown (profile.h): h's thread allocated n more bytes, at p. The
+/// allocation that runs the count out is sampled; while profiling is off it never runs out.
+ARENA_FAST_PATH void* sample_check(Heap* h, void* p, size_t n, Api api) {
+    bool ran_out = false;
+#if defined(__x86_64__)
+    // One subtraction from memory, whose sign is the branch: two instructions (callgrind: a
+    // load, subtract and store cost three, 1.6% of bench small's instructions).
+    __asm__("subq %2, %0"
+            : "+m"(*reinterpret_cast<int64_t*>(&h->prof_left)), "=@ccs"(ran_out)
+            : "er"(static_cast<int64_t>(n)));
+#else
+    const int64_t left = h->prof_left.load(std::memory_order_relaxed) - static_cast<int64_t>(n);
+    h->prof_left.store(left, std::memory_order_relaxed);
+    ran_out = left < 0;
+#endif
+    if (ARENA_UNLIKELY(ran_out))
+        return prof::sample(h, p, n, api);
+    return p;
+}
+
 /// n bytes from class cls, counted as a call of A: the most recently freed block of the class if
 /// there is one, else the lowest free slot of the current slab. Never returns null without
 /// setting errno to ENOMEM.
@@ -187,7 +208,7 @@ ARENA_FAST_PATH void* alloc_small(Heap* h, unsigned cls, size_t n) {
         c.count--;
         b->key = 0; // allocated again
         count_alloc<A>(h, cls, n);
-        return b;
+        return sample_check(h, b, n, A);
     }
     Slab* s = h->current[cls];
     const uint32_t m = s->nonempty;
@@ -207,7 +228,7 @@ ARENA_FAST_PATH void* alloc_small(Heap* h, unsigned cls, size_t n) {
         s->handed.store(static_cast<uint32_t>(idx + 1), std::memory_order_relaxed);
     auto* block = reinterpret_cast<CachedBlock*>(s->base + idx * s->size);
     block->key = 0; // a slot freed before carries the free key
-    return block;
+    return sample_check(h, block, n, A);
 }
 
 /// Slot index of address a (inside s's pages) in s, or -1 when a is not the start of a slot.

@@ -29,6 +29,7 @@
 #include "options.h"
 #include "os.h"
 #include "pages.h"
+#include "profile.h"
 #include "purger.h"
 #include "report.h"
 #include "stats.h"
@@ -106,8 +107,10 @@ ARENA_COLD bool init_slow() {
         options_load();
         purger::init();
         const bool ok = heap::init(random_seed()) && pages::init();
-        if (ok)
+        if (ok) {
             stats::init(); // before any heap exists: heaps take their shard from the page
+            prof::init();  // after: the profile region goes in the page's file
+        }
         if (!ok) {
             Msg()
                 .str("arena: error: cannot reserve address space; every allocation will fail\n")
@@ -139,6 +142,7 @@ __attribute__((constructor)) void init_at_load(int argc, char** argv, char**) {
 /// Normal exit: the page goes away with the process (readers remove pages of processes that
 /// died without this).
 __attribute__((destructor)) void remove_page_at_exit() {
+    prof::report_leaks();
     stats::remove_page();
 }
 

@@ -9,6 +9,7 @@
 // ignores MALLOC_* there, and has no stats page: its environment is another user's choice.
 #pragma once
 
+#include "arena/profile_page.h"
 #include "arena/stats_page.h"
 #include "config.h"
 
@@ -45,7 +46,17 @@ enum class OptionKind : uint8_t { Bool, Int, Size, String };
     X(STATS_GROUP, String, 0, 0, 0, nullptr,                                                       \
       "A group (name in /etc/group, or number) that may read this process's stats page: the "      \
       "page becomes mode 0640 and its user's directory 0750, in that group (the process must "     \
-      "belong to it).")
+      "belong to it).")                                                                            \
+    X(PROFILE, Bool, 0, 0, 1, nullptr,                                                             \
+      "Sample allocations with their call stacks for a heap profile from the start (arena-prof, "  \
+      "cmond's /arena/<pid>/profile); it can also be turned on and off at run time.")              \
+    X(PROFILE_RATE, Size, ARENA_PROFILE_DEFAULT_RATE, 1, ARENA_PROFILE_MAX_RATE, nullptr,          \
+      "Mean bytes allocated between heap profile samples (exponentially distributed; suffixes "    \
+      "K, M, G); 1 records every allocation.")                                                     \
+    X(PROFILE_LEAKS, Bool, 0, 0, 1, nullptr,                                                       \
+      "At exit, list on stderr the call sites of sampled blocks still live (needs "                \
+      "ARENA_PROFILE=1 "                                                                           \
+      "or profiling turned on meanwhile).")
 
 enum class Opt : unsigned {
 #define ARENA_OPTION_ENUM(id, kind, def, lo, hi, str, help) id,

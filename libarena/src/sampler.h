@@ -89,6 +89,12 @@ inline int64_t next_interval(Rng& rng, uint64_t rate) {
     return interval >= kMax ? static_cast<int64_t>(kMax) : static_cast<int64_t>(interval);
 }
 
+/// x >= 0 (and below 2^64) to the nearest integer, halves up: no libm (lround).
+inline uint64_t round_nonnegative(double x) {
+    const auto whole = static_cast<uint64_t>(x);
+    return whole + (x - static_cast<double>(whole) >= 0.5 ? 1 : 0);
+}
+
 /// The bytes an n-byte allocation sampled at mean interval `rate` stands for: n divided by its
 /// chance of being sampled, 1 - exp(-n / rate). Exactly n at rate 1 (every allocation sampled)
 /// and for allocations so large that they are always sampled.
@@ -99,7 +105,7 @@ inline uint64_t weight(uint64_t n, uint64_t rate) {
     if (chance >= 1)
         return n;
     const double w = static_cast<double>(n) / chance;
-    return w >= 1.8e19 ? UINT64_MAX : static_cast<uint64_t>(w + 0.5);
+    return w >= 1.8e19 ? UINT64_MAX : round_nonnegative(w);
 }
 
 } // namespace arena::sampler

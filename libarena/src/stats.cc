@@ -23,6 +23,7 @@
 #include "options.h"
 #include "os.h"
 #include "pages.h"
+#include "profile.h"
 #include "report.h"
 #include "stats_file.h"
 
@@ -265,6 +266,7 @@ void publish_global() {
     const pages::Totals pt = pages::totals();
     unsigned active = 0, abandoned = 0;
     heap::count_heaps(&active, &abandoned);
+    const prof::Totals prof_now = prof::totals();
     const uint64_t committed = pt.used + pt.dirty;
     const uint64_t last = g_resident_ns.load(std::memory_order_relaxed);
     const uint64_t at = g_resident_committed.load(std::memory_order_relaxed);
@@ -307,6 +309,10 @@ void publish_global() {
     put(ARENA_G_double_frees, heap_error_count(HeapError::DoubleFree));
     put(ARENA_G_invalid_frees, heap_error_count(HeapError::InvalidFree));
     put(ARENA_G_purge_delay_ms, static_cast<uint64_t>(option(Opt::PURGE_DELAY_MS)));
+    put(ARENA_G_profiling, prof_now.on ? 1 : 0);
+    put(ARENA_G_profile_rate, prof_now.rate);
+    put(ARENA_G_profile_samples, prof_now.samples);
+    put(ARENA_G_profile_sampled_bytes, prof_now.sampled_bytes);
     __atomic_store_n(&seq_word, seq + 2, __ATOMIC_RELEASE);
     g_last_publish_ns.store(now, std::memory_order_relaxed);
 }
@@ -333,6 +339,14 @@ uint64_t poll_control() {
         __atomic_store_n(&c.purges_served, purges, __ATOMIC_RELEASE);
         changed = true;
     }
+    const uint64_t profiles = __atomic_load_n(&c.profile_requests, __ATOMIC_ACQUIRE);
+    if (profiles != __atomic_load_n(&c.profile_served, __ATOMIC_RELAXED)) {
+        prof::set_rate(__atomic_load_n(&c.profile_rate, __ATOMIC_ACQUIRE)); // ignores bad rates
+        __atomic_store_n(&c.profile_served, profiles, __ATOMIC_RELEASE);
+        changed = true;
+    }
+    if (ARENA_UNLIKELY(prof::attach_pending()))
+        prof::attach_file();
     if (changed ||
         (++calls % kPublishCheckEvery == 0 &&
          os::unix_ns() - g_last_publish_ns.load(std::memory_order_relaxed) >= kPublishEveryNs)) {

@@ -499,6 +499,24 @@ void clean_some_later(uint64_t pid_ns) {
         clean_some(dir.get(), os::getpid(), pid_ns);
 }
 
+void* map_extended(size_t total) {
+    if (!g_placed.valid)
+        return nullptr;
+    Fd dir(open_page_dir());
+    if (!dir.ok())
+        return nullptr;
+    Fd file(os::open_rw(dir.get(), g_placed.pid_name));
+    os::FileStat st{};
+    if (!file.ok() || os::stat_fd(file.get(), &st) != 0 || st.dev != g_placed.page_dev ||
+        st.ino != g_placed.page_ino)
+        return nullptr;
+    if (const int r = os::reserve_file(file.get(), total); r != 0) {
+        note("cannot reserve the heap profile's space (a full filesystem?) in", g_placed.path, -r);
+        return nullptr;
+    }
+    return os::map_file(file.get(), total);
+}
+
 void remove() {
     if (!g_placed.valid)
         return;

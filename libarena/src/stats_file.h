@@ -53,6 +53,12 @@ uint64_t pid_namespace();
 /// of a process that has a page, once, some time after start-up: short-lived processes skip it.
 void clean_some_later(uint64_t pid_ns);
 
+/// The page's file mapped again, its first `total` bytes (more than the page: its space is
+/// reserved first), for what follows the page in it (the heap profile, profile_page.h). Opened
+/// by name and accepted only if it is still the file this process made (device and inode);
+/// nullptr when there is no such file, or on any failure.
+void* map_extended(size_t total);
+
 /// The page's path, for messages; "" when there is none.
 const char* path();
 

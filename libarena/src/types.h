@@ -60,11 +60,17 @@ struct Region;
 
 // ---- Page map entries --------------------------------------------------------------------------
 
-inline constexpr uintptr_t kLargeTag = 1;  // first page of a large block
-inline constexpr uintptr_t kTagMask = 63;  // slab descriptors are 64-byte aligned
-inline constexpr unsigned kLargeShift = 6; // entry >> kLargeShift = pages of the large block
+inline constexpr uintptr_t kLargeTag = 1;   // first page of a large block
+inline constexpr uintptr_t kSampledTag = 2; // a slab with a live sampled block (profile.h): its
+                                            // frees leave the fast path to be matched
+inline constexpr uintptr_t kTagMask = 63;   // slab descriptors are 64-byte aligned
+inline constexpr unsigned kLargeShift = 6;  // entry >> kLargeShift = pages of the large block
 
 // ---- Slab --------------------------------------------------------------------------------------
+
+inline constexpr unsigned kSampledSlots = 4;    // Slab::sampled_slot
+inline constexpr uint16_t kNoSlot = UINT16_MAX; // an empty entry of it
+static_assert(kSlabMaxWords * 64 <= kNoSlot);
 
 /// Where a slab is in its owner's lists.
 enum class SlabWhere : uint8_t {
@@ -124,6 +130,13 @@ struct alignas(ARENA_CACHE_LINE) Slab {
     uint32_t remote_mark = 0;
     Slab* next_remote = nullptr; // heap->remote stack link
     Slab* next_free = nullptr;   // descriptor pool link (meta.cc)
+    // Heap profiling (profile.cc; written under the profile lock): live sampled blocks in the
+    // slab (its pages carry kSampledTag while there are any), and the slots of up to
+    // kSampledSlots of them, so that a free in a tagged slab knows without the lock whether its
+    // block is one; `sampled_overflow` once more were live at a time (until none are).
+    uint32_t sampled = 0;
+    std::atomic<uint16_t> sampled_slot[kSampledSlots] = {kNoSlot, kNoSlot, kNoSlot, kNoSlot};
+    std::atomic<uint8_t> sampled_overflow{0};
 
     constexpr Slab() = default;
     Slab(const Slab&) = delete;
@@ -148,6 +161,14 @@ struct CachedBlock {
 
 /// A free that could not be confirmed or refuted as a double free when it was made, left to the
 /// owner of its slab (Heap::suspects; confirm.cc). Made by meta::suspect_alloc.
+/// The slab a pagemap entry names, whether or not it carries kSampledTag; null for anything else
+/// (0, a large block's first page).
+inline Slab* slab_of_entry(uintptr_t e) {
+    return (e & ~kSampledTag & kTagMask) == 0 && e > kTagMask
+               ? reinterpret_cast<Slab*>(e & ~kTagMask)
+               : nullptr;
+}
+
 struct Suspect {
     Suspect* next;
     uintptr_t addr; // the block
@@ -189,6 +210,9 @@ struct alignas(ARENA_CACHE_LINE) Heap {
     int64_t live = 0;           // bytes this thread allocated minus bytes it freed
                                 // (slot and page sizes; negative when it frees other
                                 // threads' blocks); summed for the peak
+    /// Bytes this thread may still allocate before its next heap profile sample (profile.h).
+    /// The owner counts it down; set_rate stores into it from another thread (hence atomic).
+    std::atomic<int64_t> prof_left{int64_t{1} << 62};
     /// Remote frees by this heap's thread, one batch per size class, and which are not empty
     /// (bit c: batch[c]). Written by the owner only; empty in an abandoned heap.
     uint64_t batch_pending = 0;
@@ -207,6 +231,8 @@ struct alignas(ARENA_CACHE_LINE) Heap {
     StatShard* flushed = nullptr;    // overflow heaps (no page shard left): what of the
                                      // private `stats` was already added to shard 0
     int64_t published_live = 0;      // `live` as last given to stats::note_live
+    uint64_t prof_epoch = 0;         // profile.cc: the set_rate this heap's countdown follows
+    uint64_t prof_rng = 0;           // its sampling intervals' generator state
 
     // Shared with other threads.
     alignas(ARENA_CACHE_LINE) std::atomic<Slab*> remote{nullptr}; // slabs with remote frees

@@ -170,4 +170,16 @@ RunResult run(const std::vector<std::string>& argv, const RunOptions& options) {
     return r;
 }
 
+RunResult go_pprof_top(const std::string& file, const std::string& home) {
+    RunOptions o;
+    o.env = {"HOME=" + home,
+             "GOCACHE=" + home + "/gocache",
+             "GOPATH=" + home + "/go",
+             "GOTOOLCHAIN=local",
+             "GOFLAGS=",
+             "PPROF_TMPDIR=" + home};
+    o.limit = std::chrono::seconds(60);
+    return run({"/usr/bin/go", "tool", "pprof", "-top", "-sample_index=inuse_space", file}, o);
+}
+
 } // namespace testing

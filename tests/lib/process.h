@@ -76,4 +76,8 @@ struct RunResult {
 /// Runs argv to completion (stdout and stderr captured through files in a TempDir).
 RunResult run(const std::vector<std::string>& argv, const RunOptions& options = {});
 
+/// `go tool pprof -top -sample_index=inuse_space FILE` (Debian's golang-go, /usr/bin/go), with
+/// its home, caches and temporary files in `home`: the heap profile tests' reader of pprof files.
+RunResult go_pprof_top(const std::string& file, const std::string& home);
+
 } // namespace testing

@@ -65,13 +65,13 @@ extern "C" {
 
 /* The region's head. 256 bytes. */
 struct arena_profile_head {
-    uint64_t magic;           /* ARENA_PROFILE_MAGIC */
-    uint32_t version;         /* ARENA_PROFILE_VERSION */
-    uint32_t header_size;     /* sizeof(struct arena_profile_head): the table follows */
-    uint64_t size;            /* bytes of the region */
-    uint32_t nstacks;         /* ARENA_PROFILE_STACKS */
-    uint32_t depth;           /* ARENA_PROFILE_DEPTH */
-    uint32_t flags;           /* ARENA_PROFILE_ON while sampling */
+    uint64_t magic;       /* ARENA_PROFILE_MAGIC */
+    uint32_t version;     /* ARENA_PROFILE_VERSION */
+    uint32_t header_size; /* sizeof(struct arena_profile_head): the table follows */
+    uint64_t size;        /* bytes of the region */
+    uint32_t nstacks;     /* ARENA_PROFILE_STACKS */
+    uint32_t depth;       /* ARENA_PROFILE_DEPTH */
+    uint32_t flags;       /* ARENA_PROFILE_ON while sampling */
     uint32_t pad0;
     uint64_t rate;            /* mean bytes between samples, last in force (1: every one) */
     uint64_t started_unix_ns; /* when sampling was last turned on */

@@ -123,12 +123,12 @@ extern "C" {
       "comm).")                                                                                    \
     X(heap_errors, ARENA_METRIC_COUNTER, "arena_heap_errors_total", "kind",                        \
       "Heap errors caught, by kind (invalid_free: a pointer inside the arena that is not a "       \
-      "live block).")                                                                            \
+      "live block).")                                                                              \
     X(profiling, ARENA_METRIC_GAUGE, "arena_profiling", "",                                        \
-      "1 while heap profiling samples this process's allocations, else 0.")                       \
-    X(profile_rate, ARENA_METRIC_GAUGE, "arena_profile_rate_bytes", "",                           \
-      "Mean bytes allocated between heap profile samples, last in force (1: every allocation).")  \
-    X(profile_samples, ARENA_METRIC_COUNTER, "arena_profile_samples_total", "",                   \
+      "1 while heap profiling samples this process's allocations, else 0.")                        \
+    X(profile_rate, ARENA_METRIC_GAUGE, "arena_profile_rate_bytes", "",                            \
+      "Mean bytes allocated between heap profile samples, last in force (1: every allocation).")   \
+    X(profile_samples, ARENA_METRIC_COUNTER, "arena_profile_samples_total", "",                    \
       "Allocations sampled by the heap profiler.")                                                 \
     X(profile_sampled_bytes, ARENA_METRIC_COUNTER, "arena_profile_sampled_bytes_total", "",        \
       "Bytes asked for by the allocations the heap profiler sampled.")
@@ -183,7 +183,7 @@ enum arena_stats_event {
     X(peak_live_bytes, peak, "", 0) /* also raised outside the seqlock as it grows */              \
     X(double_frees, heap_errors, "double_free", 0)                                                 \
     X(invalid_frees, heap_errors, "invalid_free", 0)                                               \
-    X(purge_delay_ms, none, "", 1) /* the purge delay in force; -1: only on trim */           \
+    X(purge_delay_ms, none, "", 1) /* the purge delay in force; -1: only on trim */                \
     X(profiling, profiling, "", 0)                                                                 \
     X(profile_rate, profile_rate, "", 0)                                                           \
     X(profile_samples, profile_samples, "", 0)                                                     \
@@ -215,11 +215,11 @@ struct arena_stats_global {
    incrementing the matching *_requests counter; the allocator serves a request when *_requests
    differs from *_served, and then sets *_served to the *_requests it saw. 64 bytes. */
 struct arena_stats_control {
-    uint64_t trim_requests;  /* a reader increments this to ask for malloc_trim(0) */
-    uint64_t trims_served;   /* written by the allocator */
-    int64_t purge_delay_ms;  /* the purge delay asked for (ARENA_STATS_PURGE_DELAY_*), first */
-    uint64_t purge_requests; /* then this is incremented */
-    uint64_t purges_served;  /* written by the allocator */
+    uint64_t trim_requests;    /* a reader increments this to ask for malloc_trim(0) */
+    uint64_t trims_served;     /* written by the allocator */
+    int64_t purge_delay_ms;    /* the purge delay asked for (ARENA_STATS_PURGE_DELAY_*), first */
+    uint64_t purge_requests;   /* then this is incremented */
+    uint64_t purges_served;    /* written by the allocator */
     uint64_t profile_rate;     /* heap profiling asked for (profile_page.h): the mean sampling
                                   interval in bytes (1 .. ARENA_PROFILE_MAX_RATE; 1: every
                                   allocation), or 0 for off; first */
