@@ -575,4 +575,58 @@ TEST_SUITE("arena-http") {
                      R"(cmond_http_requests_total{code="202",route="/arena/:pid/profile"})") == 3);
     }
 
+    TEST_CASE("/arena/<pid>/profile of a preloaded workload: its call sites by name, and off" *
+              kNeedsLibarena) {
+        REQUIRE_LIBARENA();
+        ArenaEnv env;
+        Daemon d(env.dir, env.args(), env.launch());
+        REQUIRE_MESSAGE(d.started(), d.err());
+        // Every allocation sampled from the start: main's 500 live blocks of 1000 bytes exactly.
+        auto work = env.workload({"500", "0"}, {"ARENA_PROFILE=1", "ARENA_PROFILE_RATE=1"});
+        REQUIRE(work->read_line() == "ready " + std::to_string(work->pid()));
+        auto cli = client(d);
+        const std::string path = "/arena/" + std::to_string(work->pid()) + "/profile";
+
+        const json got = body_of(cli.Get(path.c_str(), env.auth()));
+        REQUIRE_MESSAGE(got["code"] == 200, got.dump());
+        CHECK_MESSAGE(got["symbolized"] == true, got.dump()); // this user's process, /proc
+        const json& p = got["data"];
+        CHECK(p["pid"] == work->pid());
+        CHECK(p["comm"] == "arena_workload");
+        CHECK(p["on"] == true);
+        CHECK(p["rate"] == 1);
+        REQUIRE(!p["stacks"].empty());
+        const json& top = p["stacks"][0];
+        CHECK(top["live_bytes"] == 500 * 1000);
+        REQUIRE(!top["frames"].empty());
+        CHECK(top["frames"][0]["function"] == "main");
+        CHECK(top["frames"][0]["module"].get<std::string>().find("arena_workload") !=
+              std::string::npos);
+        auto folded = cli.Get((path + "?format=folded").c_str(), env.auth());
+        REQUIRE(folded);
+        CHECK(folded->status == 200);
+        CHECK(folded->body.find(";main 500000\n") != std::string::npos);
+        auto pprof = cli.Get((path + "?format=pprof").c_str(), env.auth());
+        REQUIRE(pprof);
+        CHECK(pprof->status == 200);
+        CHECK(pprof->body.rfind("\x1f\x8b", 0) == 0);
+
+        // Off through the control area: served on the workload's next slow path; what was
+        // sampled stays readable.
+        auto off = cli.Post((path + "?state=off").c_str(), env.auth(), "", "text/plain");
+        REQUIRE(off);
+        CHECK(off->status == 202);
+        json after;
+        CHECK(testing::eventually(
+            [&] {
+                after = body_of(cli.Get(path.c_str(), env.auth()));
+                return after["data"]["on"] == false;
+            },
+            10s));
+        CHECK(after["data"]["stacks"][0]["live_bytes"] == 500 * 1000);
+        CHECK(sample(metrics_text(d, env),
+                     series("arena_profiling", "arena_workload", work->pid())) == 0);
+        CHECK(work->finish() == 0);
+    }
+
 } // TEST_SUITE
