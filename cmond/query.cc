@@ -6,6 +6,8 @@
 
 #include "log.h"
 
+#include <algorithm>
+
 namespace cmond {
 
 namespace {
@@ -47,6 +49,21 @@ std::string quoted(std::string_view name) {
     out += log::sanitize(name, 40);
     out += '\'';
     return out;
+}
+
+// "only 'a' is accepted here", "only 'a' and 'b' are accepted here", "this route takes none".
+std::string accepted(const std::vector<std::string_view>& allowed) {
+    if (allowed.empty()) {
+        return "this route takes none";
+    }
+    std::string out = "only ";
+    for (std::size_t i = 0; i < allowed.size(); ++i) {
+        out += i == 0 ? "" : i + 1 == allowed.size() ? " and " : ", ";
+        out += '\'';
+        out += allowed[i];
+        out += '\'';
+    }
+    return out + (allowed.size() == 1 ? " is accepted here" : " are accepted here");
 }
 
 } // namespace
@@ -102,17 +119,22 @@ std::variant<QueryParams, QueryError> parse_query(std::string_view raw) {
     }
 }
 
-std::optional<std::string> check_query(const QueryParams& params, const char* allowed) {
+std::optional<std::string> check_query(const QueryParams& params,
+                                       const std::vector<std::string_view>& allowed) {
+    const auto known = [&](const std::string& name) {
+        return std::find(allowed.begin(), allowed.end(), name) != allowed.end();
+    };
     // Every name first, so that a client learns about an unknown parameter before a repeat.
     for (const auto& [name, value] : params) {
-        if (allowed == nullptr || name != allowed) {
-            return "Unknown query parameter " + quoted(name) +
-                   (allowed ? " (only '" + std::string(allowed) + "' is accepted here)"
-                            : std::string(" (this route takes none)"));
+        if (!known(name)) {
+            return "Unknown query parameter " + quoted(name) + " (" + accepted(allowed) + ")";
         }
     }
-    if (allowed != nullptr && params.size() > 1) {
-        return std::string("Query parameter '") + allowed + "' given more than once";
+    for (auto it = params.begin(); it != params.end(); ++it) {
+        const auto same = [&](const auto& p) { return p.first == it->first; };
+        if (std::find_if(std::next(it), params.end(), same) != params.end()) {
+            return "Query parameter '" + it->first + "' given more than once";
+        }
     }
     return std::nullopt;
 }

@@ -39,10 +39,11 @@ struct QueryError {
 /// Thread-safe (no shared state).
 std::variant<QueryParams, QueryError> parse_query(std::string_view raw);
 
-/// Checks `params` for a route that accepts only the parameter `allowed` (nullptr: none), at
-/// most once, even with the same value twice. Returns the message of the 400 reply, or nullopt
-/// when they are acceptable.
-std::optional<std::string> check_query(const QueryParams& params, const char* allowed);
+/// Checks `params` for a route that accepts only the parameters named in `allowed` (none when
+/// empty), each at most once, even with the same value twice. Returns the message of the 400
+/// reply, or nullopt when they are acceptable.
+std::optional<std::string> check_query(const QueryParams& params,
+                                       const std::vector<std::string_view>& allowed);
 
 /// The value of the first parameter called `name`, or nullopt.
 std::optional<std::string_view> query_value(const QueryParams& params, std::string_view name);

@@ -19,6 +19,7 @@
 
 #include <cmath>
 #include <optional>
+#include <variant>
 
 namespace cmond {
 
@@ -40,6 +41,16 @@ front::Response reply(const ApiReply& r) {
     res.content_type = kJson;
     res.body = render_reply(r);
     return res;
+}
+
+front::Response reply(std::variant<ApiReply, RawReply>&& r) {
+    if (auto* raw = std::get_if<RawReply>(&r)) {
+        front::Response res;
+        res.content_type = std::move(raw->content_type);
+        res.body = std::move(raw->body);
+        return res;
+    }
+    return reply(std::get<ApiReply>(r));
 }
 
 // How the /arena routes and the arena_* families read the stats pages: the reader's defaults
@@ -145,7 +156,7 @@ struct Server::Route {
     std::string pattern; // the path; a ":name" segment matches any one non-empty segment.
                          // Also the metrics and log label ("/arena/:pid/trim").
     std::string command; // command name for logs; empty for builtin routes
-    const char* param;   // the one query parameter accepted, or nullptr
+    std::vector<std::string_view> query; // the query parameters accepted (each at most once)
     std::function<front::Response(RequestState&)> handler;
 };
 
@@ -223,25 +234,40 @@ void Server::build_routes() {
         CommandSlot& slot = slots_.emplace_back();
         slot.spec = &spec;
         routes_.push_back({spec.method, spec.route, spec.name,
-                           spec.takes_branch() ? "branch" : nullptr,
+                           spec.takes_branch() ? std::vector<std::string_view>{"branch"}
+                                               : std::vector<std::string_view>{},
                            [this, &slot](RequestState& s) { return handle_command(slot, s); }});
     }
     const auto arena_options = arena_scan_options(config_);
-    routes_.push_back({"POST", "/restart", "restart", nullptr,
-                       [this](RequestState&) { return handle_restart(); }});
     routes_.push_back(
-        {"GET", "/metrics", "", nullptr, [this](RequestState&) { return handle_metrics(); }});
-    routes_.push_back({"GET", "/arena", "", nullptr, [this, arena_options](RequestState&) {
+        {"POST", "/restart", "restart", {}, [this](RequestState&) { return handle_restart(); }});
+    routes_.push_back(
+        {"GET", "/metrics", "", {}, [this](RequestState&) { return handle_metrics(); }});
+    routes_.push_back({"GET", "/arena", "", {}, [this, arena_options](RequestState&) {
                            return reply(arena_list_reply(config_.stats_dir, arena_options));
                        }});
-    routes_.push_back({"GET", "/arena/:pid", "", nullptr, [this, arena_options](RequestState& s) {
+    routes_.push_back({"GET", "/arena/:pid", "", {}, [this, arena_options](RequestState& s) {
                            return reply(
                                arena_get_reply(config_.stats_dir, arena_options, s.path_param));
                        }});
+    routes_.push_back({"POST", "/arena/:pid/trim", "", {}, [this, arena_options](RequestState& s) {
+                           return reply(
+                               arena_trim_reply(config_.stats_dir, arena_options, s.path_param));
+                       }});
     routes_.push_back(
-        {"POST", "/arena/:pid/trim", "", nullptr, [this, arena_options](RequestState& s) {
-             return reply(arena_trim_reply(config_.stats_dir, arena_options, s.path_param));
+        {"GET", "/arena/:pid/profile", "", {"format"}, [this, arena_options](RequestState& s) {
+             return reply(arena_profile_reply(config_.stats_dir, arena_options, s.path_param,
+                                              query_value(s.params, "format")));
          }});
+    routes_.push_back({"POST",
+                       "/arena/:pid/profile",
+                       "",
+                       {"state", "rate"},
+                       [this, arena_options](RequestState& s) {
+                           return reply(arena_profile_request_reply(
+                               config_.stats_dir, arena_options, s.path_param,
+                               query_value(s.params, "state"), query_value(s.params, "rate")));
+                       }});
 }
 
 // ---- Admission: event loop, before any body ----
@@ -285,7 +311,7 @@ std::optional<front::Response> Server::admit(front::Exchange& exchange) {
         return reply(error_reply(400, bad->message));
     }
     state.params = std::move(std::get<QueryParams>(parsed));
-    if (auto problem = check_query(state.params, match->param)) {
+    if (auto problem = check_query(state.params, match->query)) {
         return reply(error_reply(400, *problem));
     }
     state.route = match;

@@ -1006,6 +1006,14 @@ ControlResult request_purge_delay(const std::string& base, int pid, int64_t ms,
     return request_control(base, pid, options, req);
 }
 
+std::optional<std::array<uid_t, 4>> process_uids(const std::string& procfs, int pid) {
+    const Fd proc(open(procfs.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    std::array<uid_t, 4> uids{};
+    if (!proc.ok() || pid <= 0 || read_uids(proc.get(), pid, uids.data()) != Life::Alive)
+        return std::nullopt;
+    return uids;
+}
+
 std::string default_dir() {
     const char* env = getenv("ARENA_STATS_DIR");
     return env != nullptr && *env != '\0' ? env : ARENA_STATS_DEFAULT_DIR;

@@ -177,6 +177,10 @@ ControlResult request_trim(const std::string& base, int pid, const ScanOptions& 
 ControlResult request_purge_delay(const std::string& base, int pid, int64_t ms,
                                   const ScanOptions& options = {});
 
+/// The uids of process `pid` in `procfs` (real, effective, saved, filesystem: the Uid: line of
+/// its status file), or nullopt when it cannot be read (no such process).
+std::optional<std::array<uid_t, 4>> process_uids(const std::string& procfs, int pid);
+
 /// $ARENA_STATS_DIR, or the default base directory.
 std::string default_dir();
 

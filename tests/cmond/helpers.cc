@@ -58,6 +58,14 @@ std::string random_key_hex() {
     return s;
 }
 
+arena::client::profile::Profile read_profile(const std::string& stats_dir, int pid,
+                                             const arena::client::ScanOptions& options) {
+    arena::client::profile::Profile p;
+    const auto read = arena::client::profile::read_pid(stats_dir, pid, options, &p);
+    REQUIRE_MESSAGE(read.ok(), read.detail);
+    return p;
+}
+
 std::pair<uid_t, gid_t> nobody() {
     if (const passwd* pw = ::getpwnam("nobody")) {
         return {pw->pw_uid, pw->pw_gid};

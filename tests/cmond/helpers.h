@@ -8,6 +8,7 @@
 
 #include "common.h"
 #include "process.h"
+#include "profile.h"
 
 #include <chrono>
 #include <optional>
@@ -21,6 +22,11 @@ namespace cmond_test {
 std::string random_key_hex();
 
 using testing::required_env;
+
+/// The profile of `pid` as the profile library reads it (what GET /arena/<pid>/profile must
+/// show); a failed read fails the test.
+arena::client::profile::Profile read_profile(const std::string& stats_dir, int pid,
+                                             const arena::client::ScanOptions& options);
 
 /// The uid and gid of the user "nobody" (65534 when it has no passwd entry).
 std::pair<uid_t, gid_t> nobody();

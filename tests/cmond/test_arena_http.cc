@@ -7,6 +7,7 @@
 //    to cmond as its stats_dir and procfs keys (cmond's own page is off: ARENA_STATS=0).
 #include "fake_page.h"
 #include "http_env.h"
+#include "profile_fixture.h"
 #include "reader.h"
 
 #include <sys/stat.h>
@@ -45,6 +46,11 @@ struct ArenaEnv : Env {
         const arena_stats_head& h = page.page().head;
         proc.add(h.pid, h.start_time, h.comm, uid);
         return page.write(stats);
+    }
+    /// The same, with `profile` after the page.
+    std::string add_live(const testing::FakePage& page, const testing::Region& profile) {
+        add_live(page);
+        return profile.write(page, stats);
     }
 
     arena::client::ScanOptions fake_options() const {
@@ -422,6 +428,205 @@ TEST_SUITE("arena-http") {
         const std::string out = testing::read_file(out_file);
         CHECK_MESSAGE(rc == 0, out);
         CHECK_MESSAGE(out.empty(), out);
+    }
+
+    TEST_CASE("/arena/<pid>/profile over HTTP: the key first; GET in three formats, POST writes "
+              "the control area") {
+        namespace prof = arena::client::profile;
+        ArenaEnv env;
+        testing::FakePage fake(kFakePid);
+        fill(fake, "server");
+        REQUIRE(!env.add_live(fake, testing::sample_region()).empty());
+        testing::FakePage never(kFakePid + 1); // a page, and no profile region after it
+        env.add_live(never);
+        Daemon d(env.dir, env.fake_args(), env.fake_launch());
+        REQUIRE_MESSAGE(d.started(), d.err());
+        auto cli = client(d);
+        const std::string path = "/arena/" + std::to_string(kFakePid) + "/profile";
+        const auto control = [&] {
+            arena::client::Skip why{};
+            const auto page =
+                arena::client::read_pid(env.stats, kFakePid, env.fake_options(), &why);
+            REQUIRE(page);
+            return page->control();
+        };
+
+        // Without the key (or with a wrong one): 401 and nothing else, nothing written.
+        std::string wrong = env.key;
+        wrong[0] = wrong[0] == 'a' ? 'b' : 'a';
+        for (const httplib::Headers& headers :
+             {httplib::Headers{}, httplib::Headers{{"access_token", wrong}}}) {
+            for (const std::string& target :
+                 std::vector<std::string>{path, path + "?format=pprof", path + "?format=x"}) {
+                CAPTURE(target);
+                auto r = cli.Get(target.c_str(), headers);
+                REQUIRE(r);
+                CHECK(r->status == 401);
+                CHECK(r->body == kAuthError);
+            }
+            for (const std::string& target :
+                 std::vector<std::string>{path + "?state=on", path + "?state=on&rate=1",
+                                          path + "?state=off", path + "?state=bad"}) {
+                CAPTURE(target);
+                auto r = cli.Post(target.c_str(), headers, "", "text/plain");
+                REQUIRE(r);
+                CHECK(r->status == 401);
+                CHECK(r->body == kAuthError);
+            }
+        }
+        CHECK(control().profile_requests == 0);
+        CHECK(control().profile_rate == 0);
+
+        // GET: the profile library's JSON, frames unresolved (the fake procfs is not cmond's).
+        const prof::Profile p = cmond_test::read_profile(env.stats, kFakePid, env.fake_options());
+        auto got = cli.Get(path.c_str(), env.auth());
+        REQUIRE(got);
+        CHECK(got->status == 200);
+        CHECK(got->get_header_value("Content-Type") == "application/json");
+        const json j = json::parse(got->body);
+        CHECK(j["status"] == "ok");
+        CHECK(j["message"] == "Heap profile");
+        CHECK(j["data"] == json::parse(prof::to_json(p, nullptr)));
+        CHECK(j["symbolized"] == false);
+        CHECK(j["symbolize_error"].is_string());
+        auto pprof = cli.Get((path + "?format=pprof").c_str(), env.auth());
+        REQUIRE(pprof);
+        CHECK(pprof->status == 200);
+        CHECK(pprof->get_header_value("Content-Type") == "application/octet-stream");
+        CHECK(pprof->body == prof::to_pprof(p, nullptr));
+        auto folded = cli.Get((path + "?format=folded").c_str(), env.auth());
+        REQUIRE(folded);
+        CHECK(folded->status == 200);
+        CHECK(folded->get_header_value("Content-Type") == "text/plain; charset=utf-8");
+        CHECK(folded->body == prof::to_folded(p, nullptr, prof::Order::LiveBytes));
+
+        // GET errors: a bad format or parameter, a bad pid, no profile yet.
+        for (const std::string& target : std::vector<std::string>{
+                 path + "?format=xml", path + "?format=", path + "?state=on",
+                 path + "?format=json&format=json", "/arena/abc/profile", "/arena/0/profile"}) {
+            CAPTURE(target);
+            auto r = cli.Get(target.c_str(), env.auth());
+            REQUIRE(r);
+            CHECK(r->status == 400);
+            CHECK(json::parse(r->body)["status"] == "error");
+        }
+        const std::string never_pid = std::to_string(kFakePid + 1);
+        auto none = cli.Get(("/arena/" + never_pid + "/profile").c_str(), env.auth());
+        REQUIRE(none);
+        CHECK(none->status == 404);
+        CHECK(json::parse(none->body)["message"] ==
+              "No heap profile for pid " + never_pid +
+                  ": profiling was never turned on; POST /arena/" + never_pid +
+                  "/profile?state=on");
+        auto missing =
+            cli.Get(("/arena/" + std::to_string(kMissingPid) + "/profile").c_str(), env.auth());
+        REQUIRE(missing);
+        CHECK(missing->status == 404);
+
+        // POST: the control area gets the rate, then the request.
+        auto on = cli.Post((path + "?state=on&rate=4096").c_str(), env.auth(), "", "text/plain");
+        REQUIRE(on);
+        CHECK(on->status == 202);
+        const json accepted = json::parse(on->body);
+        CHECK(accepted["status"] == "ok");
+        CHECK(accepted["code"] == 202);
+        CHECK(accepted["data"] == json{{"pid", kFakePid},
+                                       {"profile_rate", 4096},
+                                       {"profile_requests", 1},
+                                       {"profile_served", 0}});
+        CHECK(control().profile_rate == 4096);
+        CHECK(control().profile_requests == 1);
+        auto dflt = cli.Post((path + "?rate=1&state=on").c_str(), env.auth(), "", "text/plain");
+        REQUIRE(dflt);
+        CHECK(dflt->status == 202);
+        CHECK(control().profile_rate == 1);
+        auto off = cli.Post((path + "?state=off").c_str(), env.auth(), "", "text/plain");
+        REQUIRE(off);
+        CHECK(off->status == 202);
+        CHECK(json::parse(off->body)["data"]["profile_rate"] == 0);
+        CHECK(control().profile_rate == 0);
+        CHECK(control().profile_requests == 3);
+
+        // POST errors write nothing.
+        for (const std::string& target : std::vector<std::string>{
+                 path, path + "?state=on&rate=0", path + "?state=on&rate=1099511627777",
+                 path + "?state=on&state=off", path + "?state=off&rate=4096", path + "?state=On",
+                 path + "?state=on&format=json", "/arena/abc/profile?state=on"}) {
+            CAPTURE(target);
+            auto r = cli.Post(target.c_str(), env.auth(), "", "text/plain");
+            REQUIRE(r);
+            CHECK(r->status == 400);
+        }
+        CHECK(control().profile_requests == 3);
+        auto post_missing =
+            cli.Post(("/arena/" + std::to_string(kMissingPid) + "/profile?state=on").c_str(),
+                     env.auth(), "", "text/plain");
+        REQUIRE(post_missing);
+        CHECK(post_missing->status == 404);
+
+        // Both methods on one path: anything else is a 405 naming them.
+        auto put = cli.Put(path.c_str(), env.auth(), "", "text/plain");
+        REQUIRE(put);
+        CHECK(put->status == 405);
+        CHECK(put->get_header_value("Allow") == "GET, POST");
+
+        // The request metrics have one route label for every pid.
+        CHECK(sample(metrics_text(d, env),
+                     R"(cmond_http_requests_total{code="202",route="/arena/:pid/profile"})") == 3);
+    }
+
+    TEST_CASE("/arena/<pid>/profile of a preloaded workload: its call sites by name, and off" *
+              kNeedsLibarena) {
+        REQUIRE_LIBARENA();
+        ArenaEnv env;
+        Daemon d(env.dir, env.args(), env.launch());
+        REQUIRE_MESSAGE(d.started(), d.err());
+        // Every allocation sampled from the start: main's 500 live blocks of 1000 bytes exactly.
+        auto work = env.workload({"500", "0"}, {"ARENA_PROFILE=1", "ARENA_PROFILE_RATE=1"});
+        REQUIRE(work->read_line() == "ready " + std::to_string(work->pid()));
+        auto cli = client(d);
+        const std::string path = "/arena/" + std::to_string(work->pid()) + "/profile";
+
+        const json got = body_of(cli.Get(path.c_str(), env.auth()));
+        REQUIRE_MESSAGE(got["code"] == 200, got.dump());
+        CHECK_MESSAGE(got["symbolized"] == true, got.dump()); // this user's process, /proc
+        const json& p = got["data"];
+        CHECK(p["pid"] == work->pid());
+        CHECK(p["comm"] == "arena_workload");
+        CHECK(p["on"] == true);
+        CHECK(p["rate"] == 1);
+        REQUIRE(!p["stacks"].empty());
+        const json& top = p["stacks"][0];
+        CHECK(top["live_bytes"] == 500 * 1000);
+        REQUIRE(!top["frames"].empty());
+        CHECK(top["frames"][0]["function"] == "main");
+        CHECK(top["frames"][0]["module"].get<std::string>().find("arena_workload") !=
+              std::string::npos);
+        auto folded = cli.Get((path + "?format=folded").c_str(), env.auth());
+        REQUIRE(folded);
+        CHECK(folded->status == 200);
+        CHECK(folded->body.find(";main 500000\n") != std::string::npos);
+        auto pprof = cli.Get((path + "?format=pprof").c_str(), env.auth());
+        REQUIRE(pprof);
+        CHECK(pprof->status == 200);
+        CHECK(pprof->body.rfind("\x1f\x8b", 0) == 0);
+
+        // Off through the control area: served on the workload's next slow path; what was
+        // sampled stays readable.
+        auto off = cli.Post((path + "?state=off").c_str(), env.auth(), "", "text/plain");
+        REQUIRE(off);
+        CHECK(off->status == 202);
+        json after;
+        CHECK(testing::eventually(
+            [&] {
+                after = body_of(cli.Get(path.c_str(), env.auth()));
+                return after["data"]["on"] == false;
+            },
+            10s));
+        CHECK(after["data"]["stacks"][0]["live_bytes"] == 500 * 1000);
+        CHECK(sample(metrics_text(d, env),
+                     series("arena_profiling", "arena_workload", work->pid())) == 0);
+        CHECK(work->finish() == 0);
     }
 
 } // TEST_SUITE

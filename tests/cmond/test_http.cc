@@ -94,14 +94,15 @@ TEST_SUITE("http") {
             {"/arena", "GET"},
             {"/arena/1", "GET"},
             {"/arena/1/trim", "POST"},
+            {"/arena/1/profile", "GET, POST"},
         };
         for (const auto& route : routes) {
             const std::string& path = route.first;     // not structured bindings: CAPTURE's lambda
             const std::string& allowed = route.second; // cannot capture those in clang 14
             for (const std::string method :
                  {"GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"}) {
-                if (method == allowed) {
-                    continue;
+                if ((", " + allowed + ", ").find(", " + method + ", ") != std::string::npos) {
+                    continue; // one of the Allow list's
                 }
                 CAPTURE(path);
                 CAPTURE(method);

@@ -104,30 +104,45 @@ TEST_SUITE("query") {
         const std::string msg = refusal(std::string(100, 'n'));
         CHECK(msg == "Malformed query: parameter '" + std::string(40, 'n') +
                          "...' has no '=' (NAME=VALUE expected)");
-        const auto unknown = check_query(parsed("%22x%5C=1"), "branch");
+        const auto unknown = check_query(parsed("%22x%5C=1"), {"branch"});
         REQUIRE(unknown);
         CHECK(*unknown == "Unknown query parameter '\\\"x\\\\' (only 'branch' is accepted here)");
     }
 
     TEST_CASE("check_query: one parameter, at most once") {
-        CHECK_FALSE(check_query(parsed(""), "branch"));
-        CHECK_FALSE(check_query(parsed(""), nullptr));
-        CHECK_FALSE(check_query(parsed("branch=x"), "branch"));
-        CHECK(check_query(parsed("branch=a&branch=b"), "branch") ==
+        CHECK_FALSE(check_query(parsed(""), {"branch"}));
+        CHECK_FALSE(check_query(parsed(""), {}));
+        CHECK_FALSE(check_query(parsed("branch=x"), {"branch"}));
+        CHECK(check_query(parsed("branch=a&branch=b"), {"branch"}) ==
               "Query parameter 'branch' given more than once");
         // The same value twice is still a repeat (httplib answered 200 here).
-        CHECK(check_query(parsed("branch=x&branch=x"), "branch") ==
+        CHECK(check_query(parsed("branch=x&branch=x"), {"branch"}) ==
               "Query parameter 'branch' given more than once");
-        CHECK(check_query(parsed("brnach=a"), "branch") ==
+        CHECK(check_query(parsed("brnach=a"), {"branch"}) ==
               "Unknown query parameter 'brnach' (only 'branch' is accepted here)");
-        CHECK(check_query(parsed("branch=main"), nullptr) ==
+        CHECK(check_query(parsed("branch=main"), {}) ==
               "Unknown query parameter 'branch' (this route takes none)");
         // Names are compared after decoding and exactly (case matters).
-        CHECK_FALSE(check_query(parsed("br%61nch=x"), "branch"));
-        CHECK(check_query(parsed("Branch=x"), "branch"));
+        CHECK_FALSE(check_query(parsed("br%61nch=x"), {"branch"}));
+        CHECK(check_query(parsed("Branch=x"), {"branch"}));
         // An unknown name is reported before a repeat.
-        CHECK(check_query(parsed("branch=a&branch=b&x=1"), "branch") ==
+        CHECK(check_query(parsed("branch=a&branch=b&x=1"), {"branch"}) ==
               "Unknown query parameter 'x' (only 'branch' is accepted here)");
+    }
+
+    TEST_CASE("check_query: several parameters, each at most once, in any order") {
+        const std::vector<std::string_view> two = {"state", "rate"};
+        CHECK_FALSE(check_query(parsed(""), two));
+        CHECK_FALSE(check_query(parsed("state=on"), two));
+        CHECK_FALSE(check_query(parsed("rate=1&state=on"), two));
+        CHECK(check_query(parsed("state=on&rate=1&state=off"), two) ==
+              "Query parameter 'state' given more than once");
+        CHECK(check_query(parsed("rate=1&state=on&rate=1"), two) ==
+              "Query parameter 'rate' given more than once");
+        CHECK(check_query(parsed("state=on&format=json"), two) ==
+              "Unknown query parameter 'format' (only 'state' and 'rate' are accepted here)");
+        CHECK(check_query(parsed("x=1"), {"a", "b", "c"}) ==
+              "Unknown query parameter 'x' (only 'a', 'b' and 'c' are accepted here)");
     }
 
     TEST_CASE("query_value") {

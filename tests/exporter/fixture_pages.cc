@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 #include "fixture_pages.h"
 
+#include "arena/profile_page.h"
+
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -80,7 +82,7 @@ std::unique_ptr<FixtureDir> write_fixture_pages(const std::string& dir) {
     FixtureDir& f = *fixture;
     Place& place = f.place;
 
-    // 1001 web: three threads' shards plus cross-thread frees in the shared shard 0.
+    // 1001 web: three threads' shards plus cross-thread frees in the shared shard 0; profiled.
     auto web1 = blank_page(1001, "web");
     {
         arena_stats_page& p = web1->page();
@@ -118,6 +120,11 @@ std::unique_ptr<FixtureDir> write_fixture_pages(const std::string& dir) {
         gauge(p, ARENA_G_heaps_active) = 3;
         gauge(p, ARENA_G_heaps_abandoned) = 1;
         gauge(p, ARENA_G_peak_live_bytes) = 2ull << 20;
+        // Heap profiling on at the default rate, 37 allocations sampled so far.
+        gauge(p, ARENA_G_profiling) = 1;
+        gauge(p, ARENA_G_profile_rate) = ARENA_PROFILE_DEFAULT_RATE;
+        gauge(p, ARENA_G_profile_samples) = 37;
+        gauge(p, ARENA_G_profile_sampled_bytes) = 151552;
     }
 
     // 1002 web: one thread, a double free caught.

@@ -61,13 +61,14 @@ void check_query(std::string_view raw) {
             if (c < 0x20 || c == 0x7f)
                 fail("a control character got through");
     }
-    // The routes' checks: none allowed, or one parameter (cmond's deploy_branch takes 'branch').
-    for (const char* allowed : {static_cast<const char*>(nullptr), "branch"}) {
+    // The routes' checks: none allowed, one parameter (cmond's deploy_branch takes 'branch'),
+    // or two (POST /arena/<pid>/profile takes 'state' and 'rate').
+    const std::vector<std::vector<std::string_view>> routes = {{}, {"branch"}, {"state", "rate"}};
+    for (const auto& allowed : routes) {
         const auto problem = cmond::check_query(params, allowed);
-        if (!problem && allowed == nullptr && !params.empty())
-            fail("parameters accepted by a route that takes none");
-        if (!problem && allowed != nullptr && params.size() > 1)
-            fail("a parameter accepted twice");
+        if (!problem && params.size() > allowed.size())
+            fail(allowed.empty() ? "parameters accepted by a route that takes none"
+                                 : "a parameter accepted twice");
     }
     (void)cmond::query_value(params, "branch");
 }

@@ -117,10 +117,20 @@ std::string FakePage::user_dir(const std::string& base) {
 }
 
 std::string FakePage::write(const std::string& base) const {
-    return write_truncated(base, sizeof(arena_stats_page));
+    return write_file(base, sizeof(arena_stats_page), {});
 }
 
 std::string FakePage::write_truncated(const std::string& base, size_t bytes) const {
+    return write_file(base, bytes < sizeof(arena_stats_page) ? bytes : sizeof(arena_stats_page),
+                      {});
+}
+
+std::string FakePage::write(const std::string& base, std::string_view tail) const {
+    return write_file(base, sizeof(arena_stats_page), tail);
+}
+
+std::string FakePage::write_file(const std::string& base, size_t bytes,
+                                 std::string_view tail) const {
     make_dir(base, 01777);
     const std::string dir = user_dir(base);
     make_dir(dir, 0700);
@@ -131,18 +141,17 @@ std::string FakePage::write_truncated(const std::string& base, size_t bytes) con
     if (fd < 0)
         return {};
     fchmod(fd, 0600);
-    const char* from = reinterpret_cast<const char*>(page_.get());
-    if (bytes > sizeof(arena_stats_page))
-        bytes = sizeof(arena_stats_page);
-    size_t done = 0;
-    while (done < bytes) {
-        const ssize_t n = ::write(fd, from + done, bytes - done);
-        if (n <= 0)
-            break;
-        done += static_cast<size_t>(n);
+    bool ok = true;
+    for (const std::string_view part :
+         {std::string_view(reinterpret_cast<const char*>(page_.get()), bytes), tail}) {
+        size_t done = 0;
+        while (ok && done < part.size()) {
+            const ssize_t n = ::write(fd, part.data() + done, part.size() - done);
+            ok = n > 0;
+            done += ok ? static_cast<size_t>(n) : 0;
+        }
     }
-    close(fd);
-    return done == bytes ? path : std::string();
+    return close(fd) == 0 && ok ? path : std::string();
 }
 
 uint64_t self_start_time() {

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -65,10 +66,15 @@ public:
     std::string write(const std::string& base) const;
     /// The same, only the first `bytes` bytes.
     std::string write_truncated(const std::string& base, size_t bytes) const;
+    /// The same, the whole page followed by `tail` (what a process puts after its page: a heap
+    /// profile region, profile_fixture.h).
+    std::string write(const std::string& base, std::string_view tail) const;
     /// The user directory write() uses: <base>/<geteuid()>.
     static std::string user_dir(const std::string& base);
 
 private:
+    std::string write_file(const std::string& base, size_t bytes, std::string_view tail) const;
+
     std::unique_ptr<arena_stats_page> page_;
 };
 
