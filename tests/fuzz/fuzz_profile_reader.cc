@@ -10,6 +10,7 @@
 // after the head fill the stack table from slot 0, the rest of it zero (a sparse file), so that
 // the fuzzer reaches the slots' checks.
 #include "profile.h"
+#include "temp_dir.h"
 
 #include "arena/profile_page.h"
 
@@ -18,13 +19,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
-#include <filesystem>
 #include <string>
 #include <unistd.h>
 
 namespace {
 
-std::string g_dir;  // the temporary directory, removed at exit
 std::string g_file; // <dir>/page
 
 [[noreturn]] void fail(const char* what) {
@@ -98,16 +97,9 @@ void check_accepted(const arena::client::profile::Profile& p) {
 } // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
-    const char* tmp = getenv("TMPDIR");
-    std::string dir =
-        std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/fuzz-profile-XXXXXX";
-    if (mkdtemp(dir.data()) == nullptr)
+    const std::string dir = fuzz::temp_dir("fuzz-profile");
+    if (dir.empty())
         fail("mkdtemp");
-    g_dir = dir;
-    atexit([] {
-        std::error_code ec;
-        std::filesystem::remove_all(g_dir, ec);
-    });
     g_file = dir + "/page";
     return 0;
 }

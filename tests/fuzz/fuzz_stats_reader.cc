@@ -15,6 +15,7 @@
 #include "fake_page.h"
 #include "json.h"
 #include "reader.h"
+#include "temp_dir.h"
 
 #include <prometheus/text_serializer.h>
 
@@ -23,7 +24,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
-#include <filesystem>
 #include <string>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -33,7 +33,6 @@ namespace {
 constexpr int kPid = 4242;
 constexpr uint64_t kStartTime = 12345; // the fake process's; a page made before is stale
 
-std::string g_dir;    // the temporary directory, removed at exit
 std::string g_base;   // <tmp>/stats
 std::string g_procfs; // <tmp>/proc
 std::string g_page;   // <base>/<uid>/<pid>
@@ -71,16 +70,9 @@ void check_accepted(const arena::client::Process& p) {
 } // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
-    const char* tmp = getenv("TMPDIR");
-    std::string dir =
-        std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/fuzz-stats-reader-XXXXXX";
-    if (mkdtemp(dir.data()) == nullptr)
+    const std::string dir = fuzz::temp_dir("fuzz-stats-reader");
+    if (dir.empty())
         fail("mkdtemp");
-    g_dir = dir;
-    atexit([] {
-        std::error_code ec;
-        std::filesystem::remove_all(g_dir, ec);
-    });
     g_base = dir + "/stats";
     g_procfs = dir + "/proc";
     // FakePage writes the user directory (and the base) the way a writer makes them.
