@@ -36,19 +36,20 @@ constexpr unsigned kCaptureMax = ARENA_PROFILE_DEPTH + 8;
 // ---- Block records: a private open-addressing table (address -> slot, weight) ----------------
 
 struct Record {
-    uintptr_t addr; // 0: empty; 1: removed
+    uintptr_t addr; // 0: empty
     uint32_t slot;
     uint32_t large;
     uint64_t bytes;
     uint64_t objects;
 };
-constexpr uintptr_t kRemoved = 1;
 
+/// Linear probing with backward-shift deletion: no tombstones, so a table whose samples come and
+/// go (most frees of sampled blocks) is never rebuilt, only grown (each rebuild would fault in a
+/// fresh mapping: larson x2 paid about 600 page faults a run for it).
 struct Records {
     Record* table = nullptr;
-    size_t cap = 0;   // a power of two
-    size_t used = 0;  // live records
-    size_t taken = 0; // live and removed
+    size_t cap = 0;  // a power of two
+    size_t used = 0; // records
 
     size_t home(uintptr_t a) const { return ((a >> 4) * 0x9e3779b97f4a7c15ull) >> 20 & (cap - 1); }
 
@@ -63,11 +64,11 @@ struct Records {
         }
     }
 
-    /// Room for one more: grows (or rehashes away removed entries) at half full.
+    /// Room for one more: the table doubles at half full.
     bool reserve() {
-        if ((taken + 1) * 2 <= cap)
+        if ((used + 1) * 2 <= cap)
             return true;
-        const size_t ncap = cap == 0 ? 4096 : used * 4 >= cap ? cap * 2 : cap;
+        const size_t ncap = cap == 0 ? 4096 : cap * 2;
         auto* nt = static_cast<Record*>(os::reserve(ncap * sizeof(Record)));
         if (nt == nullptr)
             return false;
@@ -75,9 +76,8 @@ struct Records {
         const size_t ocap = cap;
         table = nt;
         cap = ncap;
-        taken = used;
         for (size_t i = 0; i < ocap; ++i)
-            if (old[i].addr > kRemoved)
+            if (old[i].addr != 0)
                 *slot_for(old[i].addr) = old[i];
         if (old != nullptr)
             os::unreserve(old, ocap * sizeof(Record));
@@ -87,13 +87,29 @@ struct Records {
     /// The empty entry for a (not present). reserve() first.
     Record* slot_for(uintptr_t a) {
         size_t i = home(a);
-        while (table[i].addr > kRemoved)
+        while (table[i].addr != 0)
             i = (i + 1) & (cap - 1);
         return &table[i];
     }
 
+    void insert(const Record& r) {
+        *slot_for(r.addr) = r;
+        ++used;
+    }
+
+    /// Empties entry r, moving back the entries after it that probing would no longer reach.
     void remove(Record* r) {
-        r->addr = kRemoved;
+        size_t hole = static_cast<size_t>(r - table);
+        for (size_t i = (hole + 1) & (cap - 1); table[i].addr != 0; i = (i + 1) & (cap - 1)) {
+            // Entry i may fill the hole unless its home lies cyclically in (hole, i].
+            const size_t h = home(table[i].addr);
+            const bool reaches = hole <= i ? (h <= hole || h > i) : (h <= hole && h > i);
+            if (reaches) {
+                table[hole] = table[i];
+                hole = i;
+            }
+        }
+        table[hole].addr = 0;
         --used;
     }
 };
@@ -299,11 +315,7 @@ void record(uintptr_t a, size_t n, uint64_t rate, const uintptr_t* frames, uint3
         n == 0 ? ARENA_PROFILE_OBJECT_SCALE
                : sampler::round_nonnegative(static_cast<double>(bytes) *
                                             ARENA_PROFILE_OBJECT_SCALE / static_cast<double>(n));
-    Record* rec = g_records.slot_for(a);
-    if (rec->addr == 0)
-        ++g_records.taken;
-    *rec = Record{a, slot, large ? 1u : 0u, bytes, objects};
-    ++g_records.used;
+    g_records.insert(Record{a, slot, large ? 1u : 0u, bytes, objects});
     arena_profile_stack& s = r->stacks[slot];
     add(s.alloc_bytes, bytes);
     add(s.alloc_objects, objects);
