@@ -36,7 +36,7 @@ expected=(
     "$libdir/pkgconfig/arena.pc" "$libdir/pkgconfig/arena-native.pc"
     "$libdir/pkgconfig/arena-client.pc"
     "$includedir/arena/arena.h" "$includedir/arena/version.h" "$includedir/arena/stats_page.h"
-    "$includedir/arena/stats_snapshot.h"
+    "$includedir/arena/stats_snapshot.h" "$includedir/arena/profile_page.h"
     "$includedir/arena/client/reader.h" "$includedir/arena/client/schema.h"
     "$includedir/arena/client/collector.h" "$includedir/arena/client/json.h"
     "$includedir/arena/client/profile.h" "$includedir/arena/client/text.h"
