@@ -11,6 +11,7 @@
 #include "reader.h"
 
 #include <sys/stat.h>
+#include <thread>
 
 using namespace cmond_test;
 using namespace std::chrono_literals;
@@ -626,6 +627,57 @@ TEST_SUITE("arena-http") {
         CHECK(after["data"]["stacks"][0]["live_bytes"] == 500 * 1000);
         CHECK(sample(metrics_text(d, env),
                      series("arena_profiling", "arena_workload", work->pid())) == 0);
+        CHECK(work->finish() == 0);
+    }
+
+    TEST_CASE("/arena/<pid>/profile: profiling started and stopped through cmond on a running "
+              "process" *
+              kNeedsLibarena) {
+        REQUIRE_LIBARENA();
+        ArenaEnv env;
+        Daemon d(env.dir, env.args(), env.launch());
+        REQUIRE_MESSAGE(d.started(), d.err());
+        // Started without profiling; its loop allocates and frees 64 KiB every 10 ms.
+        auto work = env.workload({"10", "0"});
+        REQUIRE(work->read_line() == "ready " + std::to_string(work->pid()));
+        auto cli = client(d);
+        const std::string path = "/arena/" + std::to_string(work->pid()) + "/profile";
+        auto never = cli.Get(path.c_str(), env.auth());
+        REQUIRE(never);
+        CHECK(never->status == 404);
+
+        auto on = cli.Post((path + "?state=on&rate=1").c_str(), env.auth(), "", "text/plain");
+        REQUIRE(on);
+        CHECK(on->status == 202);
+        json p;
+        CHECK(testing::eventually(
+            [&] {
+                const json got = body_of(cli.Get(path.c_str(), env.auth()));
+                p = got["data"];
+                return got["code"] == 200 && p["on"] == true && p["samples"].get<long>() >= 3;
+            },
+            10s));
+        CHECK(p["rate"] == 1);
+        // The loop's blocks, sampled and freed again: allocated bytes by main, none live.
+        bool found = false;
+        for (const json& s : p["stacks"])
+            if (!s["frames"].empty() && s["frames"][0]["function"] == "main" &&
+                s["alloc_bytes"].get<long>() >= (64 << 10))
+                found = s["live_bytes"].get<long>() <= (64 << 10); // one may be in flight
+        CHECK_MESSAGE(found, p.dump());
+        CHECK(sample(metrics_text(d, env),
+                     series("arena_profiling", "arena_workload", work->pid())) == 1);
+
+        auto off = cli.Post((path + "?state=off").c_str(), env.auth(), "", "text/plain");
+        REQUIRE(off);
+        CHECK(off->status == 202);
+        CHECK(testing::eventually(
+            [&] { return body_of(cli.Get(path.c_str(), env.auth()))["data"]["on"] == false; },
+            10s));
+        // Off: no more samples while the loop goes on.
+        const long samples = body_of(cli.Get(path.c_str(), env.auth()))["data"]["samples"];
+        std::this_thread::sleep_for(100ms);
+        CHECK(body_of(cli.Get(path.c_str(), env.auth()))["data"]["samples"] == samples);
         CHECK(work->finish() == 0);
     }
 
