@@ -7,9 +7,10 @@
 # Runs apt-get as root, or through sudo when available. Prints what it installs.
 set -euo pipefail
 
-# libdw-dev: elfutils, which the heap profile readers (arena-prof, cmond) symbolise with.
+# libdw-dev: elfutils, which the heap profile readers (arena-prof, cmond) symbolise with; zlib1g-dev:
+# the gzip of their pprof output.
 build=(g++ meson ninja-build pkg-config doctest-dev libssl-dev libcpp-httplib-dev libboost1.81-dev
-       prometheus-cpp-dev nlohmann-json3-dev libdw-dev)
+       prometheus-cpp-dev nlohmann-json3-dev libdw-dev zlib1g-dev)
 # What the test suites run: real programs for the preload suite, promtool, the allocator peers
 # and load tools for the benchmark smoke tests; golang-go's `go tool pprof` opens the heap
 # profiles arena-prof writes.
