@@ -5,9 +5,10 @@
 //
 // Cost when off: each heap counts down the bytes it allocates (Heap::prof_left, heap.h:
 // sample_check), one subtraction and a branch on the malloc fast path; off, the count starts so
-// high that it never runs out. Frees cost nothing: a slab with a live sampled block has
-// kSampledTag in its pages' pagemap entries, which the free fast path does not accept, so only
-// frees in such slabs (and large frees while a large block is sampled) come here.
+// high that it never runs out. Frees cost nothing: the page where a live sampled block starts
+// has kSampledTag in its pagemap entry (every page of the slab, once more than kSampledSlots of
+// its blocks are live), which the free fast path does not accept, so only frees in such pages
+// (and large frees while a large block is sampled) come here.
 //
 // Sampled path: draw the next interval (sampler.h), capture the stack (stack_capture.h) outside
 // any lock, then under the profile lock add the sample to its stack's slot in the region and

@@ -61,8 +61,8 @@ struct Region;
 // ---- Page map entries --------------------------------------------------------------------------
 
 inline constexpr uintptr_t kLargeTag = 1;   // first page of a large block
-inline constexpr uintptr_t kSampledTag = 2; // a slab with a live sampled block (profile.h): its
-                                            // frees leave the fast path to be matched
+inline constexpr uintptr_t kSampledTag = 2; // a slab page where a live sampled block starts
+                                            // (profile.h): its frees leave the fast path
 inline constexpr uintptr_t kTagMask = 63;   // slab descriptors are 64-byte aligned
 inline constexpr unsigned kLargeShift = 6;  // entry >> kLargeShift = pages of the large block
 
@@ -131,9 +131,10 @@ struct alignas(ARENA_CACHE_LINE) Slab {
     Slab* next_remote = nullptr; // heap->remote stack link
     Slab* next_free = nullptr;   // descriptor pool link (meta.cc)
     // Heap profiling (profile.cc; written under the profile lock): live sampled blocks in the
-    // slab (its pages carry kSampledTag while there are any), and the slots of up to
-    // kSampledSlots of them, so that a free in a tagged slab knows without the lock whether its
-    // block is one; `sampled_overflow` once more were live at a time (until none are).
+    // slab, and the slots of up to kSampledSlots of them (the pages they start in carry
+    // kSampledTag), so that a free in a tagged page knows without the lock whether its block is
+    // one; `sampled_overflow` once more were live at a time (then every page is tagged, until
+    // none are live).
     uint32_t sampled = 0;
     std::atomic<uint16_t> sampled_slot[kSampledSlots] = {kNoSlot, kNoSlot, kNoSlot, kNoSlot};
     std::atomic<uint8_t> sampled_overflow{0};
