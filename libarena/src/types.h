@@ -46,6 +46,7 @@
 #include "bitmap.h"
 #include "config.h"
 #include "macros.h"
+#include "profile.h"
 #include "size_class.h"
 #include "stats.h"
 
@@ -213,7 +214,7 @@ struct alignas(ARENA_CACHE_LINE) Heap {
                                 // threads' blocks); summed for the peak
     /// Bytes this thread may still allocate before its next heap profile sample (profile.h).
     /// The owner counts it down; set_rate stores into it from another thread (hence atomic).
-    std::atomic<int64_t> prof_left{int64_t{1} << 62};
+    std::atomic<int64_t> prof_left{prof::kOff};
     /// Remote frees by this heap's thread, one batch per size class, and which are not empty
     /// (bit c: batch[c]). Written by the owner only; empty in an abandoned heap.
     uint64_t batch_pending = 0;
