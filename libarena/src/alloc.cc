@@ -61,7 +61,7 @@ void free_in_slab(Slab* s, uintptr_t e, uintptr_t a, Api api) {
     Heap* h = t_heap;
     if (s->heap.load(std::memory_order_relaxed) == h)
         return free_local_as(h, s, a, api);
-    return heap::free_remote(h, s, a, api);
+    return heap::free_remote_as(h, s, a, api);
 }
 
 /// A bad pointer inside a region: interior of a live block, or a block already freed.
@@ -114,7 +114,7 @@ void* large::alloc(size_t n, size_t align, bool zero, Api api) {
     heap::count(k_bytes_requested, n);
     if (h != nullptr) {
         h->live += static_cast<int64_t>(npages << kPageShift);
-        stats::note_live(h->live, &h->published_live);
+        stats::note_live(heap::live_bytes(h), &h->published_live);
     }
     heap::maintenance();
     if (h != nullptr)

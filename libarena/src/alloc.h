@@ -54,7 +54,7 @@ ARENA_FAST_PATH void dealloc(void* p) {
             Heap* h = t_heap;
             if (ARENA_LIKELY(s->heap.load(std::memory_order_relaxed) == h))
                 return heap::free_local<A>(h, s, a);
-            return heap::free_remote(h, s, a, A);
+            return heap::free_remote<A>(h, s, a);
         }
         if ((e & kSampledTag) != 0) // off the fast path (a test of its own: costs it nothing)
             return dealloc_sampled(a, e, A);

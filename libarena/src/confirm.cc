@@ -129,7 +129,7 @@ Found in_batches(const Heap* self, const Heap* owner, unsigned cls, uintptr_t ta
 Found in_own_cache(const Heap* h, unsigned cls, uintptr_t a) {
     const FreeCache& c = h->cache[cls];
     uintptr_t x = reinterpret_cast<uintptr_t>(c.head);
-    for (uint32_t n = 0; n <= c.count; ++n) {
+    for (uint32_t n = 0; n <= cache_cap(cls) - c.room; ++n) {
         if (x == 0)
             return Found::No;
         if (x == a)
@@ -153,7 +153,7 @@ Found in_cache_of(const Heap* o, unsigned cls, uintptr_t a) {
         Found r = Found::Unknown;
         if ((q & 1) == 0) {
             uintptr_t x = reinterpret_cast<uintptr_t>(__atomic_load_n(&c.head, __ATOMIC_RELAXED));
-            const uint32_t cap = __atomic_load_n(&c.cap, __ATOMIC_RELAXED);
+            const uint32_t cap = cache_cap(cls);
             for (uint32_t n = 0; n <= cap; ++n) {
                 if (x == 0) {
                     r = Found::No;
@@ -304,12 +304,12 @@ void free_local_suspect(Heap* h, Slab* s, uint64_t idx, Api api) {
     }
     // What free_local does after its checks; the block carries the key already.
     FreeCache& c = h->cache[s->cls];
-    if (c.count >= c.cap)
-        return free_uncached(h, s, idx, api);
+    if (c.room == 0)
+        return free_uncached_as(h, s, idx, api);
     auto* b = reinterpret_cast<CachedBlock*>(a);
     b->next = c.head;
     c.head = b;
-    c.count++;
+    c.room--;
     count_free_as(h, s, api);
 }
 

@@ -47,9 +47,9 @@
 //     any thread (free_local, free_remote) and realloc (block_info) see the key, and find the
 //     slot in the batch (confirm.cc reads other threads' batches between Heap::batch_seq
 //     brackets, which publish_batch takes).
-//   - The free is counted (live bytes, class_free, call counter) when it is made; a double free
-//     found only when its batch is published (its key was overwritten in between) takes back
-//     its live bytes and class count.
+//   - The free is counted (class_free, call counter) when it is made; a double free found only
+//     when its batch is published (its key was overwritten in between) takes back its class
+//     count, and with it its live bytes (live_bytes derives them from the class counts).
 //
 // A slab is released (pages back to the region, descriptor to the pool) only when it is empty
 // and the owner wins `queued.exchange(1) == 0`: the 1 stays as a tombstone, so a remote freer
@@ -140,12 +140,14 @@ bool slab_ok(const Slab* s) {
     return free + s->used == s->nslots;
 }
 
-/// A free cache's list holds `count` blocks, at most `cap`. O(count).
-bool cache_ok(const FreeCache& fc) {
+/// A free cache's list of class cls holds as many blocks as its room says, at most
+/// cache_cap(cls). O(blocks).
+bool cache_ok(const FreeCache& fc, unsigned cls) {
+    const uint32_t cap = cache_cap(cls);
     uint32_t n = 0;
-    for (const CachedBlock* b = fc.head; b != nullptr && n <= fc.cap; b = b->next)
+    for (const CachedBlock* b = fc.head; b != nullptr && n <= cap; b = b->next)
         ++n;
-    return n == fc.count && n <= fc.cap;
+    return n <= cap && fc.room == cap - n;
 }
 
 // ---- Lists --------------------------------------------------------------------------------------
@@ -212,7 +214,7 @@ void flush_caches(Heap* h) {
     seq_open(h->flush_seq);
     for (unsigned c = 0; c < kNumClasses; ++c) {
         FreeCache& fc = h->cache[c];
-        ARENA_ASSERT(cache_ok(fc));
+        ARENA_ASSERT(cache_ok(fc, c));
         while (CachedBlock* b = fc.head) {
             CachedBlock* next = b->next; // b keeps the free key: it stays free
             const uintptr_t a = reinterpret_cast<uintptr_t>(b);
@@ -225,7 +227,7 @@ void flush_caches(Heap* h) {
             std::atomic_signal_fence(std::memory_order_seq_cst);
             fc.head = next;
         }
-        fc.count = 0;
+        fc.room = cache_cap(c);
     }
     seq_close(h->flush_seq);
 }
@@ -430,7 +432,7 @@ void collect_remote(Heap* h) {
 void heap_init(Heap* h, StatShard* shard, StatShard* flushed) {
     for (unsigned c = 0; c < kNumClasses; ++c) {
         clear_current(h, c);
-        h->cache[c] = FreeCache{nullptr, 0, cache_cap(c)};
+        h->cache[c] = FreeCache{nullptr, cache_cap(c)};
         h->partial[c] = nullptr;
         h->empty[c] = nullptr;
         h->fresh[c] = nullptr;
@@ -496,7 +498,7 @@ void flush_overflow(Heap* h) {
 
 /// Allocation slow path bookkeeping: live bytes for the peak, overflow counters, control area.
 void note_slow_path(Heap* h) {
-    stats::note_live(h->live, &h->published_live);
+    stats::note_live(live_bytes(h), &h->published_live);
     flush_overflow(h);
     maintenance();
 }
@@ -624,9 +626,21 @@ void count_free_as(Heap* h, const Slab* s, Api api) {
     with_api<Api::Free, Api::Delete, Api::Realloc>(api, [&]<Api A>() { count_free<A>(h, s); });
 }
 
-void free_uncached(Heap* h, Slab* s, uint64_t idx, Api api) {
-    count_free_as(h, s, api);
-    free_to_slab(h, s, idx);
+void free_uncached_as(Heap* h, Slab* s, uint64_t idx, Api api) {
+    with_api<Api::Free, Api::Delete, Api::Realloc>(api,
+                                                   [&]<Api A>() { free_uncached<A>(h, s, idx); });
+}
+
+int64_t live_bytes(const Heap* h) {
+    const StatShard* st = h->stats;
+    int64_t small = 0;
+#pragma GCC unroll 40 // the sizes become immediates: about five instructions a class
+    for (unsigned c = 0; c < kNumClasses; ++c) {
+        const uint64_t blocks = st->class_alloc[c].load(std::memory_order_relaxed) -
+                                st->class_free[c].load(std::memory_order_relaxed);
+        small += static_cast<int64_t>(blocks * kClasses[c].size); // wraps to < 0 if freed more
+    }
+    return h->live + small;
 }
 
 namespace {
@@ -686,8 +700,7 @@ void publish_batch(Heap* h, unsigned cls) {
         const uint32_t size = kClasses[cls].size;
         report_remote_double_frees(base, size, wi, dbl);
         const auto n = static_cast<uint64_t>(__builtin_popcountll(dbl));
-        h->live += static_cast<int64_t>(n * size); // not freed after all
-        bump(h->stats->class_free[cls], -n);
+        bump(h->stats->class_free[cls], -n); // not freed after all
     }
 }
 
@@ -705,18 +718,6 @@ ARENA_SLOW_PATH void batch_restart(Heap* h, unsigned cls, uintptr_t tag, uint64_
     h->batch_pending |= uint64_t{1} << cls;
 }
 
-/// The batch of class cls holds kBatchMax slots: publish it now.
-ARENA_SLOW_PATH void batch_full(Heap* h, unsigned cls) {
-    publish_batch(h, cls);
-    h->batch_pending &= ~(uint64_t{1} << cls);
-}
-
-/// report_heap_error naming the API (out of line, so that the fast path does not build the
-/// table of names).
-ARENA_COLD void report_free_error(HeapError kind, uintptr_t a, Api api) {
-    report_heap_error(kind, reinterpret_cast<void*>(a), api_name(api));
-}
-
 /// A remote free by a thread without a heap: published at once, counted in the shared shard.
 ARENA_SLOW_PATH void free_remote_now(Slab* s, uintptr_t a, unsigned wi, uint64_t bit, Api api) {
     const unsigned cls = s->cls; // read while the slot is live: s cannot be released yet
@@ -729,8 +730,18 @@ ARENA_SLOW_PATH void free_remote_now(Slab* s, uintptr_t a, unsigned wi, uint64_t
         bump_shared(shared.events[call_counter(api)]);
 }
 
-/// The rest of free_remote, once the block is known not to be free (see the top, step 2).
-ARENA_FAST_PATH void free_remote_checked(Heap* h, Slab* s, uintptr_t a, uint64_t idx, Api api) {
+} // namespace
+
+void report_free_error(HeapError kind, uintptr_t a, Api api) {
+    report_heap_error(kind, reinterpret_cast<void*>(a), api_name(api));
+}
+
+void batch_full(Heap* h, unsigned cls) {
+    publish_batch(h, cls);
+    h->batch_pending &= ~(uint64_t{1} << cls);
+}
+
+void free_remote_checked(Heap* h, Slab* s, uintptr_t a, uint64_t idx, Api api) {
     const auto wi = static_cast<unsigned>(idx >> 6);
     const uint64_t bit = uint64_t{1} << (idx & 63);
     auto* block = reinterpret_cast<CachedBlock*>(a);
@@ -746,7 +757,6 @@ ARENA_FAST_PATH void free_remote_checked(Heap* h, Slab* s, uintptr_t a, uint64_t
     // Mark the block free, as the owner's cache does, so that a second free of it by any thread
     // is seen before the owner collects it (its bit is not visible until then).
     block->key = g_free_key;
-    h->live -= s->size;
     StatShard* st = h->stats;
     bump(st->class_free[cls]);
     if (call_counter(api) != kCounterCount)
@@ -760,8 +770,7 @@ ARENA_FAST_PATH void free_remote_checked(Heap* h, Slab* s, uintptr_t a, uint64_t
     return batch_restart(h, cls, tag, bit);
 }
 
-/// A remote free of a block that carries the free key: a suspected double free (confirm.cc).
-ARENA_SLOW_PATH void free_remote_suspect(Heap* h, Slab* s, uintptr_t a, uint64_t idx, Api api) {
+void free_remote_suspect(Heap* h, Slab* s, uintptr_t a, uint64_t idx, Api api) {
     switch (where_is(h, s, a, idx)) {
     case Where::Free:
         return report_free_error(HeapError::DoubleFree, a, api);
@@ -773,20 +782,8 @@ ARENA_SLOW_PATH void free_remote_suspect(Heap* h, Slab* s, uintptr_t a, uint64_t
     return free_remote_checked(h, s, a, idx, api);
 }
 
-} // namespace
-
-void free_remote(Heap* h, Slab* s, uintptr_t a, Api api) {
-    // Every call below is a tail call, and the error reports (which would build the table of
-    // API names here) are out of line: the common case saves no registers.
-    const int64_t idx = slot_index(s, a);
-    if (ARENA_UNLIKELY(idx < 0))
-        return report_free_error(HeapError::InvalidFree, a, api);
-    // Never handed out, or suspected free (it carries the free key): see the top, step 1.
-    if (ARENA_UNLIKELY(static_cast<uint64_t>(idx) >= s->handed.load(std::memory_order_relaxed)))
-        return report_free_error(HeapError::InvalidFree, a, api);
-    if (ARENA_UNLIKELY(reinterpret_cast<CachedBlock*>(a)->key == g_free_key))
-        return free_remote_suspect(h, s, a, static_cast<uint64_t>(idx), api);
-    return free_remote_checked(h, s, a, static_cast<uint64_t>(idx), api);
+void free_remote_as(Heap* h, Slab* s, uintptr_t a, Api api) {
+    with_api<Api::Free, Api::Delete, Api::Realloc>(api, [&]<Api A>() { free_remote<A>(h, s, a); });
 }
 
 void flush_remote(Heap* h) {

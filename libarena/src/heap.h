@@ -22,9 +22,9 @@
 namespace arena {
 
 /// The sentinel heap of threads that have none (yet, or any more): every class is empty.
-extern constinit Heap g_empty_heap;
+extern constinit ARENA_HIDDEN Heap g_empty_heap;
 /// This thread's heap; &g_empty_heap until its first allocation.
-extern __thread Heap* t_heap __attribute__((tls_model("initial-exec")));
+extern __thread Heap* t_heap __attribute__((tls_model("initial-exec"), visibility("hidden")));
 
 namespace heap {
 
@@ -38,10 +38,8 @@ ARENA_SLOW_PATH void* alloc_refill(Heap* h, unsigned cls, size_t n, Api api);
 /// Sets errno to ENOMEM, counts a failed allocation and returns null.
 ARENA_COLD void* fail_enomem();
 
-/// A free of address a in slab s by a thread (heap h, or the sentinel) that does not own the
-/// slab, counted as `api`: checked, marked with the free key, and added to h's remote batch of
-/// the class, which is published when it moves to another slab word (heap.cc, "Remote frees").
-ARENA_SLOW_PATH void free_remote(Heap* h, Slab* s, uintptr_t a, Api api);
+/// free_remote (below) with the API known only at run time.
+void free_remote_as(Heap* h, Slab* s, uintptr_t a, Api api);
 
 /// Publishes every remote batch of h (heap.cc, "Remote frees"): the alloc_refill slow path,
 /// trim and thread exit do, so that a free is never held back for long.
@@ -101,7 +99,7 @@ bool init(uint64_t seed);
 // ---- Counting
 // ------------------------------------------------------------------------------------
 
-/// Adds to the calling thread's live bytes (for the peak), when it has a heap.
+/// Adds to the calling thread's live bytes of large blocks (for the peak), when it has a heap.
 ARENA_FAST_PATH void add_live(int64_t bytes) {
     Heap* h = t_heap;
     if (h != &g_empty_heap)
@@ -126,10 +124,7 @@ ARENA_FAST_PATH void count_call(Api api) {
 // ---- Fast paths --------------------------------------------------------------------------------
 
 /// The secret that marks a cached (free) block; random per process, never 0 (heap.cc).
-extern uint64_t g_free_key;
-
-/// free_local when the free cache of the class is full: counts, and frees into the bitmap.
-ARENA_SLOW_PATH void free_uncached(Heap* h, Slab* s, uint64_t idx, Api api);
+extern ARENA_HIDDEN uint64_t g_free_key;
 
 /// free_local of a block that carries the free key (slot idx of s, owned by h): a suspected
 /// double free, confirmed (reported) or refuted (freed) out of line (confirm.cc).
@@ -137,6 +132,11 @@ ARENA_SLOW_PATH void free_local_suspect(Heap* h, Slab* s, uint64_t idx, Api api)
 
 /// count_free with the API known only at run time.
 void count_free_as(Heap* h, const Slab* s, Api api);
+
+/// The bytes h's thread allocated minus those it freed: small blocks from its shard's class
+/// counters (the fast paths count nothing else), large ones from Heap::live. For the peak, on
+/// slow paths.
+int64_t live_bytes(const Heap* h);
 
 /// The slab's bitmap gained a free slot and it had none before, or has nothing allocated now:
 /// move it between the owner's lists.
@@ -155,26 +155,37 @@ ARENA_FAST_PATH void free_to_slab(Heap* h, Slab* s, uint64_t idx) {
         slab_gained_free(h, s);
 }
 
-/// Bookkeeping of a free of slab s's class on behalf of A.
+/// Bookkeeping of a free of slab s's class on behalf of A. (Its live bytes follow from the class
+/// counters: live_bytes.)
 template <Api A>
 ARENA_FAST_PATH void count_free(Heap* h, const Slab* s) {
-    h->live -= s->size;
     StatShard* st = h->stats;
     if constexpr (call_counter(A) != kCounterCount)
         bump(st->events[call_counter(A)]);
     bump(st->class_free[s->cls]);
 }
 
-/// Bookkeeping of an allocation of class cls on behalf of A.
+/// Bookkeeping of an allocation of class cls on behalf of A. (Its live bytes follow from the
+/// class counters: live_bytes.)
 template <Api A>
 ARENA_FAST_PATH void count_alloc(Heap* h, unsigned cls, size_t n) {
-    h->live += kClasses[cls].size;
     StatShard* st = h->stats;
     if constexpr (call_counter(A) != kCounterCount)
         bump(st->events[call_counter(A)]);
     bump(st->class_alloc[cls]);
     bump(st->events[k_bytes_requested], n);
 }
+
+/// free_local when the free cache of the class is full: counts, and frees into the bitmap. Out
+/// of line, but one per API, so that counting needs no dispatch on it.
+template <Api A>
+ARENA_SLOW_PATH void free_uncached(Heap* h, Slab* s, uint64_t idx) {
+    count_free<A>(h, s);
+    free_to_slab(h, s, idx);
+}
+
+/// free_uncached with the API known only at run time.
+void free_uncached_as(Heap* h, Slab* s, uint64_t idx, Api api);
 
 /// The heap profile's countdown (profile.h): h's thread allocated n more bytes, at p. The
 /// allocation that runs the count out is sampled; while profiling is off it never runs out.
@@ -205,7 +216,7 @@ ARENA_FAST_PATH void* alloc_small(Heap* h, unsigned cls, size_t n) {
     CachedBlock* b = c.head;
     if (ARENA_LIKELY(b != nullptr)) {
         c.head = b->next;
-        c.count--;
+        c.room++;
         b->key = 0; // allocated again
         count_alloc<A>(h, cls, n);
         return sample_check(h, b, n, A);
@@ -258,12 +269,64 @@ ARENA_FAST_PATH void free_local(Heap* h, Slab* s, uintptr_t a) {
         return free_local_suspect(h, s, static_cast<uint64_t>(idx), A);
     b->key = g_free_key;
     FreeCache& c = h->cache[s->cls];
-    if (ARENA_UNLIKELY(c.count >= c.cap))
-        return free_uncached(h, s, static_cast<uint64_t>(idx), A);
+    if (ARENA_UNLIKELY(c.room == 0))
+        return free_uncached<A>(h, s, static_cast<uint64_t>(idx));
     b->next = c.head;
     c.head = b;
-    c.count++;
+    c.room--;
     count_free<A>(h, s);
+}
+
+// ---- Remote frees (heap.cc, "Remote frees") -----------------------------------------------------
+
+/// report_heap_error naming the API (out of line, so that a fast path does not build the table
+/// of names).
+ARENA_COLD void report_free_error(HeapError kind, uintptr_t a, Api api);
+
+/// The batch of class cls holds kBatchMax slots: publishes it now.
+ARENA_SLOW_PATH void batch_full(Heap* h, unsigned cls);
+
+/// A remote free of slot idx of s at a, known not to be free (steps 1 and 2): to h's batch of
+/// the class, or published at once when h is the sentinel.
+ARENA_SLOW_PATH void free_remote_checked(Heap* h, Slab* s, uintptr_t a, uint64_t idx, Api api);
+
+/// A remote free of a block that carries the free key: a suspected double free (confirm.cc).
+ARENA_SLOW_PATH void free_remote_suspect(Heap* h, Slab* s, uintptr_t a, uint64_t idx, Api api);
+
+/// A free of address a in slab s by a thread (heap h, or the sentinel) that does not own the
+/// slab, counted as a call of A: checked, marked with the free key, and added to h's remote
+/// batch of the class, which is published when it moves to another slab word or fills up. The
+/// common case, a slot of the word the batch holds, is here; anything else leaves by a tail call
+/// (the sentinel's batches are always empty, so it never matches one).
+template <Api A>
+ARENA_SLOW_PATH void free_remote(Heap* h, Slab* s, uintptr_t a) {
+    const int64_t idx = slot_index(s, a);
+    // Not a slot start, or never handed out: an invalid free ("Remote frees", step 1).
+    if (ARENA_UNLIKELY(idx < 0 ||
+                       static_cast<uint64_t>(idx) >= s->handed.load(std::memory_order_relaxed)))
+        return report_free_error(HeapError::InvalidFree, a, A);
+    auto* block = reinterpret_cast<CachedBlock*>(a);
+    if (ARENA_UNLIKELY(block->key == g_free_key))
+        return free_remote_suspect(h, s, a, static_cast<uint64_t>(idx), A);
+    const unsigned cls = s->cls;
+    RemoteBatch& b = h->batch[cls];
+    if (ARENA_UNLIKELY(b.tag !=
+                       (reinterpret_cast<uintptr_t>(s) | static_cast<uintptr_t>(idx >> 6))))
+        return free_remote_checked(h, s, a, static_cast<uint64_t>(idx), A);
+    const uint64_t bit = uint64_t{1} << (idx & 63);
+    // In the batch already: freed twice by this thread, its key overwritten in between.
+    if (ARENA_UNLIKELY((b.bits & bit) != 0))
+        return report_free_error(HeapError::DoubleFree, a, A);
+    // The free key, as the owner's cache sets it: a second free by any thread sees it before
+    // the owner collects the slot (its bit is not visible until then).
+    block->key = g_free_key;
+    StatShard* st = h->stats;
+    bump(st->class_free[cls]);
+    if constexpr (call_counter(A) != kCounterCount)
+        bump(st->events[call_counter(A)]);
+    b.bits |= bit;
+    if (ARENA_UNLIKELY(++b.count == kBatchMax))
+        return batch_full(h, cls);
 }
 
 } // namespace heap

@@ -27,13 +27,13 @@
 
 namespace arena {
 
-extern ARENA_TLS uint32_t t_lock_id; // 0 until the thread's first lock
+extern ARENA_TLS ARENA_HIDDEN uint32_t t_lock_id; // 0 until the thread's first lock
 
 namespace lock_ids {
 /// Set in a fork child (note_fork_child): every id below `first`, but `survivor`'s, is of a
 /// thread that did not survive the fork. Both 0 in a process that never forked.
-extern constinit std::atomic<uint32_t> g_first;
-extern constinit std::atomic<uint32_t> g_survivor;
+extern constinit ARENA_HIDDEN std::atomic<uint32_t> g_first;
+extern constinit ARENA_HIDDEN std::atomic<uint32_t> g_survivor;
 
 /// The next id from the counter (1 .. 2^31-1), made the calling thread's.
 ARENA_COLD uint32_t assign();

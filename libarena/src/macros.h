@@ -17,6 +17,11 @@
 /// A symbol of the public ABI (the malloc family and arena_*). Everything else is hidden.
 #define ARENA_EXPORT extern "C" __attribute__((visibility("default")))
 
+/// A global declared in one file's header and defined in another: reached with one rip-relative
+/// access rather than through the GOT. (-fvisibility=hidden covers definitions only, so each
+/// extern declaration says so itself.)
+#define ARENA_HIDDEN __attribute__((visibility("hidden")))
+
 /// Thread-locals use the initial-exec model: a %fs-relative load, no __tls_get_addr (which may
 /// itself call malloc while the dynamic TLS block of a thread is being set up).
 #define ARENA_TLS __thread __attribute__((tls_model("initial-exec")))

@@ -12,6 +12,7 @@
 #include "arena/profile_page.h"
 #include "arena/stats_page.h"
 #include "config.h"
+#include "macros.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -75,7 +76,7 @@ struct OptionInfo {
 };
 
 inline constexpr unsigned kOptionCount = static_cast<unsigned>(Opt::Count);
-extern const OptionInfo kOptionTable[kOptionCount];
+extern ARENA_HIDDEN const OptionInfo kOptionTable[kOptionCount];
 
 /// Reads every option from the environment; later calls do nothing.
 void options_load();

@@ -15,6 +15,7 @@
 // returns all of them at once.
 #pragma once
 
+#include "macros.h"
 #include "types.h"
 
 #include <cstddef>
@@ -23,7 +24,7 @@
 namespace arena {
 
 /// Region 0 as the free fast path sees it.
-extern constinit FastRegion g_region0;
+extern constinit ARENA_HIDDEN FastRegion g_region0;
 
 namespace pages {
 

@@ -52,7 +52,7 @@ ARENA_SLOW_PATH void* sample(Heap* h, void* p, size_t n, Api api);
 ARENA_SLOW_PATH void free_small(Slab* s, uintptr_t a);
 
 /// Large blocks that are sampled and live; a large free calls free_large while any is.
-extern std::atomic<uint64_t> g_live_large;
+extern ARENA_HIDDEN std::atomic<uint64_t> g_live_large;
 void free_large(uintptr_t a);
 
 /// Repairs a heap's countdown after set_rate (an alloc_refill slow path of its owner).

@@ -4,6 +4,8 @@
 // and exec.cc tell it about the process's life cycle.
 #pragma once
 
+#include "macros.h"
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -42,7 +44,7 @@ bool startable_locked();
 /// owner may never collect it, so the purger looks at such slabs (heap.cc, "Pages of remote
 /// frees"). Wakes a sleeping purger, or starts one after kStartPushes of them. One relaxed
 /// load while the purger is awake (the flag is set only while it sleeps, or before it exists).
-extern std::atomic<uint32_t> g_remote_listen;
+extern ARENA_HIDDEN std::atomic<uint32_t> g_remote_listen;
 void note_remote_push_slow();
 inline void note_remote_push() {
     if (g_remote_listen.load(std::memory_order_relaxed) != 0)

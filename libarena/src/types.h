@@ -177,11 +177,11 @@ struct Suspect {
     Api api;        // the call that freed it, for the report
 };
 
-/// A heap's free cache of one class.
+/// A heap's free cache of one class: at most cache_cap(cls) blocks (size_class.h).
 struct FreeCache {
     CachedBlock* head = nullptr;
-    uint32_t count = 0; // blocks on the list
-    uint32_t cap = 0;   // at most this many (0 in the sentinel heap)
+    uint32_t room = 0; // blocks it may still take: cache_cap(cls) minus those on the list (one
+                       // field that free tests and decrements; 0 in the sentinel heap)
 };
 
 /// Remote frees by a heap's thread not published yet: slots of one bitmap word of one slab
@@ -209,9 +209,10 @@ struct alignas(ARENA_CACHE_LINE) Heap {
     Slab* current[kNumClasses] = {};
     StatShard* stats = nullptr; // counters of this heap (written by the owner only):
                                 // its shard of the stats page, or a private one
-    int64_t live = 0;           // bytes this thread allocated minus bytes it freed
-                                // (slot and page sizes; negative when it frees other
-                                // threads' blocks); summed for the peak
+    int64_t live = 0;           // page bytes of large blocks this thread allocated minus
+                                // those it freed (negative when it frees other threads'
+                                // blocks); small blocks' come from the class counters
+                                // (heap::live_bytes), summed for the peak
     /// Bytes this thread may still allocate before its next heap profile sample (profile.h).
     /// The owner counts it down; set_rate stores into it from another thread (hence atomic).
     std::atomic<int64_t> prof_left{prof::kOff};
