@@ -539,6 +539,9 @@ def check_preload(
         m = INIT_LINE.match(line)
         if m:
             inits.setdefault(os.path.basename(os.path.realpath(m.group(2))), set()).add(m.group(1))
+    if "libc.so.6" not in inits:  # a static binary, or LD_DEBUG ignored: nothing is proven
+        raise BenchError(f"{what}: no 'calling init: ...libc.so.6' under LD_DEBUG=files\n"
+                         f"  stderr:\n{tail(run.stderr)}")
     if alloc.lib is None:
         seen = sorted({a.mapped_name for a in allocs if a.lib} & set(inits))
         if seen:
