@@ -429,12 +429,10 @@ PROGRAM_NAMES = [p.name for p in PROGRAMS]
 
 def missing_binary(prog: Program, bench_dir: str) -> str | None:
     """Why the program can't run here, or None. (bench_spawn is checked once, in main.)"""
-    path = os.path.join(bench_dir, prog.binary) if prog.binary == "bench_prodcons" else (
-        shutil.which(prog.binary)
-    )
-    if not path or not os.access(path, os.X_OK):
-        return f"{prog.binary} not found"
-    return None
+    if prog.binary == "bench_prodcons":  # ours, built with bench/
+        path = os.path.join(bench_dir, prog.binary)
+        return None if os.access(path, os.X_OK) else f"{path} not found (build bench/)"
+    return None if shutil.which(prog.binary) else f"{prog.binary} not found (not installed)"
 
 
 # ---- Running one program once ----
