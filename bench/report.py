@@ -296,8 +296,10 @@ def clustered(
     series: list[str],
     values: dict[tuple[str, str], float | None],
     log2: bool,
+    colours: dict[str, str] | None = None,
 ) -> str:
-    """A gnuplot script for a clustered bar chart of values[(label, series)]."""
+    """A gnuplot script for a clustered bar chart of values[(label, series)]; bar colours
+    from `colours` (default COLOURS)."""
     rows = ["label " + " ".join(f'"{s}"' for s in series)]
     for lab in labels:
         cells = []
@@ -307,7 +309,7 @@ def clustered(
         rows.append(f'"{lab}" ' + " ".join(cells))
     data = "\n".join(rows)
     plots = ", ".join(
-        f"$data using {i + 2}:xtic(1) title columnheader({i + 2}) lc rgb '{COLOURS.get(s, '#444444')}'"
+        f"$data using {i + 2}:xtic(1) title columnheader({i + 2}) lc rgb '{(colours or COLOURS).get(s, '#444444')}'"
         for i, s in enumerate(series)
     )
     width = max(900, 110 * len(labels))
