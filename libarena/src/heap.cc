@@ -342,6 +342,7 @@ void slab_emptied(Heap* h, Slab* s) {
 /// Moves a slab between lists after frees made slots available.
 void slab_after_free(Heap* h, Slab* s) {
     if (s->where == SlabWhere::Full) {
+        ARENA_ASSERT(s->nonempty != 0 || s->fresh != 0); // it has a slot to hand out
         s->where = SlabWhere::Partial;
         list_push(h->partial[s->cls], s);
     }
@@ -410,10 +411,14 @@ void collect_queued(Heap* h) {
         list = s->next_remote; // read before `queued` drops: a freer may push s again at once
         s->remote_mark = 0;
         s->queued.exchange(0, std::memory_order_seq_cst);
-        collect_slab(s);
+        const uint32_t freed = collect_slab(s);
         if (s->where == SlabWhere::Detached)
             slab_retire(h, s);
-        else
+        else if (freed != 0)
+            // Not when nothing came in: a freer that published just after an earlier
+            // collection had cleared `queued` pushed the slab again, and that collection took
+            // its bits. A Full slab moved to the partial list without a free slot would be
+            // opened by alloc_refill with no fresh word left (the "s->fresh != 0" abort).
             slab_after_free(h, s);
     }
 }

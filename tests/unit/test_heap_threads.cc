@@ -19,6 +19,7 @@
 // Size: HEAP_THREADS_ITER (default 20000) per thread per round.
 #include "alloc.h"
 #include "cookie_stress.h"
+#include "heap.h"
 #include "lock.h"
 #include "os.h"
 #include "pages.h"
@@ -173,6 +174,54 @@ TEST_CASE("threads, cross-thread frees, churn, trims and the purger's step keep 
     CHECK(*arena::stats::page_path() != '\0'); // ARENA_STATS_DIR: tests/meson.build
     CHECK(controller.stop() > 0);              // trim requests were served
     CHECK(stress.corrupt() == 0);
+}
+
+TEST_CASE("a slab pushed on the remote queue again after its frees were collected stays full") {
+    // The race, made deterministic: a remote freer publishes a slot of a full slab just after
+    // the owner cleared `queued` while collecting it, so it pushes the slab again; the owner's
+    // collection takes that bit too, and the slab comes off the queue later with nothing in its
+    // remote bitmap. Before the fix the owner then put it on the partial list with no free
+    // slot, and its next refill aborted ("check failed: s->fresh != 0"; seen in bench larson x2
+    // and bench_prodcons). Here the stale push is made by hand, on the owner's own thread.
+    setup();
+    libc::malloc_trim(0); // no cached blocks of the class: the slab fills from its bitmap
+    constexpr size_t kSize = 32 * 1024;
+    const unsigned cls = arena::class_of(kSize);
+    const uint32_t nslots = arena::kClasses[cls].nslots;
+    auto slab_of = [](void* p) {
+        const uintptr_t off = reinterpret_cast<uintptr_t>(p) - arena::g_region0.base;
+        REQUIRE(off < arena::g_region0.size);
+        const uintptr_t e = arena::g_region0.pagemap[off >> arena::kPageShift].load();
+        REQUIRE((e & arena::kTagMask) == 0);
+        return reinterpret_cast<arena::Slab*>(e);
+    };
+    std::vector<void*> blocks;
+    // Fill the slab of the first block (its owner allocates the lowest free slot first).
+    blocks.push_back(libc::malloc(kSize));
+    arena::Slab* full = slab_of(blocks.back());
+    for (uint32_t i = 0; i < 4 * nslots && (full->nonempty != 0 || full->fresh != 0); ++i)
+        blocks.push_back(libc::malloc(kSize));
+    REQUIRE(full->used == full->nslots);
+    // One more moves the class to another slab, and marks this one Full.
+    blocks.push_back(libc::malloc(kSize));
+    REQUIRE(slab_of(blocks.back()) != full);
+    REQUIRE(full->where == arena::SlabWhere::Full);
+    // The stale push: queued, nothing in its remote bitmap.
+    arena::Heap* h = arena::t_heap;
+    for (unsigned wi = 0; wi < full->nwords; ++wi)
+        REQUIRE(full->remote_bits[wi].load() == 0);
+    full->queued.store(1);
+    full->next_remote = h->remote.load();
+    h->remote.store(full);
+    // Enough allocations to run the class's refill (which collects the queue) several times.
+    for (uint32_t i = 0; i < 3 * nslots; ++i) {
+        blocks.push_back(libc::malloc(kSize));
+        REQUIRE(blocks.back() != nullptr);
+    }
+    CHECK(full->where == arena::SlabWhere::Full);
+    CHECK(full->queued.load() == 0);
+    for (void* p : blocks)
+        libc::free(p);
 }
 
 TEST_CASE("producer/consumer: every free is remote, the owner keeps allocating, then exits") {
