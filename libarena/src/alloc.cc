@@ -43,7 +43,13 @@ void large_free(Region* r, size_t page, uintptr_t entry, uintptr_t a, Api api) {
     heap::count_call(api);
     heap::count(k_large_frees);
     heap::count(k_large_free_bytes, npages << kPageShift);
-    heap::add_live(-static_cast<int64_t>(npages << kPageShift));
+    const uint64_t bytes = npages << kPageShift;
+    if (Heap* h = t_heap; h != &g_empty_heap) {
+        h->live -= static_cast<int64_t>(bytes);
+        heap::note_freed(h, bytes);
+    } else {
+        stats::note_live_change(-static_cast<int64_t>(bytes));
+    }
     heap::maintenance();
 }
 

@@ -503,6 +503,7 @@ void flush_overflow(Heap* h) {
 
 /// Allocation slow path bookkeeping: live bytes for the peak, overflow counters, control area.
 void note_slow_path(Heap* h) {
+    h->freed_unnoted = 0;
     stats::note_live(live_bytes(h), &h->published_live);
     flush_overflow(h);
     maintenance();
@@ -636,6 +637,18 @@ void free_uncached_as(Heap* h, Slab* s, uint64_t idx, Api api) {
                                                    [&]<Api A>() { free_uncached<A>(h, s, idx); });
 }
 
+/// How far a heap's frees may run ahead of the process's live bytes (note_freed): the peak
+/// overstates by at most this much per thread that only frees.
+constexpr uint64_t kFreedSlack = 256 * KiB;
+
+void note_freed(Heap* h, uint64_t bytes) {
+    h->freed_unnoted += bytes;
+    if (ARENA_LIKELY(h->freed_unnoted < kFreedSlack))
+        return;
+    h->freed_unnoted = 0;
+    stats::note_live(live_bytes(h), &h->published_live);
+}
+
 int64_t live_bytes(const Heap* h) {
     const StatShard* st = h->stats;
     int64_t small = 0;
@@ -694,8 +707,10 @@ void publish_batch(Heap* h, unsigned cls) {
         dbl = bits & s->free_bits[wi].load(std::memory_order_relaxed);
         bits &= ~dbl;
     }
-    if (bits != 0)
+    if (bits != 0) {
         dbl |= publish_remote(s, wi, bits);
+        note_freed(h, static_cast<uint64_t>(__builtin_popcountll(bits)) * kClasses[cls].size);
+    }
     const uintptr_t base = b.base;
     b.tag = 0;
     b.bits = 0;
@@ -731,6 +746,7 @@ ARENA_SLOW_PATH void free_remote_now(Slab* s, uintptr_t a, unsigned wi, uint64_t
         return report_free_error(HeapError::DoubleFree, a, api);
     StatShard& shared = stats::shared_shard();
     bump_shared(shared.class_free[cls]);
+    stats::note_live_change(-static_cast<int64_t>(kClasses[cls].size));
     if (call_counter(api) != kCounterCount)
         bump_shared(shared.events[call_counter(api)]);
 }

@@ -138,6 +138,12 @@ void count_free_as(Heap* h, const Slab* s, Api api);
 /// slow paths.
 int64_t live_bytes(const Heap* h);
 
+/// h's thread freed `bytes` more (remote frees as their batch is published, large blocks). A
+/// thread that mostly frees what others allocate (a consumer) seldom takes an allocation slow
+/// path, where its live bytes reach the process's: every 256 KiB freed they do here too, so
+/// that the peak of live bytes does not count the same bytes as live twice.
+void note_freed(Heap* h, uint64_t bytes);
+
 /// The slab's bitmap gained a free slot and it had none before, or has nothing allocated now:
 /// move it between the owner's lists.
 ARENA_SLOW_PATH void slab_gained_free(Heap* h, Slab* s);

@@ -258,6 +258,10 @@ void note_live(int64_t net, int64_t* published) {
     }
 }
 
+void note_live_change(int64_t delta) {
+    g_live.fetch_add(delta, std::memory_order_relaxed);
+}
+
 void publish_global() {
     if (g_page == nullptr)
         return;

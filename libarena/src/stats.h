@@ -106,6 +106,10 @@ void snapshot(snapshot::Snapshot* out);
 /// process's live bytes and raises the peak. Called from allocation slow paths.
 void note_live(int64_t live, int64_t* published);
 
+/// Adds delta to the process's live bytes: frees by a thread without a heap (a heap's own are
+/// in its live bytes, given by note_live).
+void note_live_change(int64_t delta);
+
 /// Writes the process-wide gauges (seqlock). Cheap enough for any slow path; callers are
 /// region creation, purge ticks, trims, heap creation and abandonment, heap errors.
 void publish_global();

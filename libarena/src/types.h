@@ -234,6 +234,7 @@ struct alignas(ARENA_CACHE_LINE) Heap {
     StatShard* flushed = nullptr;    // overflow heaps (no page shard left): what of the
                                      // private `stats` was already added to shard 0
     int64_t published_live = 0;      // `live` as last given to stats::note_live
+    uint64_t freed_unnoted = 0;      // bytes freed since then (heap.cc: note_freed)
     uint64_t prof_epoch = 0;         // profile.cc: the set_rate this heap's countdown follows
     uint64_t prof_rng = 0;           // its sampling intervals' generator state
 
