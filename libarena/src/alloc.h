@@ -69,7 +69,7 @@ ARENA_FAST_PATH void* alloc(size_t n) {
     if (ARENA_LIKELY(n <= 1024))
         return heap::alloc_small<A>(t_heap, kSmallLookup[(n + 15) >> 4], n);
     if (n <= kSmallMax)
-        return heap::alloc_small<A>(t_heap, class_of_medium(n), n);
+        return heap::alloc_small<A>(t_heap, kMediumLookup[(n + 127) >> 7], n);
     return large::alloc(n, kMinAlign, false, A);
 }
 

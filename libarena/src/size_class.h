@@ -109,11 +109,22 @@ constexpr std::array<uint8_t, 65> make_small_lookup() {
 
 inline constexpr std::array<uint8_t, 65> kSmallLookup = detail::make_small_lookup();
 
+/// Class of every size in (1024, kSmallMax], indexed by (size + 127) / 128: above 1 KiB the
+/// classes step by 256 bytes or more, and every boundary is a multiple of 128, so each
+/// 128-byte bucket lies in one class (checked below). One load instead of class_of_medium's
+/// bit scan and shifts.
+inline constexpr std::array<uint8_t, kSmallMax / 128 + 1> kMediumLookup = [] {
+    std::array<uint8_t, kSmallMax / 128 + 1> t{};
+    for (size_t i = 9; i < t.size(); ++i)
+        t[i] = static_cast<uint8_t>(class_of_medium(i * 128));
+    return t;
+}();
+
 /// Size class of a request of n bytes, n <= kSmallMax.
 constexpr unsigned class_of(size_t n) {
     if (n <= 1024)
         return kSmallLookup[(n + 15) >> 4];
-    return class_of_medium(n);
+    return kMediumLookup[(n + 127) >> 7];
 }
 
 // ---- Compile-time checks of the table -------------------------------------------------------
@@ -138,6 +149,8 @@ constexpr bool classes_are_valid() {
 constexpr bool lookup_is_exact() {
     for (size_t n = 0; n <= kSmallMax; ++n) {
         const unsigned c = class_of(n);
+        if (n > 1024 && c != class_of_medium(n))
+            return false;
         if (c >= kNumClasses || kClasses[c].size < n || (c > 0 && kClasses[c - 1].size >= n))
             return false;
     }
