@@ -60,7 +60,7 @@ extern "C" {
 
 #define ARENA_STATS_COMM_LEN 16
 #define ARENA_STATS_CMDLINE_LEN 256
-#define ARENA_STATS_MAX_CLASSES 48 /* size classes the layout has room for (libarena uses 40) */
+#define ARENA_STATS_MAX_CLASSES 48 /* size classes the layout has room for (libarena uses 48) */
 #define ARENA_STATS_EVENT_SLOTS 32 /* event counters the layout has room for */
 #define ARENA_STATS_GAUGE_SLOTS 31 /* gauges the layout has room for */
 /* Shard 0 is shared (atomic adds); 1.. belong to thread heaps. Heaps beyond count privately and
