@@ -309,6 +309,10 @@ void settle_locked(uint64_t delay) {
 /// The cached block's address, 0 when empty. Exchanged, never written plainly: whoever takes a
 /// nonzero value owns that block.
 constinit std::atomic<uintptr_t> g_cached{0};
+/// The page count of the last large request (cache_take): a block is kept only when it has that
+/// many pages. Where sizes vary, a kept block would rarely be taken, and meanwhile its pages
+/// could serve nothing else (bench powerlaw: +4% peak RSS when every block up to 1 MiB was kept).
+constinit std::atomic<size_t> g_last_request{0};
 
 /// Gives a block taken from the cache back to the free pages: its entry cleared, then the pages
 /// released, as large_free does. Called with the lock held.
@@ -437,7 +441,8 @@ void shrink(Region* r, size_t first, size_t old_np, size_t new_np) {
 }
 
 bool cache_put(Region* r, size_t first, size_t npages) {
-    if (npages > kCacheMaxPages || !purger::awake())
+    if (npages > kCacheMaxPages || npages != g_last_request.load(std::memory_order_relaxed) ||
+        !purger::awake())
         return false;
     const uintptr_t a = r->page_address(first);
     const uintptr_t old = g_cached.exchange(a, std::memory_order_seq_cst);
@@ -454,6 +459,8 @@ bool cache_put(Region* r, size_t first, size_t npages) {
 }
 
 bool cache_take(size_t npages, Run* out) {
+    if (g_last_request.load(std::memory_order_relaxed) != npages)
+        g_last_request.store(npages, std::memory_order_relaxed);
     uintptr_t a = g_cached.load(std::memory_order_relaxed);
     if (a == 0)
         return false;

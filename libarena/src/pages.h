@@ -59,12 +59,14 @@ void free(Region* r, size_t first, size_t npages);
 inline constexpr size_t kCacheMaxPages = 256;
 
 /// Offers the large block at page `first` of r, whose pagemap entry the caller has tagged
-/// kCachedTag, to the cache. False when it is not kept (no purger awake, too large): the caller
-/// clears the entry and frees the pages itself. A block the cache held before is freed.
+/// kCachedTag, to the cache. False when it is not kept (no purger awake, too large, or not the
+/// size of the last large request): the caller clears the entry and frees the pages itself. A
+/// block the cache held before is freed.
 bool cache_put(Region* r, size_t first, size_t npages);
 
-/// Takes the cached block when it has exactly npages pages, with its pagemap entry still
-/// tagged (the caller sets it). False when it does not fit.
+/// For every large request of npages pages (unaligned): takes the cached block when it has
+/// exactly npages pages, with its pagemap entry still tagged (the caller sets it). False when
+/// it does not fit.
 bool cache_take(size_t npages, Run* out);
 
 /// Extends the run [first, first+old_np) in place to new_np pages if the pages after it are
