@@ -557,6 +557,8 @@ int64_t background_step(uint64_t now, uint32_t* seq, uint32_t lock_id) {
             if (delay <= 0 ||
                 (dirty_pages_locked() == 0 && !g_remote_pending &&
                  g_cached.load(std::memory_order_relaxed) == 0)) {
+                if (delay <= 0)
+                    drain_cache_locked(); // purging was turned off: no tick comes for it
                 *seq = purger::idle_locked();
                 // A block cached meanwhile: see cache_put.
                 if (delay > 0 && g_cached.load(std::memory_order_seq_cst) != 0) {
