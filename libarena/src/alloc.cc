@@ -31,15 +31,21 @@ uintptr_t large_entry(size_t npages) {
 /// Frees the large block at page `page` of r whose pagemap entry was `entry`.
 void large_free(Region* r, size_t page, uintptr_t entry, uintptr_t a, Api api) {
     uintptr_t expected = entry;
-    // Exchange, so that two threads freeing the same block at once find one double free.
-    if (!r->pagemap[page].compare_exchange_strong(expected, 0, std::memory_order_acq_rel)) {
+    // Exchange, so that two threads freeing the same block at once find one double free. The
+    // entry stays, tagged, while the block waits in the large-block cache (pages.h).
+    if ((entry & kCachedTag) != 0 ||
+        !r->pagemap[page].compare_exchange_strong(expected, entry | kCachedTag,
+                                                  std::memory_order_acq_rel)) {
         report_heap_error(HeapError::DoubleFree, reinterpret_cast<void*>(a), api_name(api));
         return;
     }
     if (ARENA_UNLIKELY(prof::g_live_large.load(std::memory_order_relaxed) != 0))
         prof::free_large(a); // before its pages can be handed out again
     const size_t npages = entry >> kLargeShift;
-    pages::free(r, page, npages);
+    if (!pages::cache_put(r, page, npages)) {
+        r->pagemap[page].store(0, std::memory_order_release);
+        pages::free(r, page, npages);
+    }
     heap::count_call(api);
     heap::count(k_large_frees);
     heap::count(k_large_free_bytes, npages << kPageShift);
@@ -103,9 +109,10 @@ void* large::alloc(size_t n, size_t align, bool zero, Api api) {
     const size_t npages = pages_for(n == 0 ? 1 : n);
     const size_t align_pages = align <= kPageSize ? 1 : align >> kPageShift;
     pages::Run run{};
-    if (!pages::alloc(npages, align_pages, &run))
+    if ((align_pages != 1 || !pages::cache_take(npages, &run)) &&
+        !pages::alloc(npages, align_pages, &run))
         return heap::fail_enomem();
-    run.region->pagemap[run.first].store(large_entry(npages), std::memory_order_release);
+    run.region->pagemap[run.first].store(large_entry(run.npages), std::memory_order_release);
     void* p = reinterpret_cast<void*>(run.addr);
     if (zero && !run.clean)
         memset(p, 0, n);
@@ -116,10 +123,10 @@ void* large::alloc(size_t n, size_t align, bool zero, Api api) {
         static_cast<CachedBlock*>(p)->key = 0;
     heap::count_call(api);
     heap::count(k_large_allocs);
-    heap::count(k_large_alloc_bytes, npages << kPageShift);
+    heap::count(k_large_alloc_bytes, run.npages << kPageShift);
     heap::count(k_bytes_requested, n);
     if (h != nullptr) {
-        h->live += static_cast<int64_t>(npages << kPageShift);
+        h->live += static_cast<int64_t>(run.npages << kPageShift);
         stats::note_live(heap::live_bytes(h), &h->published_live);
     }
     heap::maintenance();
@@ -194,6 +201,10 @@ BlockInfo block_info(const void* p) {
                 break;
             }
         }
+        return bi;
+    }
+    if ((bi.entry & kCachedTag) != 0 && (a & (kPageSize - 1)) == 0) {
+        bi.kind = BlockInfo::Freed; // in the large-block cache
         return bi;
     }
     if ((bi.entry & kLargeTag) != 0 && (a & (kPageSize - 1)) == 0) {

@@ -209,6 +209,7 @@ private:
     // that claim and release visit only the levels they change, not all of them.
     static constexpr unsigned kHintLevels = 64;
     static constexpr size_t kMergeScan = 4096; // release: how far up it measures the merged run
+    static constexpr size_t kClaimScan = 256;  // claim: how far up it looks for the next free unit
     size_t hints_[kHintLevels] = {};
     unsigned levels_ = 0; // hints in use: runs are at most nunits_ long
     // The run released last (or what is left of it): a request it fits takes it at once,

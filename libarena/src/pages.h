@@ -46,6 +46,30 @@ bool alloc(size_t npages, size_t align_pages, Run* out);
 /// Returns a run to the free pages.
 void free(Region* r, size_t first, size_t npages);
 
+// ---- The large-block cache -------------------------------------------------------------------
+// A large block freed and then requested again at about its size (a buffer per request, the
+// seed's 256 KiB blocks) costs two page operations, each a lock and bitmap updates: several
+// times what the allocation itself does. One freed block of at most kCacheMaxPages pages is kept
+// whole instead, its pages still used in the region, its pagemap entry tagged kCachedTag (a
+// second free of it is a double free), and the next large request it fits takes it without the
+// lock. It is kept only while the background purger is awake, and every purge tick (and trim)
+// gives it back to the free pages: so it is returned to the kernel as late as any other freed
+// page, between one and two delays after its free.
+
+/// Largest block the cache keeps (1 MiB): more would hold memory a smaller request cannot use.
+inline constexpr size_t kCacheMaxPages = 256;
+
+/// Offers the large block at page `first` of r, whose pagemap entry the caller has tagged
+/// kCachedTag, to the cache. False when it is not kept (no purger awake, too large, or not the
+/// size of the last large request): the caller clears the entry and frees the pages itself. A
+/// block the cache held before is freed.
+bool cache_put(Region* r, size_t first, size_t npages);
+
+/// For every large request of npages pages (unaligned): takes the cached block when it has
+/// exactly npages pages, with its pagemap entry still tagged (the caller sets it). False when
+/// it does not fit.
+bool cache_take(size_t npages, Run* out);
+
 /// Extends the run [first, first+old_np) in place to new_np pages if the pages after it are
 /// free. `clean` tells whether the added pages read as zero.
 bool try_grow(Region* r, size_t first, size_t old_np, size_t new_np, bool* clean);

@@ -115,7 +115,9 @@ constinit std::atomic<bool> g_quit{false};  // before_exec asks it to end
 constinit std::atomic<bool> g_exec_pending{false};
 constinit std::atomic<bool> g_setup_failed{false};    // it ended because helper_isolate failed
 constinit std::atomic<uint32_t*> g_main_tid{nullptr}; // the main thread's tid word, or null
-constinit bool g_idle = false; // pages lock: it sleeps without timeout until poked
+// Written under the pages lock: it sleeps without timeout until poked. Atomic, because
+// awake() reads it without the lock (pages.cc, "The large-block cache").
+constinit std::atomic<bool> g_idle{false};
 constinit int g_owner = 0;     // the process it works for (getpid at init or fork)
 constinit int g_pid = 0;
 constinit void* g_area = nullptr; // its stack and thread pointer, reused by the next purger
@@ -245,9 +247,9 @@ bool want_poke_locked(size_t (*dirty_bytes)()) {
     case kRunning:
         if (g_alive.load(std::memory_order_acquire) == 0)
             return true; // it ended: reap it, start another
-        if (!g_idle)
+        if (!g_idle.load(std::memory_order_relaxed))
             return false; // awake, or sleeping until its next tick
-        g_idle = false;
+        g_idle.store(false, std::memory_order_seq_cst);
         g_word.fetch_add(1, std::memory_order_release);
         return true;
     default:
@@ -279,8 +281,18 @@ bool running() {
            g_alive.load(std::memory_order_relaxed) != 0;
 }
 
+bool awake() {
+    return g_state.load(std::memory_order_relaxed) == kRunning &&
+           g_alive.load(std::memory_order_relaxed) != 0 &&
+           !g_idle.load(std::memory_order_seq_cst);
+}
+
+void not_idle_locked() {
+    g_idle.store(false, std::memory_order_relaxed);
+}
+
 bool sleeping_locked() {
-    return g_idle;
+    return g_idle.load(std::memory_order_relaxed);
 }
 
 bool startable_locked() {
@@ -288,7 +300,7 @@ bool startable_locked() {
 }
 
 uint32_t idle_locked() {
-    g_idle = true;
+    g_idle.store(true, std::memory_order_seq_cst);
     g_remote_listen.store(1, std::memory_order_release);
     return g_word.load(std::memory_order_acquire);
 }
@@ -323,7 +335,7 @@ void fork_child() {
     g_quit.store(false, std::memory_order_relaxed);
     g_exec_pending.store(false, std::memory_order_relaxed);
     g_setup_failed.store(false, std::memory_order_relaxed);
-    g_idle = false;
+    g_idle.store(false, std::memory_order_relaxed);
     g_starts = 0;
     g_remote_listen.store(1, std::memory_order_relaxed);
     g_remote_pushes.store(0, std::memory_order_relaxed);

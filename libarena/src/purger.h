@@ -36,6 +36,15 @@ bool running();
 /// With the pages lock held: the purger sleeps with nothing to do (idle_locked).
 bool sleeping_locked();
 
+/// Without a lock: a purger runs and is not asleep without a timeout, so it makes the next tick
+/// (pages.cc, "The large-block cache": the tick empties the cache). Sequentially consistent
+/// with idle_locked, so that a thread caching a block and a purger going to sleep see each
+/// other's write.
+bool awake();
+
+/// With the pages lock held, after idle_locked: the purger does not sleep after all.
+void not_idle_locked();
+
 /// With the pages lock held: there is no purger, and this process has not given up on one
 /// (poke may start it).
 bool startable_locked();

@@ -64,6 +64,8 @@ struct Region;
 inline constexpr uintptr_t kLargeTag = 1;   // first page of a large block
 inline constexpr uintptr_t kSampledTag = 2; // a slab page where a live sampled block starts
                                             // (profile.h): its frees leave the fast path
+inline constexpr uintptr_t kCachedTag = 4;  // with kLargeTag: a freed large block kept whole
+                                            // in the large-block cache (pages.h: cache_put)
 inline constexpr uintptr_t kTagMask = 63;   // slab descriptors are 64-byte aligned
 inline constexpr unsigned kLargeShift = 6;  // entry >> kLargeShift = pages of the large block
 

@@ -60,6 +60,26 @@ ARENA_TEST_CHILD(double_free_large) {
     return 0;
 }
 
+ARENA_TEST_CHILD(double_free_large_cached) {
+    // Freed pages wake the background purger, which lets the next large free be kept in the
+    // large-block cache (pages.h) with its pagemap entry tagged: the second free of that block
+    // must still be one. (Without a purger the block is freed as usual: the same report.)
+    void* warm[8];
+    for (void*& w : warm) {
+        w = malloc(256 << 10);
+        memset(w, 1, 256 << 10);
+    }
+    for (void* w : warm)
+        free(w);
+    void* p = malloc(256 << 10);
+    do_free(p);
+    void* q = malloc(256 << 10); // the cached block when the cache kept p
+    print_addr(q);
+    do_free(q);
+    do_free(q);
+    return 0;
+}
+
 ARENA_TEST_CHILD(double_free_remote) {
     // Freed by another thread first, then by the owner.
     void* p = malloc(64);
@@ -288,6 +308,11 @@ TEST_SUITE("errors") {
     TEST_CASE("double free of a large block") {
         expect_reported("double_free_large", "double free");
         expect_abort("double_free_large");
+    }
+
+    TEST_CASE("double free of a large block kept in the large-block cache") {
+        expect_reported("double_free_large_cached", "double free");
+        expect_abort("double_free_large_cached");
     }
 
     TEST_CASE("double free across threads") {
