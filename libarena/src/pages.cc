@@ -429,8 +429,15 @@ void free(Region* r, size_t first, size_t npages) {
 bool try_grow(Region* r, size_t first, size_t old_np, size_t new_np, bool* clean) {
     ARENA_ASSERT(new_np > old_np && old_np != 0);
     LockGuard guard(g_lock);
-    if (!r->runs.range_free(first + old_np, new_np - old_np))
-        return false;
+    if (!r->runs.range_free(first + old_np, new_np - old_np)) {
+        // The pages after the block may be a freed block waiting in the large-block cache:
+        // they are free pages to anyone else, so to a growing neighbour too.
+        if (g_cached.load(std::memory_order_relaxed) == 0)
+            return false;
+        drain_cache_locked();
+        if (!r->runs.range_free(first + old_np, new_np - old_np))
+            return false;
+    }
     *clean = r->runs.claim(first + old_np, new_np - old_np);
     return true;
 }
@@ -554,9 +561,8 @@ int64_t background_step(uint64_t now, uint32_t* seq, uint32_t lock_id) {
         if (!g_tick_open) {
             const int64_t delay = option(Opt::PURGE_DELAY_MS);
             g_remote_pending = purger::take_remote_note() || g_remote_pending;
-            if (delay <= 0 ||
-                (dirty_pages_locked() == 0 && !g_remote_pending &&
-                 g_cached.load(std::memory_order_relaxed) == 0)) {
+            if (delay <= 0 || (dirty_pages_locked() == 0 && !g_remote_pending &&
+                               g_cached.load(std::memory_order_relaxed) == 0)) {
                 if (delay <= 0)
                     drain_cache_locked(); // purging was turned off: no tick comes for it
                 *seq = purger::idle_locked();
