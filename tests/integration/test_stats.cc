@@ -123,9 +123,10 @@ TEST_SUITE("stats-page") {
         CHECK(p->snap.head.start_time >= testing::self_start_time()); // when the page was made
         CHECK(p->uid == geteuid());
         const arena_stats_head& h = p->snap.head;
-        CHECK(h.nclasses == 40);
+        CHECK(h.nclasses == 48);
         CHECK(h.class_size[0] == 16);
-        CHECK(h.class_size[39] == 32768);
+        CHECK(h.class_size[28] == 4608); // eight classes per doubling from 4 KiB
+        CHECK(h.class_size[47] == 32768);
         CHECK(h.uid == geteuid());
         CHECK(p->gauge(ARENA_G_reserved_bytes) >= (16u << 20));
         CHECK(h.exec_entry == getauxval(AT_ENTRY));
