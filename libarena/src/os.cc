@@ -262,6 +262,14 @@ uint64_t unix_ns() {
     return static_cast<uint64_t>(ts.tv_sec) * kNsPerSec + static_cast<uint64_t>(ts.tv_nsec);
 }
 
+uint64_t thread_cpu_ns() {
+    const int saved = errno;
+    timespec ts{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    errno = saved;
+    return static_cast<uint64_t>(ts.tv_sec) * kNsPerSec + static_cast<uint64_t>(ts.tv_nsec);
+}
+
 int open_dir(int dir, const char* path) {
     return open_at(dir, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
 }

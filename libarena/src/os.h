@@ -64,6 +64,10 @@ const char* env(const char* name);
 /// CLOCK_REALTIME in nanoseconds.
 uint64_t unix_ns();
 
+/// CLOCK_THREAD_CPUTIME_ID in nanoseconds: the calling thread's CPU time, which a preemption
+/// does not advance.
+uint64_t thread_cpu_ns();
+
 /// CLOCK_BOOTTIME in clock ticks (AT_CLKTCK, USER_HZ): the unit and clock of a process's start
 /// time in /proc/<pid>/stat.
 uint64_t boot_ticks();

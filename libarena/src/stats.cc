@@ -42,7 +42,9 @@ constexpr unsigned kPublishCheckEvery = 16; // slow paths per clock read
 // Resident bytes (mincore over the regions' used extent) every second, and sooner when
 // committed bytes moved by more than an eighth since the last sample: at most every 10 ms, and
 // no sooner than 100 times the last sample took, so that sampling a large heap costs at most
-// about 1% of the time.
+// about 1% of the time. What a sample took is the sampling thread's CPU time: in wall time, a
+// preemption in the middle of one (a loaded machine) held back the next for seconds, and a
+// burst of allocation that then went idle kept the resident bytes of its first milliseconds.
 constexpr uint64_t kResidentEveryNs = 1'000'000'000;
 constexpr uint64_t kResidentCostFactor = 100;
 
@@ -283,9 +285,9 @@ void publish_global() {
     uint64_t resident = 0;
     uint64_t cost = 0;
     if (sample_resident) {
+        const uint64_t cpu = os::thread_cpu_ns();
         resident = pages::resident_bytes();
-        const uint64_t done = os::unix_ns();
-        cost = done > now ? done - now : 0; // the wall clock may step back
+        cost = os::thread_cpu_ns() - cpu;
     }
 
     LockGuard guard(g_global_lock);
