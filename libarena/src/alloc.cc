@@ -33,9 +33,8 @@ void large_free(Region* r, size_t page, uintptr_t entry, uintptr_t a, Api api) {
     uintptr_t expected = entry;
     // Exchange, so that two threads freeing the same block at once find one double free. The
     // entry stays, tagged, while the block waits in the large-block cache (pages.h).
-    if ((entry & kCachedTag) != 0 ||
-        !r->pagemap[page].compare_exchange_strong(expected, entry | kCachedTag,
-                                                  std::memory_order_acq_rel)) {
+    if ((entry & kCachedTag) != 0 || !r->pagemap[page].compare_exchange_strong(
+                                         expected, entry | kCachedTag, std::memory_order_acq_rel)) {
         report_heap_error(HeapError::DoubleFree, reinterpret_cast<void*>(a), api_name(api));
         return;
     }

@@ -118,7 +118,7 @@ constinit std::atomic<uint32_t*> g_main_tid{nullptr}; // the main thread's tid w
 // Written under the pages lock: it sleeps without timeout until poked. Atomic, because
 // awake() reads it without the lock (pages.cc, "The large-block cache").
 constinit std::atomic<bool> g_idle{false};
-constinit int g_owner = 0;     // the process it works for (getpid at init or fork)
+constinit int g_owner = 0; // the process it works for (getpid at init or fork)
 constinit int g_pid = 0;
 constinit void* g_area = nullptr; // its stack and thread pointer, reused by the next purger
 constinit unsigned g_starts = 0;
@@ -283,8 +283,7 @@ bool running() {
 
 bool awake() {
     return g_state.load(std::memory_order_relaxed) == kRunning &&
-           g_alive.load(std::memory_order_relaxed) != 0 &&
-           !g_idle.load(std::memory_order_seq_cst);
+           g_alive.load(std::memory_order_relaxed) != 0 && !g_idle.load(std::memory_order_seq_cst);
 }
 
 void not_idle_locked() {
