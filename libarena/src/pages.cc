@@ -314,9 +314,9 @@ constinit std::atomic<uintptr_t> g_cached{0};
 /// could serve nothing else (bench powerlaw: +4% peak RSS when every block up to 1 MiB was kept).
 constinit std::atomic<size_t> g_last_request{0};
 
-/// Gives a block taken from the cache back to the free pages: its entry cleared, then the pages
-/// released, as large_free does. Called with the lock held.
-void release_cached_locked(uintptr_t a) {
+/// A block taken from the cache, out of the cache's hands: its pagemap entry cleared. Returns
+/// its pages, for the caller to give back.
+Run uncache(uintptr_t a) {
     Region* r = region_of(a);
     ARENA_CHECK(r != nullptr);
     const size_t first = r->page_of(a);
@@ -324,7 +324,14 @@ void release_cached_locked(uintptr_t a) {
     // Only a cached block is ever in the cache; anything else would free a live block.
     ARENA_CHECK((e & (kLargeTag | kCachedTag)) == (kLargeTag | kCachedTag));
     r->pagemap[first].store(0, std::memory_order_release);
-    r->runs.release(first, e >> kLargeShift);
+    return Run{r, first, e >> kLargeShift, a, false};
+}
+
+/// Gives a block taken from the cache back to the free pages, as large_free does. Called with
+/// the lock held.
+void release_cached_locked(uintptr_t a) {
+    const Run run = uncache(a);
+    run.region->runs.release(run.first, run.npages);
 }
 
 /// Empties the cache into the free pages (purge ticks, trim). Called with the lock held.
@@ -337,13 +344,8 @@ void drain_cache_locked() {
 
 /// A block taken from the cache that is not used after all: freed as large_free frees.
 void free_cached(uintptr_t a) {
-    Region* r = region_of(a);
-    ARENA_CHECK(r != nullptr);
-    const size_t first = r->page_of(a);
-    const uintptr_t e = r->pagemap[first].load(std::memory_order_relaxed);
-    ARENA_CHECK((e & (kLargeTag | kCachedTag)) == (kLargeTag | kCachedTag));
-    r->pagemap[first].store(0, std::memory_order_release);
-    free(r, first, e >> kLargeShift);
+    const Run run = uncache(a);
+    free(run.region, run.first, run.npages);
 }
 
 bool claim_in(Region& r, size_t npages, size_t align_pages, Run* out) {
