@@ -51,7 +51,7 @@ void large_free(Region* r, size_t page, uintptr_t entry, uintptr_t a, Api api) {
     const uint64_t bytes = npages << kPageShift;
     if (Heap* h = t_heap; h != &g_empty_heap) {
         h->live -= static_cast<int64_t>(bytes);
-        heap::note_freed(h, bytes);
+        heap::note_freed_large(h, bytes);
     } else {
         stats::note_live_change(-static_cast<int64_t>(bytes));
     }
@@ -126,7 +126,7 @@ void* large::alloc(size_t n, size_t align, bool zero, Api api) {
     heap::count(k_bytes_requested, n);
     if (h != nullptr) {
         h->live += static_cast<int64_t>(run.npages << kPageShift);
-        stats::note_live(heap::live_bytes(h), &h->published_live);
+        stats::note_live(heap::live_bytes_cached(h), &h->published_live);
     }
     heap::maintenance();
     if (h != nullptr)

@@ -639,7 +639,7 @@ void free_uncached_as(Heap* h, Slab* s, uint64_t idx, Api api) {
 
 /// How far a heap's frees may run ahead of the process's live bytes (note_freed): the peak
 /// overstates by at most this much per thread that only frees.
-constexpr uint64_t kFreedSlack = 256 * KiB;
+constexpr uint64_t kFreedSlack = 1 * MiB;
 
 void note_freed(Heap* h, uint64_t bytes) {
     h->freed_unnoted += bytes;
@@ -649,15 +649,24 @@ void note_freed(Heap* h, uint64_t bytes) {
     stats::note_live(live_bytes(h), &h->published_live);
 }
 
-int64_t live_bytes(const Heap* h) {
+void note_freed_large(Heap* h, uint64_t bytes) {
+    h->freed_unnoted += bytes;
+    if (ARENA_LIKELY(h->freed_unnoted < kFreedSlack))
+        return;
+    h->freed_unnoted = 0;
+    stats::note_live(live_bytes_cached(h), &h->published_live);
+}
+
+int64_t live_bytes(Heap* h) {
     const StatShard* st = h->stats;
     int64_t small = 0;
-#pragma GCC unroll 40 // the sizes become immediates: about five instructions a class
+#pragma GCC unroll 64 // the sizes become immediates: about five instructions a class
     for (unsigned c = 0; c < kNumClasses; ++c) {
         const uint64_t blocks = st->class_alloc[c].load(std::memory_order_relaxed) -
                                 st->class_free[c].load(std::memory_order_relaxed);
         small += static_cast<int64_t>(blocks * kClasses[c].size); // wraps to < 0 if freed more
     }
+    h->small_live = small;
     return h->live + small;
 }
 

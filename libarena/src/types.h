@@ -237,6 +237,8 @@ struct alignas(ARENA_CACHE_LINE) Heap {
                                      // private `stats` was already added to shard 0
     int64_t published_live = 0;      // `live` as last given to stats::note_live
     uint64_t freed_unnoted = 0;      // bytes freed since then (heap.cc: note_freed)
+    int64_t small_live = 0;          // small blocks' part of the last live_bytes(): what
+                                     // large-block operations add `live` to (no class sum)
     uint64_t prof_epoch = 0;         // profile.cc: the set_rate this heap's countdown follows
     uint64_t prof_rng = 0;           // its sampling intervals' generator state
 
